@@ -1,0 +1,113 @@
+"""Model configuration: a JSON-serialisable description of one model of the family."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+FAMILIES = ("selfvae-downscale", "selfvae-sketch", "vae")
+PRIORS = ("realnvp", "standard", "mog")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model of the selfVAE family.
+
+    family: 'selfvae-downscale' (K = `levels` discrete 2x downscales), 'selfvae-sketch'
+      (one level whose representation is the pencil sketch) or 'vae' (one latent u).
+    u_stride: how many times smaller u is than y_1 (a power of two).
+    level_widths: channel width of each level, from level 1 (coarsest) to the last
+      (full resolution); the default puts capacity at low resolution, where it is cheap.
+    """
+
+    family: str = "selfvae-downscale"
+    levels: int = 3
+    image_channels: int = 3
+    u_channels: int = 8
+    z_channels: int = 8
+    u_stride: int = 2
+    prior: str = "realnvp"
+    flow_layers: int = 4
+    flow_hidden: int = 64
+    mog_components: int = 8
+    mixtures: int = 5
+    top_width: int = 64
+    level_widths: tuple[int, ...] = field(default=(64, 48, 32))
+    growth: int = 16
+    dense_layers: int = 2
+    sketch_blur_passes: int = 4
+
+    def __post_init__(self):
+        object.__setattr__(self, "level_widths", tuple(self.level_widths))
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.u_stride < 1 or self.u_stride & (self.u_stride - 1):
+            raise ValueError("u_stride must be a power of two")
+        if self.num_levels != len(self.level_widths):
+            raise ValueError(
+                f"{self.family} with {self.num_levels} level(s) needs that many level_widths, "
+                f"got {len(self.level_widths)}"
+            )
+        if self.family == "selfvae-downscale" and not 1 <= self.levels <= 4:
+            raise ValueError("selfvae-downscale supports 1 to 4 levels")
+        # The prior of z_1 upsamples u onto z_1's grid, so u must not be finer than it.
+        if self.family == "selfvae-downscale" and self.u_stride < 2:
+            raise ValueError("selfvae-downscale needs u_stride >= 2")
+        if self.family == "selfvae-sketch" and self.u_stride < 4:
+            raise ValueError("selfvae-sketch needs u_stride >= 4")
+
+    @property
+    def num_levels(self) -> int:
+        """Number of z levels (and of likelihoods below the top one)."""
+        if self.family == "selfvae-downscale":
+            return self.levels
+        return 1 if self.family == "selfvae-sketch" else 0
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["level_widths"] = list(self.level_widths)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        return cls.from_dict(json.loads(text))
+
+
+def default_config() -> ModelConfig:
+    """The shipped default: 3 downscale levels, light at full resolution."""
+    return ModelConfig()
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A very small model for tests and quick experiments."""
+    base = dict(
+        u_channels=4,
+        z_channels=4,
+        flow_layers=2,
+        flow_hidden=8,
+        mixtures=3,
+        top_width=16,
+        level_widths=(16, 12, 8),
+        growth=8,
+        dense_layers=1,
+    )
+    base.update(overrides)
+    family = base.get("family", "selfvae-downscale")
+    if "level_widths" not in overrides:
+        levels = base.get("levels", 3) if family == "selfvae-downscale" else (1 if family == "selfvae-sketch" else 0)
+        base["level_widths"] = (16, 12, 8, 8)[:levels]
+    return ModelConfig(**base)

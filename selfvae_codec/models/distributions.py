@@ -1,0 +1,347 @@
+"""Distributions: the discretized logistic mixture over 0..255 with the PixelCNN++
+linear coupling of channels, diagonal Gaussians, and the priors for `u`
+(standard normal, mixture of Gaussians, RealNVP flow)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_2PI = math.log(2 * math.pi)
+HALF_BIN = 1.0 / 255.0  # half the width of one of the 256 bins of [-1, 1]
+
+
+def normalize_pixels(values: torch.Tensor) -> torch.Tensor:
+    """0..255 integers -> floats in [-1, 1] (the mixture's and the networks' scale)."""
+    return values.to(torch.float32) / 127.5 - 1.0
+
+
+def _log_logistic_interval(
+    lower: torch.Tensor, upper: torch.Tensor, lower_open: torch.Tensor, upper_open: torch.Tensor
+) -> torch.Tensor:
+    """log(sigmoid(upper) - sigmoid(lower)), stable for all arguments.
+
+    `lower_open` / `upper_open` mark edges at -inf / +inf (the bins of 0 and 255,
+    which take the tail mass). Uses
+    log(s(b) - s(a)) = -a + log(1 - e^(a-b)) - softplus(-a) - softplus(-b).
+    """
+    lower = torch.where(lower_open, torch.zeros_like(lower), lower)
+    upper = torch.where(upper_open, torch.zeros_like(upper), upper)
+    # Keep b - a strictly positive for expm1 even where an edge is replaced above.
+    gap = torch.where(lower_open | upper_open, torch.ones_like(upper), upper - lower).clamp(min=1e-12)
+    both_finite = -lower + torch.log(-torch.expm1(-gap)) - F.softplus(-lower) - F.softplus(-upper)
+    only_upper = -F.softplus(-upper)  # log sigmoid(upper)
+    only_lower = -F.softplus(lower)  # log (1 - sigmoid(lower))
+    out = torch.where(lower_open, only_upper, both_finite)
+    out = torch.where(upper_open, only_lower, out)
+    return torch.where(lower_open & upper_open, torch.zeros_like(out), out)
+
+
+class DiscretizedLogisticMixture:
+    """Mixture of discretized logistics over 0..255 per subpixel, PixelCNN++ style.
+
+    `params` is [B, P, H, W] with P = num_params(channels, mixtures): mixture logits
+    (shared by the channels), means, log-scales, and tanh coupling coefficients so
+    that the mean of channel c is mu_c + sum_{j<c} coeff_{c,j} * x_j.
+
+    Channel c's conditional p(x_c | x_<c) uses the mixture weights updated by the
+    earlier channels, w_m ∝ pi_m prod_{j<c} p_m(x_j), so the product of the channel
+    conditionals (what the entropy coder codes) is exactly the joint likelihood.
+    An optional inclusive interval [lo, hi] per subpixel restricts and renormalises
+    each channel's conditional to that interval.
+    """
+
+    def __init__(self, params: torch.Tensor, channels: int, mixtures: int):
+        batch, count, height, width = params.shape
+        if count != self.num_params(channels, mixtures):
+            raise ValueError(f"expected {self.num_params(channels, mixtures)} parameter maps, got {count}")
+        self.channels, self.mixtures = channels, mixtures
+        m, c = mixtures, channels
+        self.log_weights = F.log_softmax(params[:, :m], dim=1)
+        self.means = params[:, m : m + c * m].reshape(batch, c, m, height, width)
+        self.log_scales = params[:, m + c * m : m + 2 * c * m].reshape(batch, c, m, height, width).clamp(min=-7.0)
+        pairs = c * (c - 1) // 2
+        self.coeffs = torch.tanh(params[:, m + 2 * c * m :].reshape(batch, pairs, m, height, width))
+
+    @staticmethod
+    def num_params(channels: int, mixtures: int) -> int:
+        return mixtures * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+    def _channel_mean(self, c: int, x_norm: torch.Tensor) -> torch.Tensor:
+        mean = self.means[:, c]
+        for j in range(c):
+            mean = mean + self.coeffs[:, c * (c - 1) // 2 + j] * x_norm[:, j : j + 1]
+        return mean
+
+    def _component_interval_log_prob(
+        self, c: int, mean: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+    ) -> torch.Tensor:
+        """log P_m(lo <= x_c <= hi) for every component m: [B, M, H, W]."""
+        inv_scale = torch.exp(-self.log_scales[:, c])
+        lo = lo.unsqueeze(1)
+        hi = hi.unsqueeze(1)
+        lower = (normalize_pixels(lo) - HALF_BIN - mean) * inv_scale
+        upper = (normalize_pixels(hi) + HALF_BIN - mean) * inv_scale
+        return _log_logistic_interval(lower, upper, (lo <= 0).expand_as(lower), (hi >= 255).expand_as(upper))
+
+    def _channel_states(self, x: torch.Tensor, upto: int):
+        """Yield (c, log_weights, mean) for channels 0..upto-1 given the values x."""
+        x_norm = normalize_pixels(x)
+        log_w = self.log_weights
+        for c in range(upto):
+            mean = self._channel_mean(c, x_norm)
+            yield c, log_w, mean
+            component = self._component_interval_log_prob(c, mean, x[:, c], x[:, c])
+            log_w = F.log_softmax(log_w + component, dim=1)
+
+    def log_prob(self, x: torch.Tensor, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probability (nats) of integer values x [B, C, H, W]; returns [B, H, W]."""
+        x = x.to(torch.int64)
+        total = torch.zeros(x.shape[0], *x.shape[2:], device=self.means.device)
+        for c, log_w, mean in self._channel_states(x, self.channels):
+            component = self._component_interval_log_prob(c, mean, x[:, c], x[:, c])
+            total = total + torch.logsumexp(log_w + component, dim=1)
+            if lo is not None:
+                mass = self._component_interval_log_prob(c, mean, lo[:, c], hi[:, c])
+                total = total - torch.logsumexp(log_w + mass, dim=1)
+        return total
+
+    def channel_probabilities(
+        self, c: int, x: torch.Tensor, lo: torch.Tensor | None = None, count: int = 256
+    ) -> torch.Tensor:
+        """Probabilities of channel c's values given x's channels < c: [B, H, W, count].
+
+        Without `lo`: the 256-entry table of values 0..255. With `lo` ([B, C, H, W]):
+        the `count` values lo..lo+count-1 of channel c; callers zero the entries above
+        their upper bound and renormalise (see `interval_probabilities`).
+        """
+        x = x.to(torch.int64)
+        *_, (_, log_w, mean) = self._channel_states(x, c + 1)
+        inv_scale = torch.exp(-self.log_scales[:, c])
+        weights = torch.exp(log_w)
+        if lo is None:
+            first = torch.zeros_like(x[:, 0])
+        else:
+            first = lo[:, c]
+        offsets = torch.arange(count + 1, device=mean.device)
+        # Bin edges between consecutive values first-1 | first | ... | first+count-1 | ...
+        edge_values = first.unsqueeze(-1) + offsets  # [B, H, W, count+1]: value v's lower edge
+        edges = normalize_pixels(edge_values) - HALF_BIN
+        standardized = (edges.unsqueeze(1) - mean.unsqueeze(-1)) * inv_scale.unsqueeze(-1)
+        cdf = (torch.sigmoid(standardized) * weights.unsqueeze(-1)).sum(dim=1)
+        cdf = torch.where(edge_values <= 0, torch.zeros_like(cdf), cdf)
+        cdf = torch.where(edge_values >= 256, torch.ones_like(cdf), cdf)
+        return (cdf[..., 1:] - cdf[..., :-1]).clamp(min=0.0)
+
+    def interval_probabilities(
+        self, c: int, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int
+    ) -> torch.Tensor:
+        """Channel c's conditional restricted to lo..hi and renormalised.
+
+        count < 256: [B, H, W, count], entry j is the probability of lo + j (the
+        interval must hold at most `count` values). count == 256: the whole table of
+        0..255 with the entries outside lo..hi set to zero.
+        """
+        if count == 256:
+            first = torch.zeros_like(lo[:, c])
+            probs = self.channel_probabilities(c, x)
+        else:
+            first = lo[:, c]
+            probs = self.channel_probabilities(c, x, lo=lo, count=count)
+        values = first.unsqueeze(-1) + torch.arange(count, device=probs.device)
+        allowed = (values >= lo[:, c].unsqueeze(-1)) & (values <= hi[:, c].unsqueeze(-1))
+        probs = torch.where(allowed, probs, torch.zeros_like(probs))
+        # Where all the allowed mass underflowed, fall back to uniform over the interval.
+        probs = torch.where(probs.sum(-1, keepdim=True) > 0, probs, allowed.to(probs.dtype))
+        return probs / probs.sum(dim=-1, keepdim=True)
+
+    def generate(
+        self, method: str, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None, count: int = 4
+    ) -> torch.Tensor:
+        """Integer values [B, C, H, W] by `method`: 'mean' (the mixture mean, rounded),
+        'mode' (the most probable value, channel by channel) or 'sample'."""
+        batch, _, _, height, width = self.means.shape
+        x = torch.zeros(batch, self.channels, height, width, dtype=torch.int64, device=self.means.device)
+        for c in range(self.channels):
+            if method == "mean":
+                *_, (_, log_w, mean) = self._channel_states(x, c + 1)
+                value = (torch.exp(log_w) * mean).sum(dim=1)
+                value = torch.round((value + 1.0) * 127.5).clamp(0, 255).to(torch.int64)
+                if lo is not None:
+                    value = torch.maximum(torch.minimum(value, hi[:, c]), lo[:, c])
+            else:
+                if lo is None:
+                    probs = self.channel_probabilities(c, x)
+                else:
+                    probs = self.interval_probabilities(c, x, lo, hi, count)
+                offset = lo[:, c] if lo is not None and count < 256 else torch.zeros_like(x[:, 0])
+                if method == "mode":
+                    value = probs.argmax(dim=-1)
+                elif method == "sample":
+                    flat = probs.reshape(-1, probs.shape[-1])
+                    value = torch.multinomial(flat, 1).reshape(probs.shape[:-1])
+                else:
+                    raise ValueError(f"unknown generation method {method!r}")
+                value = value + offset
+            x[:, c] = value
+        return x
+
+
+class DiagonalGaussian:
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor):
+        self.mean = mean
+        self.log_std = log_std.clamp(-8.0, 4.0)
+
+    @classmethod
+    def from_params(cls, params: torch.Tensor) -> DiagonalGaussian:
+        mean, log_std = params.chunk(2, dim=1)
+        return cls(mean, log_std)
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.exp(self.log_std)
+
+    def rsample(self) -> torch.Tensor:
+        return self.mean + self.std * torch.randn_like(self.mean)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Elementwise log density."""
+        standardized = (value - self.mean) / self.std
+        return -0.5 * (standardized**2 + LOG_2PI) - self.log_std
+
+    def kl(self, other: DiagonalGaussian) -> torch.Tensor:
+        """Elementwise KL(self || other), analytic."""
+        var_ratio = torch.exp(2 * (self.log_std - other.log_std))
+        mean_term = ((self.mean - other.mean) / other.std) ** 2
+        return 0.5 * (var_ratio + mean_term - 1.0) - (self.log_std - other.log_std)
+
+
+def standard_normal_log_prob(value: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (value**2 + LOG_2PI)
+
+
+class StandardNormalPrior(nn.Module):
+    """p(u) = N(0, I). Its base space is u itself."""
+
+    def log_prob(self, u: torch.Tensor) -> torch.Tensor:
+        return standard_normal_log_prob(u).flatten(1).sum(1)
+
+    def sample(self, shape: tuple[int, ...], device=None) -> torch.Tensor:
+        return torch.randn(shape, device=device)
+
+    def to_base(self, u: torch.Tensor) -> torch.Tensor:
+        return u
+
+    def from_base(self, v: torch.Tensor) -> torch.Tensor:
+        return v
+
+
+class MixtureOfGaussiansPrior(nn.Module):
+    """Each element of u is an independent mixture of Gaussians, learned per channel."""
+
+    def __init__(self, channels: int, components: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(channels, components))
+        self.means = nn.Parameter(torch.randn(channels, components) * 0.5)
+        self.log_stds = nn.Parameter(torch.zeros(channels, components))
+
+    def log_prob(self, u: torch.Tensor) -> torch.Tensor:
+        x = u.unsqueeze(2)  # [B, C, 1, H, W]
+        means = self.means[None, :, :, None, None]
+        log_stds = self.log_stds[None, :, :, None, None]
+        log_w = F.log_softmax(self.logits, dim=1)[None, :, :, None, None]
+        component = -0.5 * (((x - means) / torch.exp(log_stds)) ** 2 + LOG_2PI) - log_stds
+        return torch.logsumexp(log_w + component, dim=2).flatten(1).sum(1)
+
+    def sample(self, shape: tuple[int, ...], device=None) -> torch.Tensor:
+        batch, channels, height, width = shape
+        probs = F.softmax(self.logits, dim=1)
+        pick = torch.multinomial(probs, batch * height * width, replacement=True)  # [C, N]
+        means = torch.gather(self.means, 1, pick)
+        stds = torch.exp(torch.gather(self.log_stds, 1, pick))
+        sample = means + stds * torch.randn_like(means)
+        return sample.reshape(channels, batch, height, width).permute(1, 0, 2, 3).contiguous()
+
+    def to_base(self, u: torch.Tensor) -> torch.Tensor:
+        return u
+
+    def from_base(self, v: torch.Tensor) -> torch.Tensor:
+        return v
+
+
+class AffineCoupling(nn.Module):
+    """RealNVP affine coupling over channels: half the channels set a scale and
+    shift for the other half through a small conv net (zero-initialised last layer,
+    so the flow starts as the identity)."""
+
+    def __init__(self, channels: int, hidden: int, flip: bool):
+        super().__init__()
+        self.flip = flip
+        self.keep = channels // 2
+        self.net = nn.Sequential(
+            nn.Conv2d(self.keep, hidden, 3, padding=1),
+            nn.ELU(),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.ELU(),
+            nn.Conv2d(hidden, 2 * (channels - self.keep), 3, padding=1),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def _scale_shift(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw_scale, shift = self.net(kept).chunk(2, dim=1)
+        return torch.tanh(raw_scale), shift
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        """Base -> data direction."""
+        if self.flip:
+            v = v.flip(1)
+        kept, moved = v[:, : self.keep], v[:, self.keep :]
+        log_scale, shift = self._scale_shift(kept)
+        out = torch.cat([kept, moved * torch.exp(log_scale) + shift], dim=1)
+        return out.flip(1) if self.flip else out
+
+    def inverse(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data -> base direction, with log|det d(inverse)/du| per example."""
+        if self.flip:
+            u = u.flip(1)
+        kept, moved = u[:, : self.keep], u[:, self.keep :]
+        log_scale, shift = self._scale_shift(kept)
+        out = torch.cat([kept, (moved - shift) * torch.exp(-log_scale)], dim=1)
+        log_det = -log_scale.flatten(1).sum(1)
+        return (out.flip(1) if self.flip else out), log_det
+
+
+class RealNVPPrior(nn.Module):
+    """p(u): u = f(v), v ~ N(0, I), f a stack of affine couplings."""
+
+    def __init__(self, channels: int, layers: int, hidden: int):
+        super().__init__()
+        if channels < 2:
+            raise ValueError("a RealNVP prior needs at least 2 latent channels")
+        self.couplings = nn.ModuleList(AffineCoupling(channels, hidden, flip=i % 2 == 1) for i in range(layers))
+
+    def from_base(self, v: torch.Tensor) -> torch.Tensor:
+        for coupling in self.couplings:
+            v = coupling(v)
+        return v
+
+    def inverse_with_log_det(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_det = torch.zeros(u.shape[0], device=u.device)
+        for coupling in reversed(self.couplings):
+            u, step = coupling.inverse(u)
+            log_det = log_det + step
+        return u, log_det
+
+    def to_base(self, u: torch.Tensor) -> torch.Tensor:
+        return self.inverse_with_log_det(u)[0]
+
+    def log_prob(self, u: torch.Tensor) -> torch.Tensor:
+        v, log_det = self.inverse_with_log_det(u)
+        return standard_normal_log_prob(v).flatten(1).sum(1) + log_det
+
+    def sample(self, shape: tuple[int, ...], device=None) -> torch.Tensor:
+        return self.from_base(torch.randn(shape, device=device))

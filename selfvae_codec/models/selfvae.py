@@ -1,0 +1,469 @@
+"""The selfVAE family (Gatopoulos & Tomczak 2020) as one hierarchical model.
+
+Representations ys = [y_1, ..., y_L, x] with L = number of levels:
+  - selfvae-downscale: y_k = downscale^(K+1-k)(x), each level halves the size;
+  - selfvae-sketch: y_1 = sketch(x), same size as x;
+  - vae: no representation, y_1 = x.
+Latents: u (top, q(u | y_1), prior p(u)) and z_k for every level k
+(q(z_k | y_{k+1}), conditional prior p(z_k | y_k, z_{k-1}) with z_0 = u).
+Likelihoods: p(y_1 | u), then p(y_{k+1} | y_k, z_k) for every level.
+
+Sizes: a tensor living at stride s of an image of size (H, W) has size
+ceil(H/s) x ceil(W/s). Each network pads its input by replication and crops its
+output, so every size works and no padded pixel is ever counted or coded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .distributions import (
+    DiagonalGaussian,
+    DiscretizedLogisticMixture,
+    MixtureOfGaussiansPrior,
+    RealNVPPrior,
+    StandardNormalPrior,
+    normalize_pixels,
+)
+from .layers import DenseBlock, Downsample, Upsample, WNConv2d, data_dependent_init
+from .transforms import block_sum_bounds, downscale_pyramid, pad_to_even, size_at_stride, sketch
+
+GROUPS = 4  # the pixels of a 2x2 block: top-left, top-right, bottom-left, bottom-right
+GROUP_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
+LAST_GROUP_VALUES = 4  # the last pixel of a block has at most 4 values given the others
+
+
+def spatial_size(t: torch.Tensor) -> tuple[int, int]:
+    return int(t.shape[-2]), int(t.shape[-1])
+
+
+def split_blocks(fine_even: torch.Tensor) -> list[torch.Tensor]:
+    """The four pixels of every 2x2 block of an even-sized image, as 4 block grids."""
+    return [fine_even[..., dy::2, dx::2] for dy, dx in GROUP_OFFSETS]
+
+
+def merge_blocks(groups: list[torch.Tensor]) -> torch.Tensor:
+    batch, channels, height, width = groups[0].shape
+    out = groups[0].new_zeros(batch, channels, 2 * height, 2 * width)
+    for (dy, dx), group in zip(GROUP_OFFSETS, groups, strict=True):
+        out[..., dy::2, dx::2] = group
+    return out
+
+
+def real_group_masks(fine_size: tuple[int, int], device=None) -> list[torch.Tensor]:
+    """Which block positions of each group hold real (not padding) pixels: [h', w'] bools."""
+    height, width = fine_size
+    rows = torch.arange(-(-height // 2), device=device)
+    cols = torch.arange(-(-width // 2), device=device)
+    masks = []
+    for dy, dx in GROUP_OFFSETS:
+        row_ok = (2 * rows + dy) < height
+        col_ok = (2 * cols + dx) < width
+        masks.append(row_ok[:, None] & col_ok[None, :])
+    return masks
+
+
+def refill_padding(fine_even: torch.Tensor, fine_size: tuple[int, int]) -> torch.Tensor:
+    """Make the padding row / column of an even-sized image copies of the last real
+    ones (replicate padding), after some groups were filled in."""
+    height, width = fine_size
+    out = fine_even
+    if out.shape[-1] > width:
+        out = out.clone()
+        out[..., width:] = out[..., width - 1 : width]
+    if out.shape[-2] > height:
+        out = out.clone()
+        out[..., height:, :] = out[..., height - 1 : height, :]
+    return out
+
+
+class GaussianHead(nn.Module):
+    """Features -> a diagonal Gaussian (mean and log-std maps)."""
+
+    def __init__(self, width: int, channels: int):
+        super().__init__()
+        self.conv = WNConv2d(width, 2 * channels, 3, init_scale=0.1)
+
+    def forward(self, features: torch.Tensor) -> DiagonalGaussian:
+        return DiagonalGaussian.from_params(self.conv(F.elu(features)))
+
+
+class MixtureHead(nn.Module):
+    """Features -> discretized logistic mixture parameters."""
+
+    def __init__(self, in_ch: int, width: int, channels: int, mixtures: int):
+        super().__init__()
+        self.channels, self.mixtures = channels, mixtures
+        self.hidden = WNConv2d(in_ch, width, 3)
+        self.out = WNConv2d(width, DiscretizedLogisticMixture.num_params(channels, mixtures), 1, init_scale=0.1)
+
+    def forward(self, features: torch.Tensor) -> DiscretizedLogisticMixture:
+        params = self.out(F.elu(self.hidden(F.elu(features))))
+        return DiscretizedLogisticMixture(params, self.channels, self.mixtures)
+
+
+class TopLatent(nn.Module):
+    """q(u | y_1) and p(y_1 | u)."""
+
+    def __init__(self, cfg: ModelConfig, y_channels: int):
+        super().__init__()
+        width = cfg.top_width
+        self.encoder = Downsample(y_channels, width, cfg.u_stride, cfg.growth, cfg.dense_layers)
+        self.posterior_head = GaussianHead(width, cfg.u_channels)
+        self.decoder = Upsample(cfg.u_channels, width, cfg.u_stride)
+        self.decoder_block = DenseBlock(width, cfg.growth, cfg.dense_layers)
+        self.likelihood_head = MixtureHead(width, width, y_channels, cfg.mixtures)
+
+    def posterior(self, y_top: torch.Tensor) -> DiagonalGaussian:
+        return self.posterior_head(self.encoder(normalize_pixels(y_top)))
+
+    def likelihood(self, u: torch.Tensor, size: tuple[int, int]) -> DiscretizedLogisticMixture:
+        return self.likelihood_head(self.decoder_block(self.decoder(u, size)))
+
+
+class Level(nn.Module):
+    """One level k: q(z_k | y_{k+1}), p(z_k | y_k, z_{k-1}) and p(y_{k+1} | y_k, z_k).
+
+    `coarse_stride`: how many times smaller y_k is than y_{k+1} (2 downscale, 1 sketch).
+    `prev_ratio`: how many times coarser z_{k-1} (or u) is than z_k.
+    z_k lives at 1/4 of y_{k+1}'s size.
+    """
+
+    Z_STRIDE = 4
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        width: int,
+        coarse_channels: int,
+        fine_channels: int,
+        coarse_stride: int,
+        prev_channels: int,
+        prev_ratio: int,
+    ):
+        super().__init__()
+        self.fine_channels = fine_channels
+        self.grouped = coarse_stride == 2  # code y_{k+1} in 2x2-block groups given its block means
+        growth, layers = cfg.growth, cfg.dense_layers
+        self.posterior_net = Downsample(fine_channels, width, self.Z_STRIDE, growth, layers)
+        self.posterior_head = GaussianHead(width, cfg.z_channels)
+        self.prior_from_coarse = Downsample(coarse_channels, width, self.Z_STRIDE // coarse_stride, growth, layers)
+        self.prior_from_prev = Upsample(prev_channels, width, prev_ratio)
+        self.prior_block = DenseBlock(width, growth, layers)
+        self.prior_head = GaussianHead(width, cfg.z_channels)
+        # Likelihood trunk at y_k's resolution (the block grid when grouped).
+        self.context_from_coarse = WNConv2d(coarse_channels, width, 3)
+        self.context_from_z = Upsample(cfg.z_channels, width, self.Z_STRIDE // coarse_stride)
+        self.context_block = DenseBlock(width, growth, layers)
+        if self.grouped:
+            # Group g sees the trunk, the g earlier pixels of its block, and (last group)
+            # the block-sum remainder 4 y - (a + b + c) that pins it to 4 values.
+            self.group_heads = nn.ModuleList(
+                MixtureHead(
+                    width + fine_channels * (g + (1 if g == GROUPS - 1 else 0)), width, fine_channels, cfg.mixtures
+                )
+                for g in range(GROUPS)
+            )
+        else:
+            self.head = MixtureHead(width, width, fine_channels, cfg.mixtures)
+
+    # -- latents -------------------------------------------------------------------
+    def posterior(self, fine: torch.Tensor) -> DiagonalGaussian:
+        return self.posterior_head(self.posterior_net(normalize_pixels(fine)))
+
+    def prior(self, coarse: torch.Tensor, prev_latent: torch.Tensor, z_size: tuple[int, int]) -> DiagonalGaussian:
+        from_coarse = self.prior_from_coarse(normalize_pixels(coarse))[..., : z_size[0], : z_size[1]]
+        features = from_coarse + self.prior_from_prev(prev_latent, z_size)
+        return self.prior_head(self.prior_block(features))
+
+    # -- likelihood ----------------------------------------------------------------
+    def context(self, coarse: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Trunk features at y_k's resolution, shared by the group heads."""
+        size = spatial_size(coarse)
+        features = self.context_from_coarse(normalize_pixels(coarse)) + self.context_from_z(z, size)
+        return self.context_block(features)
+
+    def group_distribution(self, g: int, context: torch.Tensor, earlier: list[torch.Tensor], coarse: torch.Tensor):
+        """The distribution of group g's pixels (a block grid) given the earlier groups.
+
+        Returns (distribution, lo, hi): the inclusive range of values for which the
+        block can still be completed so that it downscales to `coarse`. True images
+        always lie in it; the likelihood restricts the last group to it (at most 4
+        values) and generation restricts every group, so generated blocks keep their
+        means.
+        """
+        inputs = [context] + [normalize_pixels(group) for group in earlier]
+        low_sum, high_sum = block_sum_bounds(coarse)
+        known = sum(earlier) if earlier else torch.zeros_like(coarse)
+        after = GROUPS - 1 - g
+        lo = (low_sum - known - 255 * after).clamp(0, 255)
+        hi = (high_sum - known).clamp(0, 255)
+        if g == GROUPS - 1:
+            remainder = (low_sum + high_sum) / 2 - known  # centre of the feasible range
+            inputs.append(remainder.to(torch.float32) / 127.5 - 1.0)
+        return self.group_heads[g](torch.cat(inputs, dim=1)), lo, hi
+
+    def log_prob(self, fine: torch.Tensor, coarse: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(y_{k+1} | y_k, z_k) per example (nats), counting real pixels only."""
+        context = self.context(coarse, z)
+        if not self.grouped:
+            return self.head(context).log_prob(fine).flatten(1).sum(1)
+        groups = split_blocks(pad_to_even(fine))
+        masks = real_group_masks(spatial_size(fine), device=fine.device)
+        total = torch.zeros(fine.shape[0], device=fine.device)
+        for g in range(GROUPS):
+            dist, lo, hi = self.group_distribution(g, context, groups[:g], coarse)
+            if g == GROUPS - 1:
+                log_p = dist.log_prob(groups[g], lo, hi)
+            else:  # the range binds only at extreme block means: not worth its cost here
+                log_p = dist.log_prob(groups[g])
+            total = total + (log_p * masks[g]).flatten(1).sum(1)
+        return total
+
+    def generate(self, coarse: torch.Tensor, z: torch.Tensor, fine_size: tuple[int, int], method: str) -> torch.Tensor:
+        """y_{k+1} from p(y_{k+1} | y_k, z_k) by 'mean', 'mode' or 'sample'."""
+        context = self.context(coarse, z)
+        if not self.grouped:
+            return self.head(context).generate(method)
+        block_h, block_w = spatial_size(coarse)
+        fine_even = coarse.new_zeros(coarse.shape[0], self.fine_channels, 2 * block_h, 2 * block_w)
+        for g in range(GROUPS):
+            earlier = split_blocks(fine_even)[:g]
+            dist, lo, hi = self.group_distribution(g, context, earlier, coarse)
+            count = LAST_GROUP_VALUES if g == GROUPS - 1 else 256
+            values = dist.generate(method, lo, hi, count)
+            dy, dx = GROUP_OFFSETS[g]
+            fine_even[..., dy::2, dx::2] = values
+            fine_even = refill_padding(fine_even, fine_size)
+        return fine_even[..., : fine_size[0], : fine_size[1]]
+
+
+@dataclass
+class Inference:
+    """Everything the encoder infers from an image (posterior means / samples)."""
+
+    ys: list[torch.Tensor]
+    u: torch.Tensor
+    zs: list[torch.Tensor]
+
+
+class SelfVAE(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c = config.image_channels
+        if config.family == "selfvae-downscale":
+            self.y_strides = [2 ** (config.levels - k) for k in range(config.levels + 1)]
+            y_channels = [c] * (config.levels + 1)
+        elif config.family == "selfvae-sketch":
+            self.y_strides = [1, 1]
+            y_channels = [1, c]
+        else:
+            self.y_strides = [1]
+            y_channels = [c]
+        self.y_channels = y_channels
+        self.u_stride = self.y_strides[0] * config.u_stride
+        self.z_strides = [Level.Z_STRIDE * s for s in self.y_strides[1:]]
+        self.top = TopLatent(config, y_channels[0])
+        prior = {
+            "realnvp": lambda: RealNVPPrior(config.u_channels, config.flow_layers, config.flow_hidden),
+            "standard": StandardNormalPrior,
+            "mog": lambda: MixtureOfGaussiansPrior(config.u_channels, config.mog_components),
+        }[config.prior]
+        self.prior_u = prior()
+        levels = []
+        for k in range(config.num_levels):
+            prev_stride = self.u_stride if k == 0 else self.z_strides[k - 1]
+            prev_channels = config.u_channels if k == 0 else config.z_channels
+            levels.append(
+                Level(
+                    config,
+                    config.level_widths[k],
+                    y_channels[k],
+                    y_channels[k + 1],
+                    coarse_stride=self.y_strides[k] // self.y_strides[k + 1],
+                    prev_channels=prev_channels,
+                    prev_ratio=prev_stride // self.z_strides[k],
+                )
+            )
+        self.levels = nn.ModuleList(levels)
+
+    # -- geometry ------------------------------------------------------------------
+    @property
+    def stride(self) -> int:
+        """The largest stride of any tensor relative to x."""
+        return max([self.u_stride] + self.z_strides)
+
+    def representations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[y_1, ..., y_L, x] as int64 tensors."""
+        x = x.to(torch.int64)
+        if self.config.family == "selfvae-downscale":
+            return downscale_pyramid(x, self.config.levels)
+        if self.config.family == "selfvae-sketch":
+            return [sketch(x, self.config.sketch_blur_passes), x]
+        return [x]
+
+    def u_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        return size_at_stride(image_size, self.u_stride)
+
+    def z_size(self, k: int, image_size: tuple[int, int]) -> tuple[int, int]:
+        return size_at_stride(image_size, self.z_strides[k])
+
+    def y_size(self, k: int, image_size: tuple[int, int]) -> tuple[int, int]:
+        return size_at_stride(image_size, self.y_strides[k])
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.config.image_channels:
+            raise ValueError(f"expected images [B, {self.config.image_channels}, H, W], got {tuple(x.shape)}")
+
+    # -- objective -----------------------------------------------------------------
+    def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-example terms of the negative ELBO in nats, one sample of the posterior.
+
+        Keys: re_y1 .. re_y{L}, re_x (reconstruction, -log p), kl_u, kl_z1 .. kl_z{L};
+        '_kl_z_maps' holds the elementwise KL maps (for free bits in training).
+        """
+        self._check_input(x)
+        ys = self.representations(x)
+        image_size = spatial_size(x)
+        names = [f"y{k + 1}" for k in range(len(ys) - 1)] + ["x"]
+        q_u = self.top.posterior(ys[0])
+        u = q_u.rsample()
+        terms: dict[str, torch.Tensor] = {}
+        terms["kl_u"] = q_u.log_prob(u).flatten(1).sum(1) - self.prior_u.log_prob(u)
+        terms[f"re_{names[0]}"] = -self.top.likelihood(u, spatial_size(ys[0])).log_prob(ys[0]).flatten(1).sum(1)
+        kl_maps = []
+        prev = u
+        for k, level in enumerate(self.levels):
+            q_z = level.posterior(ys[k + 1])
+            z = q_z.rsample()
+            p_z = level.prior(ys[k], prev, self.z_size(k, image_size))
+            kl_map = q_z.kl(p_z)
+            kl_maps.append(kl_map)
+            terms[f"kl_z{k + 1}"] = kl_map.flatten(1).sum(1)
+            terms[f"re_{names[k + 1]}"] = -level.log_prob(ys[k + 1], ys[k], z)
+            prev = z
+        terms["_kl_z_maps"] = kl_maps
+        return terms
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ELBO terms (what training and DistributedDataParallel call)."""
+        return self.elbo_terms(x)
+
+    def dimensions(self, x: torch.Tensor) -> int:
+        """Number of subpixels of x: the denominator of bits per dimension."""
+        return int(x.shape[1] * x.shape[2] * x.shape[3])
+
+    def elbo_bpd(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Negative ELBO and its terms in bits per dimension, averaged over the batch.
+        'total' is the sum of the other terms."""
+        terms = self.elbo_terms(x)
+        scale = 1.0 / (self.dimensions(x) * math.log(2))
+        out = {name: value.mean() * scale for name, value in terms.items() if not name.startswith("_")}
+        out["total"] = sum(out.values())
+        return out
+
+    def initialize(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation of the weight-normalised layers from a batch."""
+        with data_dependent_init(self):
+            self.elbo_terms(x)
+
+    # -- inference and generative paths -------------------------------------------
+    def infer(self, x: torch.Tensor) -> Inference:
+        """Posterior means of u and every z_k (what an encoder sends)."""
+        self._check_input(x)
+        ys = self.representations(x)
+        u = self.top.posterior(ys[0]).mean
+        zs = [level.posterior(ys[k + 1]).mean for k, level in enumerate(self.levels)]
+        return Inference(ys, u, zs)
+
+    def _generate_from(
+        self,
+        u: torch.Tensor,
+        image_size: tuple[int, int],
+        zs: list[torch.Tensor | None],
+        ys: list[torch.Tensor | None],
+        method: str,
+        latent_method: str,
+    ) -> torch.Tensor:
+        """Walk down the hierarchy. zs[k] / ys[k] given (not None) are used as they are;
+        the others are generated: y's by `method`, z's by `latent_method`
+        ('mean' = the prior mean, 'sample' = a prior sample)."""
+        y = ys[0]
+        if y is None:
+            y = self.top.likelihood(u, self.y_size(0, image_size)).generate(method)
+        prev = u
+        for k, level in enumerate(self.levels):
+            z = zs[k]
+            if z is None:
+                p_z = level.prior(y, prev, self.z_size(k, image_size))
+                z = p_z.mean if latent_method == "mean" else p_z.rsample()
+            given = ys[k + 1]
+            y = given if given is not None else level.generate(y, z, self.y_size(k + 1, image_size), method)
+            prev = z
+        return y.to(torch.uint8)
+
+    @torch.no_grad()
+    def sample(self, count: int, image_size: tuple[int, int], method: str = "sample") -> torch.Tensor:
+        """Unconditional generation: u ~ p(u), then every level."""
+        u = self.prior_u.sample((count, self.config.u_channels, *self.u_size(image_size)), device=self._device())
+        empty = [None] * len(self.levels)
+        return self._generate_from(u, image_size, empty, [None] * (len(self.levels) + 1), method, "sample")
+
+    @torch.no_grad()
+    def generate_from_representation(
+        self, y_top: torch.Tensor, image_size: tuple[int, int], method: str = "sample"
+    ) -> torch.Tensor:
+        """Conditional generation from y_1 (e.g. a tiny image): z's sampled from their
+        priors, finer y's generated. u is inferred from y_1 (only the z-priors use it)."""
+        u = self.top.posterior(y_top).mean
+        ys = [y_top.to(torch.int64)] + [None] * len(self.levels)
+        return self._generate_from(u, image_size, [None] * len(self.levels), ys, method, "sample")
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, mode: str, method: str = "mean") -> torch.Tensor:
+        """The paper's reconstructions (figure 3), with unquantised latents:
+        rs1 (u only), rs2 (u and every z_k), conditional (u, z's and true y's) and
+        full (x itself)."""
+        inferred = self.infer(x)
+        size = spatial_size(x)
+        levels = len(self.levels)
+        if mode == "full":
+            return x.to(torch.uint8)
+        if mode == "rs1":
+            return self._generate_from(inferred.u, size, [None] * levels, [None] * (levels + 1), method, "mean")
+        if mode == "rs2":
+            return self._generate_from(inferred.u, size, inferred.zs, [None] * (levels + 1), method, "mean")
+        if mode == "conditional":
+            ys = inferred.ys[:-1] + [None]
+            return self._generate_from(inferred.u, size, inferred.zs, ys, method, "mean")
+        raise ValueError(f"unknown reconstruction mode {mode!r}")
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- identity ------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """SHA-256 of the config and every tensor of the state dict (names, shapes,
+        dtypes and bytes): two models code compatibly only if these agree."""
+        digest = hashlib.sha256(self.config.to_json().encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+
+def build_model(config: ModelConfig) -> SelfVAE:
+    return SelfVAE(config)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,93 @@
+"""Self-supervised transforms y = d(x): deterministic, discrete (0..255) and exact.
+
+All arithmetic is integer arithmetic on int64 tensors, so the transforms give the
+same result on every machine, thread count and device. Images are tensors of shape
+[B, C, H, W] holding integers in 0..255 (any integer dtype).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pad_to_even(image: torch.Tensor) -> torch.Tensor:
+    """Replicate the last row / column once where the height / width is odd."""
+    height, width = image.shape[-2:]
+    pad_w, pad_h = width % 2, height % 2
+    if pad_w == 0 and pad_h == 0:
+        return image
+    # F.pad's replicate mode needs a float tensor; values stay exact integers.
+    padded = F.pad(image.to(torch.float32), (0, pad_w, 0, pad_h), mode="replicate")
+    return padded.to(image.dtype)
+
+
+def downscale(image: torch.Tensor) -> torch.Tensor:
+    """One discrete 2x downscale: the rounded mean of each 2x2 block.
+
+    y = floor((a + b + c + d + 2) / 4), so the block sum s satisfies
+    4y - 2 <= s <= 4y + 1. Odd sizes are padded by replication first, so the output
+    is ceil(H/2) x ceil(W/2).
+    """
+    padded = pad_to_even(image).to(torch.int64)
+    block_sum = padded[..., 0::2, 0::2] + padded[..., 0::2, 1::2] + padded[..., 1::2, 0::2] + padded[..., 1::2, 1::2]
+    return torch.div(block_sum + 2, 4, rounding_mode="floor")
+
+
+def downscale_pyramid(image: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """[y_1 (smallest), ..., y_K, y_{K+1} = x] for K = `levels` downscales."""
+    pyramid = [image.to(torch.int64)]
+    for _ in range(levels):
+        pyramid.insert(0, downscale(pyramid[0]))
+    return pyramid
+
+
+def block_sum_bounds(coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inclusive bounds of a 2x2 block's sum given its downscaled value."""
+    return 4 * coarse - 2, 4 * coarse + 1
+
+
+def to_grayscale(image: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma, rounded: [B, 3, H, W] -> [B, 1, H, W]. Gray input passes."""
+    image = image.to(torch.int64)
+    if image.shape[1] == 1:
+        return image
+    red, green, blue = image[:, 0:1], image[:, 1:2], image[:, 2:3]
+    return torch.div(299 * red + 587 * green + 114 * blue + 500, 1000, rounding_mode="floor")
+
+
+_BINOMIAL_TAPS = (1, 4, 6, 4, 1)  # sums to 16
+
+
+def _integer_blur(gray: torch.Tensor, passes: int) -> torch.Tensor:
+    """Separable 5-tap binomial blur in integer arithmetic, repeated `passes` times."""
+    kernel = torch.tensor(_BINOMIAL_TAPS, dtype=torch.int64)
+    out = gray
+    for _ in range(passes):
+        for dim in (-1, -2):
+            pad = (2, 2, 0, 0) if dim == -1 else (0, 0, 2, 2)
+            padded = F.pad(out.to(torch.float32), pad, mode="replicate").to(torch.int64)
+            length = out.shape[dim]
+            acc = torch.zeros_like(out)
+            for offset, tap in enumerate(kernel.tolist()):
+                acc = acc + tap * padded.narrow(dim, offset, length)
+            out = torch.div(acc + 8, 16, rounding_mode="floor")
+    return out
+
+
+def sketch(image: torch.Tensor, blur_passes: int = 4) -> torch.Tensor:
+    """Pencil sketch: grayscale colour-dodged with its blurred inverse, 0..255.
+
+    sketch = min(255, gray * 255 // (255 - blur(255 - gray))), so flat areas turn white
+    and edges dark. Returns [B, 1, H, W].
+    """
+    gray = to_grayscale(image)
+    blurred_inverse = _integer_blur(255 - gray, blur_passes)
+    denominator = (255 - blurred_inverse).clamp(min=1)  # 0 only where all is black
+    dodged = torch.div(gray * 255, denominator, rounding_mode="floor")
+    return dodged.clamp(max=255)
+
+
+def size_at_stride(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Spatial size of a tensor that lives at `stride` of an image of `size`."""
+    return (-(-size[0] // stride), -(-size[1] // stride))

@@ -1,0 +1,110 @@
+"""Training data: random crops cut at load time from folders of photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+def list_images(folders: list[str | Path]) -> list[Path]:
+    """Every image file below the given folders, sorted (so runs are reproducible)."""
+    files: list[Path] = []
+    for folder in folders:
+        folder = Path(folder)
+        if folder.is_file():
+            files.append(folder)
+            continue
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no such image folder: {folder}")
+        files += [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise FileNotFoundError(f"no images found in {', '.join(map(str, folders))}")
+    return sorted(files)
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+class RandomCropSampler:
+    """Random crops of whole photos held in memory, with flips, an optional random
+    downscale (factor in [min_scale, 1], hides JPEG block artefacts) and rejection of
+    most nearly flat crops (luminance std below `flat_std`, kept with probability
+    `flat_keep`) so smooth wallpapers do not dominate.
+
+    All randomness comes from one numpy Generator whose state can be saved.
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        crop: int,
+        seed: int,
+        min_scale: float = 0.6,
+        flat_std: float = 3.0,
+        flat_keep: float = 0.25,
+    ):
+        self.images = [load_rgb(p) for p in files]
+        self.crop = crop
+        self.min_scale = min_scale
+        self.flat_std = flat_std
+        self.flat_keep = flat_keep
+        self.rng = np.random.default_rng(seed)
+        areas = np.array([img.shape[0] * img.shape[1] for img in self.images], dtype=np.float64)
+        self.pick_probs = areas / areas.sum()  # every pixel is equally likely to be seen
+
+    def _one_crop(self) -> np.ndarray:
+        image = self.images[self.rng.choice(len(self.images), p=self.pick_probs)]
+        scale = self.rng.uniform(self.min_scale, 1.0) if self.min_scale < 1.0 else 1.0
+        source = min(int(round(self.crop / scale)), image.shape[0], image.shape[1])
+        source = max(source, self.crop) if min(image.shape[:2]) >= self.crop else min(image.shape[:2])
+        top = self.rng.integers(0, image.shape[0] - source + 1)
+        left = self.rng.integers(0, image.shape[1] - source + 1)
+        patch = image[top : top + source, left : left + source]
+        if patch.shape[0] != self.crop or patch.shape[1] != self.crop:
+            patch = np.asarray(Image.fromarray(patch).resize((self.crop, self.crop), Image.Resampling.BOX))
+        if self.rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        return np.ascontiguousarray(patch)
+
+    def _is_flat(self, patch: np.ndarray) -> bool:
+        luma = patch.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return float(luma.std()) < self.flat_std
+
+    def batch(self, size: int) -> np.ndarray:
+        """[size, 3, crop, crop] uint8."""
+        patches = []
+        while len(patches) < size:
+            patch = self._one_crop()
+            if self._is_flat(patch) and self.rng.random() >= self.flat_keep:
+                continue
+            patches.append(patch)
+        return np.stack(patches).transpose(0, 3, 1, 2).copy()
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+def validation_crops(files: list[Path], crop: int, per_image: int = 2) -> np.ndarray:
+    """Deterministic crops (evenly spaced along the diagonal) of held-out photos."""
+    crops = []
+    for path in files:
+        image = load_rgb(path)
+        height, width = image.shape[:2]
+        if height < crop or width < crop:
+            continue
+        for i in range(per_image):
+            top = (height - crop) * (i + 1) // (per_image + 1)
+            left = (width - crop) * (i + 1) // (per_image + 1)
+            crops.append(image[top : top + crop, left : left + crop])
+    if not crops:
+        raise ValueError(f"no validation image is at least {crop}x{crop}")
+    return np.stack(crops).transpose(0, 3, 1, 2).copy()

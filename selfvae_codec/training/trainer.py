@@ -1,0 +1,287 @@
+"""Training loop: AdaMax with warm-up, data-dependent initialisation, gradient
+clipping, a guard against non-finite steps, KL warm-up and free bits on z,
+periodic validation, JSON-lines logging, and checkpoints that resume exactly.
+
+Runs as a single process, or under `torchrun --nproc_per_node N` with
+DistributedDataParallel (gloo on CPU, NCCL on CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..models.config import ModelConfig
+from ..models.io import save_model
+from ..models.selfvae import SelfVAE
+from .data import RandomCropSampler, list_images, validation_crops
+
+
+@dataclass
+class TrainSettings:
+    train_dirs: list[str]
+    out_dir: str
+    val_dir: str | None = None
+    steps: int = 100_000
+    batch_size: int = 16
+    crop: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 500
+    kl_warmup_steps: int = 2000
+    free_bits: float = 0.05  # nats per z element, per channel on average
+    grad_clip: float = 2.0  # on the per-dimension loss: catches spikes only
+    val_every: int = 1000
+    checkpoint_every: int = 250
+    log_every: int = 25
+    val_images: int = 100
+    seed: int = 0
+    min_scale: float = 0.6
+    threads: int = 1
+    device: str = "cpu"
+    progress: bool = True
+    config: dict = field(default_factory=dict)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def training_loss(terms: dict[str, torch.Tensor], kl_weight: float, free_bits: float, dims: int) -> torch.Tensor:
+    """Mean over the batch of the negative ELBO in nats per dimension (so gradient
+    norms do not scale with the crop size), with the KL terms weighted by
+    `kl_weight` and each z channel's average KL per element floored at `free_bits`."""
+    reconstruction = sum(v for k, v in terms.items() if k.startswith("re_"))
+    kl = terms["kl_u"]
+    for kl_map in terms["_kl_z_maps"]:
+        per_channel = kl_map.mean(dim=(0, 2, 3))
+        positions = kl_map.shape[2] * kl_map.shape[3]
+        kl = kl + per_channel.clamp(min=free_bits).sum() * positions
+    return (reconstruction + kl_weight * kl).mean() / dims
+
+
+def _rng_state(sampler: RandomCropSampler) -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "sampler": json.dumps(sampler.state()),
+    }
+
+
+def _restore_rng(state: dict, sampler: RandomCropSampler) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    sampler.set_state(json.loads(state["sampler"]))
+
+
+class Trainer:
+    def __init__(self, settings: TrainSettings):
+        self.s = settings
+        self.rank, self.world = _distributed()
+        torch.set_num_threads(settings.threads)
+        self.device = torch.device(settings.device)
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend)
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(self.device)
+        self.out = Path(settings.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path = self.out / "checkpoint.pt"
+        self.log_path = self.out / "log.jsonl"
+        torch.manual_seed(settings.seed + self.rank)
+        random.seed(settings.seed + self.rank)
+        self.sampler = RandomCropSampler(
+            list_images(settings.train_dirs),
+            settings.crop,
+            seed=settings.seed + 1000 * self.rank,
+            min_scale=settings.min_scale,
+        )
+        self.val_batch = None
+        if settings.val_dir:
+            files = list_images([settings.val_dir])[: settings.val_images]
+            self.val_batch = torch.from_numpy(validation_crops(files, settings.crop))
+        self.step = 0
+        self.best_val = math.inf
+        self.skipped_steps = 0
+        self.train_seconds = 0.0
+        resume = self.checkpoint_path.is_file()
+        if resume:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            config = ModelConfig.from_json(state["config"])
+        else:
+            config = ModelConfig.from_dict(settings.config) if settings.config else ModelConfig()
+        self.model = SelfVAE(config).to(self.device)
+        self.optimizer = torch.optim.Adamax(self.model.parameters(), lr=settings.lr)
+        if resume:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step = state["step"]
+            self.best_val = state["best_val"]
+            self.skipped_steps = state["skipped_steps"]
+            self.train_seconds = state["train_seconds"]
+            rng = state["rng"][self.rank] if self.rank < len(state["rng"]) else None
+            if rng is not None:
+                _restore_rng(rng, self.sampler)
+        else:
+            init_batch = torch.from_numpy(self.sampler.batch(settings.batch_size)).to(self.device)
+            self.model.initialize(init_batch)
+        self.resumed = resume
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model)  # syncs rank 0's weights
+
+    # -- bookkeeping ---------------------------------------------------------------
+    def _lr(self) -> float:
+        return self.s.lr * min(1.0, (self.step + 1) / max(1, self.s.warmup_steps))
+
+    def _kl_weight(self) -> float:
+        return min(1.0, (self.step + 1) / max(1, self.s.kl_warmup_steps))
+
+    def _gather_rng(self) -> list:
+        mine = _rng_state(self.sampler)
+        if self.world == 1:
+            return [mine]
+        gathered = [None] * self.world
+        dist.all_gather_object(gathered, mine)
+        return gathered
+
+    def save_checkpoint(self) -> None:
+        rng = self._gather_rng()
+        if self.rank != 0:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "best_val": self.best_val,
+            "skipped_steps": self.skipped_steps,
+            "train_seconds": self.train_seconds,
+            "rng": rng,
+            "config": self.model.config.to_json(),
+            "settings": json.dumps(asdict(self.s)),
+        }
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+        save_model(self.model, self.out / "latest.safetensors", extra={"step": self.step})
+
+    def _log(self, record: dict) -> None:
+        if self.rank == 0:
+            with open(self.log_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        sums: dict[str, float] = {}
+        count = 0
+        generator_state = torch.get_rng_state()
+        torch.manual_seed(12345)  # the same posterior samples every time
+        for start in range(0, len(self.val_batch), 32):
+            batch = self.val_batch[start : start + 32].to(self.device)
+            terms = self.model.elbo_bpd(batch)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * len(batch)
+            count += len(batch)
+        torch.set_rng_state(generator_state)
+        self.model.train()
+        return {name: value / count for name, value in sums.items()}
+
+    # -- the loop ------------------------------------------------------------------
+    def train_step(self) -> dict[str, float] | None:
+        batch = torch.from_numpy(self.sampler.batch(self.s.batch_size)).to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        terms = self.net(batch)
+        loss = training_loss(terms, self._kl_weight(), self.s.free_bits, self.model.dimensions(batch))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
+        finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
+        if self.world > 1:  # every replica must take (or skip) the same step
+            flag = finite.to(torch.float32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag > 0
+        if not bool(finite):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            return None
+        self.optimizer.step()
+        scale = 1.0 / (self.model.dimensions(batch) * math.log(2))
+        out = {k: float(v.detach().mean()) * scale for k, v in terms.items() if not k.startswith("_")}
+        out["total"] = sum(out.values())
+        out["grad_norm"] = float(grad_norm)
+        return out
+
+    def run(self) -> None:
+        stop = {"now": False}
+
+        def request_stop(signum, frame):
+            stop["now"] = True
+
+        previous = signal.signal(signal.SIGTERM, request_stop)
+        progress = None
+        if self.s.progress and self.rank == 0:
+            from tqdm import tqdm
+
+            progress = tqdm(total=self.s.steps, initial=self.step, unit="step", dynamic_ncols=True)
+        self.model.train()
+        window: list[dict] = []
+        window_start = time.perf_counter()
+        try:
+            while self.step < self.s.steps and not stop["now"]:
+                started = time.perf_counter()
+                result = self.train_step()
+                self.train_seconds += time.perf_counter() - started
+                self.step += 1
+                if result is not None:
+                    window.append(result)
+                if progress is not None:
+                    progress.update(1)
+                    if result is not None:
+                        progress.set_postfix(
+                            bpd=f"{result['total']:.3f}",
+                            re_x=f"{result['re_x']:.3f}",
+                            kl_z=f"{sum(v for k, v in result.items() if k.startswith('kl_z')):.3f}",
+                        )
+                if self.step % self.s.log_every == 0 and window:
+                    elapsed = time.perf_counter() - window_start
+                    record = {k: sum(r[k] for r in window) / len(window) for k in window[0]}
+                    record.update(
+                        step=self.step,
+                        lr=self._lr(),
+                        skipped=self.skipped_steps,
+                        patches_per_s=len(window) * self.s.batch_size * self.world / elapsed,
+                        train_seconds=self.train_seconds,
+                        kind="train",
+                    )
+                    self._log(record)
+                    window, window_start = [], time.perf_counter()
+                if self.val_batch is not None and self.step % self.s.val_every == 0 and self.rank == 0:
+                    val = self.validate()
+                    self.best_val = min(self.best_val, val["total"])
+                    self._log({**val, "step": self.step, "kind": "val"})
+                    if progress is not None:
+                        progress.write(f"step {self.step}: validation {val['total']:.4f} bpd")
+                if self.step % self.s.checkpoint_every == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            if self.rank == 0:
+                print("\ninterrupted: saving a checkpoint")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if progress is not None:
+                progress.close()
+        self.save_checkpoint()
