@@ -94,6 +94,274 @@ def train(
     trainer.run()
 
 
+# -- coding commands --------------------------------------------------------------------
+
+MODEL_OPTION = click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Pretrained model name or a .safetensors path (default: the shipped default).",
+)
+DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+THREADS_OPTION = click.option(
+    "--threads", type=click.IntRange(1, 255), default=None, help="torch threads (default: torch's choice)."
+)
+FORCE_OPTION = click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+
+
+def _load_codec(model_name, device, threads, tile_size=None):
+    from ..codec.api import DEFAULT_TILE, Codec, CodecError
+    from ..models.io import ModelLoadError
+
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {device}: CUDA is not available on this machine")
+    try:
+        return Codec(model_name, device=device, threads=threads, tile_size=tile_size or DEFAULT_TILE)
+    except (ModelLoadError, CodecError) as error:
+        raise CliError(str(error)) from error
+
+
+def _coding_errors():
+    from ..bitstream import ContainerError
+    from ..codec.api import CodecError
+    from ..models.io import ModelLoadError
+
+    return (CodecError, ContainerError, ModelLoadError, OSError)
+
+
+def _progress_bar(enabled: bool, label: str):
+    """A tqdm bar over tiles, shown only for images of several tiles."""
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    state = {"bar": None}
+
+    def update(done: int, total: int) -> None:
+        if total < 2:
+            return
+        if state["bar"] is None:
+            state["bar"] = tqdm(total=total, desc=label, unit="tile", leave=False, file=sys.stderr)
+        state["bar"].update(done - state["bar"].n)
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    return update, close
+
+
+@cli.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .svc file.")
+@click.option(
+    "--mode",
+    type=click.Choice(["full", "conditional", "rs2", "rs1"]),
+    default="full",
+    show_default=True,
+    help="full is lossless; the others trade quality for bits.",
+)
+@click.option("--step", type=float, default=None, help="Latent quantisation step (rate knob of the latents).")
+@click.option("--tile-size", type=click.IntRange(16, 65535), default=None, help="Tile side (default 512).")
+@MODEL_OPTION
+@DEVICE_OPTION
+@THREADS_OPTION
+@FORCE_OPTION
+@click.option("--quiet", is_flag=True, help="No summary line, no progress bar.")
+def encode(image, output, mode, step, tile_size, model_name, device, threads, force, quiet) -> None:
+    """Compress IMAGE into an .svc file."""
+    from pathlib import Path
+
+    if Path(output).exists() and not force:
+        raise CliError(f"{output} exists (use --force to overwrite it)")
+    codec = _load_codec(model_name, device, threads, tile_size)
+    update, close = _progress_bar(not quiet, "encoding")
+    try:
+        from ..codec.api import write_atomically
+
+        result = codec.encode(image, mode, step, progress=update)
+        write_atomically(Path(output), result.data)
+    except _coding_errors() as error:
+        raise CliError(str(error)) from error
+    finally:
+        close()
+    if not quiet:
+        height, width = result.reconstruction.shape[:2]
+        channels = 3 if result.reconstruction.ndim == 3 else 1
+        _summary(
+            "encoded",
+            output,
+            len(result.data),
+            width,
+            height,
+            channels,
+            mode,
+            result.seconds,
+            codec.load_seconds,
+            codec.threads,
+        )
+
+
+@cli.command()
+@click.argument("svc_file", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Output image (.png, .bmp, .tiff, .ppm, lossless .webp).",
+)
+@MODEL_OPTION
+@DEVICE_OPTION
+@FORCE_OPTION
+@click.option("--quiet", is_flag=True, help="No summary line, no progress bar.")
+def decode(svc_file, output, model_name, device, force, quiet) -> None:
+    """Decompress an .svc file into an image. The file says everything needed: the
+    model it needs (by fingerprint), the mode and the thread count."""
+    import time
+    from pathlib import Path
+
+    from ..bitstream import ContainerError, unpack
+    from ..codec.api import read_file, save_image_atomically
+    from ..models.pretrained import find_by_fingerprint
+
+    if Path(output).exists() and not force:
+        raise CliError(f"{output} exists (use --force to overwrite it)")
+    try:
+        data = read_file(svc_file)
+        header = unpack(data)
+    except (ContainerError, *_coding_errors()) as error:
+        raise CliError(f"{svc_file}: {error}") from error
+    if model_name is None:
+        model_name = find_by_fingerprint(header.model_fingerprint.hex())
+        if model_name is None:
+            raise CliError(
+                f"{svc_file} was encoded with model {header.model_fingerprint.hex()[:12]}, "
+                "which is not shipped with this version; pass it with --model PATH"
+            )
+    codec = _load_codec(model_name, device, header.threads)
+    update, close = _progress_bar(not quiet, "decoding")
+    started = time.perf_counter()
+    try:
+        image = codec.decompress(data, progress=update)
+        save_image_atomically(Path(output), image)
+    except _coding_errors() as error:
+        raise CliError(f"{svc_file}: {error}") from error
+    finally:
+        close()
+    if not quiet:
+        channels = 3 if image.ndim == 3 else 1
+        _summary(
+            "decoded",
+            output,
+            len(data),
+            header.width,
+            header.height,
+            channels,
+            header.mode,
+            time.perf_counter() - started,
+            codec.load_seconds,
+            header.threads,
+        )
+
+
+def _summary(verb, path, size, width, height, channels, mode, seconds, load_seconds, threads) -> None:
+    pixels = width * height
+    click.echo(
+        f"{verb} {path}: {width}x{height}x{channels}, mode {mode}, {size} bytes, "
+        f"{size * 8 / pixels:.3f} bpp, {size * 8 / (pixels * 3):.3f} bits/subpixel, "
+        f"{seconds:.2f} s ({threads} threads; model loaded in {load_seconds:.2f} s)"
+    )
+
+
+@cli.command()
+@click.argument("svc_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(svc_file, as_json) -> None:
+    """Show an .svc file's header, sections and bits per section (no model needed)."""
+    from ..bitstream import ContainerError, unpack
+    from ..codec.api import read_file
+    from ..models.pretrained import find_by_fingerprint
+
+    try:
+        data = read_file(svc_file)
+        header = unpack(data)
+    except (ContainerError, *_coding_errors()) as error:
+        raise CliError(f"{svc_file}: {error}") from error
+    pixels = header.width * header.height
+    sections: dict[str, int] = {}
+    for section in header.sections:
+        sections[section.label] = sections.get(section.label, 0) + len(section.payload)
+    payload = sum(sections.values())
+    record = {
+        "file": svc_file,
+        "bytes": len(data),
+        "format_version": header.version,
+        "mode": header.mode,
+        "width": header.width,
+        "height": header.height,
+        "channels": header.channels,
+        "model": header.model_fingerprint.hex(),
+        "model_name": find_by_fingerprint(header.model_fingerprint.hex()),
+        "latent_step": header.latent_step,
+        "tile_size": header.tile_size,
+        "threads": header.threads,
+        "tiles": len({s.tile for s in header.sections}),
+        "header_bytes": len(data) - payload,
+        "bpp": len(data) * 8 / pixels,
+        "bits_per_subpixel": len(data) * 8 / (pixels * 3),
+        "sections": {label: {"bytes": size, "bpp": size * 8 / pixels} for label, size in sections.items()},
+    }
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(
+        f"{svc_file}: .svc version {header.version}, mode {header.mode}, "
+        f"{header.width}x{header.height}x{header.channels}"
+    )
+    click.echo(f"  model {record['model'][:16]}... ({record['model_name'] or 'not shipped with this version'})")
+    click.echo(
+        f"  latent step {header.latent_step:g}, tiles {record['tiles']} of {header.tile_size}, threads {header.threads}"
+    )
+    click.echo(
+        f"  {len(data)} bytes: {record['bpp']:.3f} bpp, {record['bits_per_subpixel']:.3f} bits/subpixel "
+        f"(header {record['header_bytes']} bytes)"
+    )
+    for label, entry in sections.items():
+        click.echo(f"  section {label:>3}: {entry:>9} bytes  {entry * 8 / pixels:.4f} bpp")
+
+
+@cli.command()
+def models() -> None:
+    """List the pretrained models shipped with this version."""
+    from ..models.pretrained import registry
+
+    entries = registry()
+    if not entries:
+        click.echo("no pretrained models are shipped with this build")
+        return
+    for name, entry in entries.items():
+        bpd = entry.get("validation_bpd")
+        measured = f"validation {bpd:.3f} bpd" if bpd is not None else "not validated"
+        click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
+
+
+@cli.command(hidden=True)
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", default="default", show_default=True)
+@click.option("--description", required=True)
+@click.option("--validation-bpd", type=float, default=None)
+def publish(weights, name, description, validation_bpd) -> None:
+    """(developers) Ship WEIGHTS inside the package as pretrained model NAME."""
+    from ..models.pretrained import publish as publish_model
+
+    entry = publish_model(weights, name, description, validation_bpd=validation_bpd)
+    click.echo(json.dumps(entry, indent=2))
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=True)

@@ -1,0 +1,1 @@
+"""Entropy coding (constriction ANS) and the four reconstruction modes."""

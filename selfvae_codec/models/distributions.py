@@ -66,6 +66,16 @@ class DiscretizedLogisticMixture:
         pairs = c * (c - 1) // 2
         self.coeffs = torch.tanh(params[:, m + 2 * c * m :].reshape(batch, pairs, m, height, width))
 
+    def crop_rows(self, start: int, stop: int) -> DiscretizedLogisticMixture:
+        """The same distribution restricted to rows start..stop-1 (for chunked tables)."""
+        out = object.__new__(DiscretizedLogisticMixture)
+        out.channels, out.mixtures = self.channels, self.mixtures
+        out.log_weights = self.log_weights[..., start:stop, :]
+        out.means = self.means[..., start:stop, :]
+        out.log_scales = self.log_scales[..., start:stop, :]
+        out.coeffs = self.coeffs[..., start:stop, :]
+        return out
+
     @staticmethod
     def num_params(channels: int, mixtures: int) -> int:
         return mixtures * (1 + 2 * channels + channels * (channels - 1) // 2)

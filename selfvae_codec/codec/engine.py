@@ -1,0 +1,191 @@
+"""The walk down the hierarchy that both the encoder and the decoder run.
+
+The encoder passes `truth` (the image's representations and posterior means) and an
+EncoderStream; the decoder passes no truth and a DecoderStream. Everything else is
+the same code on the same inputs and shapes, so the decoder rebuilds the encoder's
+probabilities bit for bit.
+
+Sections, in decoding order (a prefix of a file is a valid file of a lower mode):
+
+    full:        u, y1, z1, y2, z2, ..., zL, x
+    conditional: u, y1, z1, y2, z2, ..., zL          (x from p(x | y_L, z_L))
+    rs2:         u, z1, ..., zL                      (y's generated, z's as sent)
+    rs1:         u                                   (y's generated, z's prior means)
+
+Latents: u is quantised in the prior's base space v = f^-1(u) on a grid of step
+`step` and coded under N(0, 1); each z_k is coded as round((mu_q - mu_p) / step)
+under the discretized N(0, sigma_p / step), sigma_p taken from a fixed scale table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..models.distributions import DiscretizedLogisticMixture
+from ..models.selfvae import (
+    GROUP_OFFSETS,
+    GROUPS,
+    LAST_GROUP_VALUES,
+    Inference,
+    Level,
+    SelfVAE,
+    real_group_masks,
+    refill_padding,
+    spatial_size,
+    split_blocks,
+)
+from ..models.transforms import pad_to_even
+from .entropy import scale_indices
+
+MODES = ("full", "conditional", "rs2", "rs1")
+RECONSTRUCTION = "mean"  # how the decoder fills in what was not sent
+TABLE_BUDGET = 1 << 23  # floats per probability-table chunk (32 MB)
+
+
+def _row_ranges(height: int, width: int, mixtures: int, count: int) -> list[tuple[int, int]]:
+    rows = max(1, TABLE_BUDGET // max(1, width * mixtures * (count + 1)))
+    return [(start, min(height, start + rows)) for start in range(0, height, rows)]
+
+
+def code_pixels(
+    stream,
+    dist: DiscretizedLogisticMixture,
+    truth: torch.Tensor | None,
+    mask: torch.Tensor,
+    lo: torch.Tensor | None = None,
+    hi: torch.Tensor | None = None,
+    count: int = 256,
+) -> torch.Tensor:
+    """Code (or decode) integer values on a grid [1, C, h, w] where `mask` is True,
+    channel by channel. With `lo`/`hi`, each value is coded as its offset from lo
+    among `count` values. Positions outside the mask come back as 0."""
+    height, width = mask.shape
+    ranges = _row_ranges(height, width, dist.mixtures, count)
+    values = torch.zeros(1, dist.channels, height, width, dtype=torch.int64, device=mask.device)
+    if truth is not None:
+        values = torch.where(mask, truth.to(torch.int64), values)
+    interval = lo is not None and count < 256
+
+    for c in range(dist.channels):
+
+        def table(i: int, c: int = c) -> np.ndarray:
+            r0, r1 = ranges[i]
+            part = dist.crop_rows(r0, r1)
+            context = values[..., r0:r1, :]
+            if lo is None:
+                probs = part.channel_probabilities(c, context)
+            else:
+                probs = part.interval_probabilities(c, context, lo[..., r0:r1, :], hi[..., r0:r1, :], count)
+            return probs[0][mask[r0:r1]].cpu().numpy()
+
+        true_symbols = None
+        if truth is not None:
+            symbols = values[0, c] - (lo[0, c] if interval else 0)
+            true_symbols = [symbols[r0:r1][mask[r0:r1]].cpu().numpy() for r0, r1 in ranges]
+        coded = stream.categorical(table, len(ranges), true_symbols)
+        if truth is None:
+            for (r0, r1), chunk in zip(ranges, coded, strict=True):
+                decoded = torch.from_numpy(chunk.astype(np.int64)).to(mask.device)
+                if interval:
+                    decoded = decoded + lo[0, c, r0:r1][mask[r0:r1]]
+                values[0, c, r0:r1][mask[r0:r1]] = decoded
+    return values
+
+
+def _all_real(size: tuple[int, int], device) -> torch.Tensor:
+    return torch.ones(size, dtype=torch.bool, device=device)
+
+
+def code_level_pixels(
+    stream, level: Level, coarse: torch.Tensor, z: torch.Tensor, fine_size: tuple[int, int], truth: torch.Tensor | None
+) -> torch.Tensor:
+    """Code y_{k+1} under p(y_{k+1} | y_k, z_k): four block groups when grouped."""
+    context = level.context(coarse, z)
+    if not level.grouped:
+        return code_pixels(stream, level.head(context), truth, _all_real(fine_size, coarse.device))
+    block_h, block_w = spatial_size(coarse)
+    fine_even = torch.zeros(1, level.fine_channels, 2 * block_h, 2 * block_w, dtype=torch.int64, device=coarse.device)
+    true_groups = split_blocks(pad_to_even(truth)) if truth is not None else [None] * GROUPS
+    masks = real_group_masks(fine_size, device=coarse.device)
+    for g in range(GROUPS):
+        dist, lo, hi = level.group_distribution(g, context, split_blocks(fine_even)[:g], coarse)
+        if g == GROUPS - 1:
+            values = code_pixels(stream, dist, true_groups[g], masks[g], lo, hi, LAST_GROUP_VALUES)
+        else:
+            values = code_pixels(stream, dist, true_groups[g], masks[g])
+        dy, dx = GROUP_OFFSETS[g]
+        fine_even[..., dy::2, dx::2] = values
+        fine_even = refill_padding(fine_even, fine_size)
+    return fine_even[..., : fine_size[0], : fine_size[1]]
+
+
+def _code_u(
+    model: SelfVAE, stream, image_size, step: float, truth: Inference | None, device: torch.device
+) -> torch.Tensor:
+    shape = (1, model.config.u_channels, *model.u_size(image_size))
+    scales = np.full(shape, scale_indices(np.array([1.0 / step]))[0], dtype=np.int64)
+    target = None
+    if truth is not None:
+        target = (model.prior_u.to_base(truth.u) / step).cpu().numpy()
+    symbols = stream.gaussian(scales, target)
+    base = torch.from_numpy(symbols.astype(np.float32)).to(device) * step
+    return model.prior_u.from_base(base)
+
+
+def _code_z(stream, prior, step: float, posterior_mean: torch.Tensor | None) -> torch.Tensor:
+    scales = scale_indices((prior.std / step).cpu().numpy().astype(np.float64))
+    target = None
+    if posterior_mean is not None:
+        target = ((posterior_mean - prior.mean) / step).cpu().numpy()
+    symbols = stream.gaussian(scales, target)
+    return prior.mean + step * torch.from_numpy(symbols.astype(np.float32)).to(prior.mean.device)
+
+
+def _section_of(model: SelfVAE, index: int) -> tuple[str, int]:
+    """Section kind/level of representation ys[index] (the last one is x)."""
+    return ("x", 0) if index == len(model.levels) else ("y", index + 1)
+
+
+@torch.no_grad()
+def walk(
+    model: SelfVAE, stream, mode: str, image_size: tuple[int, int], step: float, truth: Inference | None = None
+) -> torch.Tensor:
+    """Code (encoder) or decode (decoder) one tile; returns the reconstruction
+    [1, C, H, W] as int64 (the image itself in `full` mode)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    levels = len(model.levels)
+    sends_z = mode in ("full", "conditional", "rs2")
+    sends_y = mode in ("full", "conditional")
+    sends_x = mode == "full"
+
+    def sends(index: int) -> bool:
+        return sends_x if index == levels else sends_y
+
+    device = next(model.parameters()).device
+    stream.begin_section("u")
+    u = _code_u(model, stream, image_size, step, truth, device)
+    size = model.y_size(0, image_size)
+    top = model.top.likelihood(u, size)
+    if sends(0):
+        stream.begin_section(*_section_of(model, 0))
+        y = code_pixels(stream, top, truth.ys[0] if truth else None, _all_real(size, device))
+    else:
+        y = top.generate(RECONSTRUCTION)
+    prev = u
+    for k, level in enumerate(model.levels):
+        prior = level.prior(y, prev, model.z_size(k, image_size))
+        if sends_z:
+            stream.begin_section("z", k + 1)
+            z = _code_z(stream, prior, step, truth.zs[k] if truth else None)
+        else:
+            z = prior.mean
+        fine_size = model.y_size(k + 1, image_size)
+        if sends(k + 1):
+            stream.begin_section(*_section_of(model, k + 1))
+            y = code_level_pixels(stream, level, y, z, fine_size, truth.ys[k + 1] if truth else None)
+        else:
+            y = level.generate(y, z, fine_size, RECONSTRUCTION)
+        prev = z
+    return y

@@ -1,0 +1,188 @@
+"""Entropy coding with constriction's ANS coder.
+
+The encoder and the decoder drive the same `walk` (see engine.py) through a stream
+object with one interface:
+
+    stream.begin_section(kind, level)
+    symbols = stream.categorical(table_fn, chunks, true_symbols)   # 0..K-1 per entry
+    symbols = stream.gaussian(scale_indices, true_symbols)         # integers, mean 0
+
+`table_fn(i)` returns chunk i's probability table (float, [n_i, K]). The decoder
+builds each table as it decodes; the encoder records the request and builds the
+tables when it writes the section, last to first (ANS is a stack). Both call the
+same function with the same arguments, so the tables are bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import constriction
+import numpy as np
+import torch
+
+from ..bitstream import Section
+
+LATENT_SYMBOL_LIMIT = 4096  # latent symbols are clamped to [-L, L]
+# constriction's leaky models give every symbol at least one quantum of 2^-24, so an
+# entry that underflowed to 0 still codes; the bit estimate uses the same floor.
+MIN_PROBABILITY = 2.0**-24
+
+# Standard deviations (in units of the quantisation step) that latents are coded
+# with: only the integer index into this fixed table must match between the
+# encoder and the decoder, never a float.
+SCALE_TABLE = np.exp(np.linspace(math.log(0.05), math.log(256.0), 96))
+_LOG_SCALE_MIN = math.log(SCALE_TABLE[0])
+_LOG_SCALE_STEP = (math.log(SCALE_TABLE[-1]) - _LOG_SCALE_MIN) / (len(SCALE_TABLE) - 1)
+
+_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+_GAUSSIAN = constriction.stream.model.QuantizedGaussian(-LATENT_SYMBOL_LIMIT, LATENT_SYMBOL_LIMIT)
+
+
+class CodingError(Exception):
+    """The coder was given invalid probabilities or the bitstream does not decode."""
+
+
+def scale_indices(std_over_step: np.ndarray) -> np.ndarray:
+    """Nearest SCALE_TABLE entry (in log space) for each standard deviation."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        position = (np.log(std_over_step) - _LOG_SCALE_MIN) / _LOG_SCALE_STEP
+    position = np.nan_to_num(position, nan=0.0, posinf=len(SCALE_TABLE) - 1, neginf=0.0)
+    return np.clip(np.rint(position), 0, len(SCALE_TABLE) - 1).astype(np.int64)
+
+
+def gaussian_bits(symbols: np.ndarray, stds: np.ndarray) -> float:
+    """-log2 of the discretized N(0, std) probabilities of integer symbols."""
+    s = torch.from_numpy(symbols.astype(np.float64))
+    std = torch.from_numpy(stds.astype(np.float64))
+    mass = torch.special.ndtr((s + 0.5) / std) - torch.special.ndtr((s - 0.5) / std)
+    return float(-torch.log2(mass.clamp(min=MIN_PROBABILITY)).sum())
+
+
+def _check_table(table: np.ndarray) -> np.ndarray:
+    table = np.ascontiguousarray(table, dtype=np.float32)
+    if table.ndim != 2 or not np.isfinite(table).all() or (table < 0).any():
+        raise CodingError("the model produced invalid probabilities (NaN, infinite or negative)")
+    if (table.sum(axis=1) <= 0).any():
+        raise CodingError("the model produced a probability table with no mass")
+    return table
+
+
+@dataclass
+class _Request:
+    kind: str  # 'categorical' or 'gaussian'
+    chunks: int
+    table_fn: Callable[[int], np.ndarray] | None
+    symbols: list[np.ndarray]  # per chunk (categorical) or one array (gaussian)
+    scales: np.ndarray | None = None
+
+
+@dataclass
+class _OpenSection:
+    kind: str
+    level: int
+    requests: list[_Request] = field(default_factory=list)
+
+
+class EncoderStream:
+    """Records what the walk codes; `finish()` returns the ANS-coded sections."""
+
+    def __init__(self, tile: int = 0):
+        self.tile = tile
+        self.sections: list[Section] = []
+        self._open: _OpenSection | None = None
+        self.estimated_bits: dict[str, float] = {}
+
+    def begin_section(self, kind: str, level: int = 0) -> None:
+        self._close()
+        self._open = _OpenSection(kind, level)
+
+    def categorical(
+        self, table_fn: Callable[[int], np.ndarray], chunks: int, true_symbols: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        symbols = [np.ascontiguousarray(s, dtype=np.int32) for s in true_symbols]
+        self._open.requests.append(_Request("categorical", chunks, table_fn, symbols))
+        return symbols
+
+    def gaussian(self, scales: np.ndarray, true_symbols: np.ndarray) -> np.ndarray:
+        symbols = np.clip(np.rint(true_symbols), -LATENT_SYMBOL_LIMIT, LATENT_SYMBOL_LIMIT).astype(np.int32)
+        self._open.requests.append(_Request("gaussian", 1, None, [symbols], scales.astype(np.int64)))
+        return symbols
+
+    def _close(self) -> None:
+        if self._open is None:
+            return
+        section, self._open = self._open, None
+        coder = constriction.stream.stack.AnsCoder()
+        bits = 0.0
+        for request in reversed(section.requests):
+            if request.kind == "gaussian":
+                symbols = request.symbols[0].ravel()
+                stds = SCALE_TABLE[request.scales.ravel()]
+                if symbols.size:
+                    bits += gaussian_bits(symbols, stds)
+                    coder.encode_reverse(symbols, _GAUSSIAN, np.zeros(symbols.size), stds)
+                continue
+            for i in reversed(range(request.chunks)):
+                symbols = request.symbols[i]
+                if symbols.size == 0:
+                    continue
+                table = _check_table(request.table_fn(i))
+                chosen = np.take_along_axis(table / table.sum(1, keepdims=True), symbols[:, None].astype(np.int64), 1)
+                bits -= float(np.log2(np.maximum(chosen, MIN_PROBABILITY)).sum())
+                coder.encode_reverse(symbols, _CATEGORICAL, table)
+        label = section.kind if section.kind in ("u", "x") else f"{section.kind}{section.level}"
+        self.estimated_bits[label] = self.estimated_bits.get(label, 0.0) + bits
+        payload = coder.get_compressed().astype("<u4").tobytes()
+        self.sections.append(Section(section.kind, section.level, self.tile, payload))
+
+    def finish(self) -> list[Section]:
+        self._close()
+        return self.sections
+
+
+class DecoderStream:
+    """Decodes the sections of one tile in order, as the walk asks for them."""
+
+    def __init__(self, sections: list[Section]):
+        self._pending = list(sections)
+        self._coder = None
+
+    def begin_section(self, kind: str, level: int = 0) -> None:
+        self._check_exhausted()
+        if not self._pending:
+            raise CodingError(f"the file has no section {kind}{level or ''} where one is needed")
+        section = self._pending.pop(0)
+        if section.kind != kind or (kind in ("z", "y") and section.level != level):
+            raise CodingError(f"expected section {kind}{level or ''}, found {section.label}")
+        words = np.frombuffer(section.payload, dtype="<u4").astype(np.uint32)
+        self._coder = constriction.stream.stack.AnsCoder(words)
+
+    def categorical(self, table_fn: Callable[[int], np.ndarray], chunks: int, true_symbols=None) -> list[np.ndarray]:
+        out = []
+        for i in range(chunks):
+            table = _check_table(table_fn(i))
+            if table.shape[0] == 0:
+                out.append(np.zeros(0, dtype=np.int32))
+                continue
+            out.append(np.asarray(self._coder.decode(_CATEGORICAL, table), dtype=np.int32))
+        return out
+
+    def gaussian(self, scales: np.ndarray, true_symbols=None) -> np.ndarray:
+        flat = scales.ravel()
+        if flat.size == 0:
+            return np.zeros(scales.shape, dtype=np.int32)
+        symbols = self._coder.decode(_GAUSSIAN, np.zeros(flat.size), SCALE_TABLE[flat])
+        return np.asarray(symbols, dtype=np.int32).reshape(scales.shape)
+
+    def _check_exhausted(self) -> None:
+        # A well-formed section is consumed exactly; leftovers mean a mismatch.
+        if self._coder is not None and not self._coder.is_empty():
+            raise CodingError("a section was not consumed exactly (model mismatch or corrupt data)")
+
+    def finish(self) -> None:
+        self._check_exhausted()
+        if self._pending:
+            raise CodingError(f"{len(self._pending)} unexpected extra section(s) in the file")

@@ -1,0 +1,64 @@
+"""The pretrained models shipped inside the package (no network needed)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from .io import PRETRAINED_DIR, ModelLoadError, load_model
+from .selfvae import SelfVAE
+
+REGISTRY_FILE = PRETRAINED_DIR / "models.json"
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, dict]:
+    """name -> {file, sha256, fingerprint, description, validation numbers}."""
+    if not REGISTRY_FILE.is_file():
+        return {}
+    return json.loads(REGISTRY_FILE.read_text())
+
+
+def load_pretrained(name: str = "default", device: str = "cpu") -> SelfVAE:
+    entries = registry()
+    if name not in entries:
+        known = ", ".join(sorted(entries)) or "none"
+        raise ModelLoadError(f"no pretrained model named {name!r} (available: {known})")
+    entry = entries[name]
+    model = load_model(PRETRAINED_DIR / entry["file"], expected_sha256=entry["sha256"], device=device)
+    if model.fingerprint() != entry["fingerprint"]:
+        raise ModelLoadError(f"pretrained model {name!r} does not match its recorded fingerprint")
+    return model
+
+
+def find_by_fingerprint(fingerprint: str) -> str | None:
+    """The name of the shipped model with this fingerprint, if any."""
+    for name, entry in registry().items():
+        if entry["fingerprint"] == fingerprint:
+            return name
+    return None
+
+
+def publish(weights: str | Path, name: str, description: str, **numbers) -> dict:
+    """Copy trained weights into the package and record their hash, fingerprint and
+    measured numbers in models.json (a developer tool: the result is committed)."""
+    import shutil
+
+    from .io import file_sha256
+
+    model = load_model(weights)
+    target = PRETRAINED_DIR / f"{name}.safetensors"
+    if Path(weights).resolve() != target.resolve():
+        shutil.copyfile(weights, target)
+    entries = dict(registry())
+    entries[name] = {
+        "file": target.name,
+        "sha256": file_sha256(target),
+        "fingerprint": model.fingerprint(),
+        "description": description,
+        **numbers,
+    }
+    REGISTRY_FILE.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    registry.cache_clear()
+    return entries[name]
