@@ -15,6 +15,14 @@ class CliError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+MODEL_OPTION = click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Pretrained model name or a .safetensors path (default: the shipped default).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="selfvae-codec")
 def cli() -> None:
@@ -26,8 +34,9 @@ def cli() -> None:
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Run folder: checkpoint, log, weights.")
 @click.option("--val", "val_dir", type=click.Path(exists=True), help="Held-out folder for periodic validation.")
 @click.option("--steps", default=100_000, show_default=True, help="Train until this many optimiser steps.")
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--crop", default=64, show_default=True, help="Random crop size (pixels).")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--crop", default=128, show_default=True, help="Random crop size (pixels).")
+@click.option("--val-crop", default=256, show_default=True, help="Validation crop size (one per image).")
 @click.option("--lr", default=2e-3, show_default=True, help="AdaMax learning rate after warm-up.")
 @click.option("--free-bits", default=0.05, show_default=True, help="Free bits per z element (nats).")
 @click.option("--val-every", default=1000, show_default=True)
@@ -44,6 +53,7 @@ def train(
     steps,
     batch_size,
     crop,
+    val_crop,
     lr,
     free_bits,
     val_every,
@@ -77,6 +87,7 @@ def train(
         steps=steps,
         batch_size=batch_size,
         crop=crop,
+        val_crop=val_crop,
         lr=lr,
         free_bits=free_bits,
         val_every=val_every,
@@ -92,6 +103,68 @@ def train(
         what = "resuming at step" if trainer.resumed else "starting at step"
         click.echo(f"{what} {trainer.step}; checkpoints in {out_dir}", err=True)
     trainer.run()
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True))
+@click.option("--samples", default=16, show_default=True, help="Posterior samples per image (importance weights).")
+@click.option("--limit", type=int, default=None, help="Only the first N images.")
+@click.option("--tile-size", default=512, show_default=True, help="Images larger than this are scored in tiles.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write per-image rows here.")
+@MODEL_OPTION
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(1, 255), default=None)
+@click.option("--seed", default=0, show_default=True)
+def evaluate(folder, samples, limit, tile_size, csv_path, model_name, device, threads, seed) -> None:
+    """Negative ELBO and importance-weighted bits per dimension on a folder of images."""
+    import csv
+
+    import torch
+    from tqdm import tqdm
+
+    from ..models.io import ModelLoadError, load_model
+    from ..models.pretrained import load_pretrained
+    from ..training.data import list_images, load_rgb
+    from ..training.evaluate import evaluate_image
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    try:
+        files = list_images([folder])[:limit]
+        if model_name and model_name.endswith(".safetensors"):
+            model = load_model(model_name, device=device)
+        else:
+            model = load_pretrained(model_name or "default", device=device)
+    except (ModelLoadError, FileNotFoundError) as error:
+        raise CliError(str(error)) from error
+    scores = []
+    for path in tqdm(files, unit="image", file=sys.stderr):
+        scores.append(evaluate_image(model, load_rgb(path), samples, tile=tile_size, name=path.name))
+    if csv_path:
+        with open(csv_path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            term_names = list(scores[0].terms_bpd)
+            writer.writerow(["image", "width", "height", "elbo_bpd", "iw_bpd", *term_names])
+            for s in scores:
+                writer.writerow(
+                    [
+                        s.name,
+                        s.width,
+                        s.height,
+                        f"{s.elbo_bpd:.5f}",
+                        f"{s.iw_bpd:.5f}",
+                        *(f"{s.terms_bpd[t]:.5f}" for t in term_names),
+                    ]
+                )
+    mean_elbo = sum(s.elbo_bpd for s in scores) / len(scores)
+    mean_iw = sum(s.iw_bpd for s in scores) / len(scores)
+    terms = {t: sum(s.terms_bpd[t] for s in scores) / len(scores) for t in scores[0].terms_bpd}
+    click.echo("terms (bpd): " + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()), err=True)
+    click.echo(
+        f"{len(scores)} images: negative ELBO {mean_elbo:.4f} bpd, "
+        f"importance-weighted ({samples} samples) {mean_iw:.4f} bpd"
+    )
 
 
 # -- coding commands --------------------------------------------------------------------

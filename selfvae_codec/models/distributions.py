@@ -127,24 +127,43 @@ class DiscretizedLogisticMixture:
         Without `lo`: the 256-entry table of values 0..255. With `lo` ([B, C, H, W]):
         the `count` values lo..lo+count-1 of channel c; callers zero the entries above
         their upper bound and renormalise (see `interval_probabilities`).
+
+        This is the entropy coder's hot path: positions become rows [N, M] and each
+        component adds its weighted CDF at every bin edge with fused in-place ops.
         """
         x = x.to(torch.int64)
         *_, (_, log_w, mean) = self._channel_states(x, c + 1)
-        inv_scale = torch.exp(-self.log_scales[:, c])
-        weights = torch.exp(log_w)
+        batch, mixtures, height, width = mean.shape
+
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            return t.permute(0, 2, 3, 1).reshape(-1, mixtures)
+
+        weights = rows(torch.exp(log_w))
+        inv_scale = rows(torch.exp(-self.log_scales[:, c]))
+        offset = -rows(mean) * inv_scale
         if lo is None:
-            first = torch.zeros_like(x[:, 0])
+            # The 255 edges between consecutive values; value 0 / 255 take the tails.
+            edge_values = torch.arange(1, 256, device=mean.device)
+            edges = normalize_pixels(edge_values) - HALF_BIN
         else:
-            first = lo[:, c]
-        offsets = torch.arange(count + 1, device=mean.device)
-        # Bin edges between consecutive values first-1 | first | ... | first+count-1 | ...
-        edge_values = first.unsqueeze(-1) + offsets  # [B, H, W, count+1]: value v's lower edge
-        edges = normalize_pixels(edge_values) - HALF_BIN
-        standardized = (edges.unsqueeze(1) - mean.unsqueeze(-1)) * inv_scale.unsqueeze(-1)
-        cdf = (torch.sigmoid(standardized) * weights.unsqueeze(-1)).sum(dim=1)
-        cdf = torch.where(edge_values <= 0, torch.zeros_like(cdf), cdf)
-        cdf = torch.where(edge_values >= 256, torch.ones_like(cdf), cdf)
-        return (cdf[..., 1:] - cdf[..., :-1]).clamp(min=0.0)
+            # Lower edges of the values first .. first+count, per position.
+            edge_values = lo[:, c].reshape(-1, 1) + torch.arange(count + 1, device=mean.device)
+            edges = normalize_pixels(edge_values) - HALF_BIN  # [N, count+1]
+        cdf = None
+        for m in range(mixtures):
+            component = torch.addcmul(offset[:, m : m + 1], inv_scale[:, m : m + 1], edges).sigmoid_()
+            if cdf is None:
+                cdf = component.mul_(weights[:, m : m + 1])
+            else:
+                cdf.addcmul_(component, weights[:, m : m + 1])
+        if lo is None:
+            cdf = torch.nn.functional.pad(cdf, (1, 0), value=0.0)
+            cdf = torch.nn.functional.pad(cdf, (0, 1), value=1.0)
+        else:
+            cdf = torch.where(edge_values <= 0, torch.zeros_like(cdf), cdf)
+            cdf = torch.where(edge_values >= 256, torch.ones_like(cdf), cdf)
+        probs = (cdf[:, 1:] - cdf[:, :-1]).clamp(min=0.0)
+        return probs.reshape(batch, height, width, -1)
 
     def interval_probabilities(
         self, c: int, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int

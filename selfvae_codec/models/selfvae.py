@@ -324,11 +324,13 @@ class SelfVAE(nn.Module):
             raise ValueError(f"expected images [B, {self.config.image_channels}, H, W], got {tuple(x.shape)}")
 
     # -- objective -----------------------------------------------------------------
-    def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def elbo_terms(self, x: torch.Tensor, analytic_kl: bool = True) -> dict[str, torch.Tensor]:
         """Per-example terms of the negative ELBO in nats, one sample of the posterior.
 
         Keys: re_y1 .. re_y{L}, re_x (reconstruction, -log p), kl_u, kl_z1 .. kl_z{L};
-        '_kl_z_maps' holds the elementwise KL maps (for free bits in training).
+        '_kl_z_maps' holds the elementwise KL maps (for free bits in training). With
+        analytic_kl=False every KL term is the single-sample log q - log p, so minus
+        the total is an importance weight log p(x, latents) - log q(latents | x).
         """
         self._check_input(x)
         ys = self.representations(x)
@@ -345,7 +347,7 @@ class SelfVAE(nn.Module):
             q_z = level.posterior(ys[k + 1])
             z = q_z.rsample()
             p_z = level.prior(ys[k], prev, self.z_size(k, image_size))
-            kl_map = q_z.kl(p_z)
+            kl_map = q_z.kl(p_z) if analytic_kl else q_z.log_prob(z) - p_z.log_prob(z)
             kl_maps.append(kl_map)
             terms[f"kl_z{k + 1}"] = kl_map.flatten(1).sum(1)
             terms[f"re_{names[k + 1]}"] = -level.log_prob(ys[k + 1], ys[k], z)
