@@ -84,7 +84,7 @@ def main() -> None:
     }
     summary["overhead_percent"] = 100 * (summary["bits_per_subpixel"]["selfvae"] / summary["selfvae_estimate_bpsp"] - 1)
     write_json(out / "summary.json", summary)
-    print(f"\n| codec | bits/subpixel |\n| --- | --- |")
+    print("\n| codec | bits/subpixel |\n| --- | --- |")
     for name, value in summary["bits_per_subpixel"].items():
         print(f"| {'selfvae-codec full' if name == 'selfvae' else name} | {value:.3f} |")
     print(
