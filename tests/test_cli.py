@@ -170,3 +170,13 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: bad.svc: not an .svc file (wrong magic bytes)".replace("bad.svc", str(bad))
     assert "Traceback" not in proc.stderr and not (tmp_path / "o.png").exists()
+
+
+def test_truncate_command_cuts_full_to_conditional(encoded, tmp_path):
+    out, _ = encoded
+    cut = tmp_path / "cut.svc"
+    result = run("truncate", out, "--mode", "conditional", "-o", cut)
+    assert result.exit_code == 0, result.output
+    info = json.loads(run("info", cut, "--json").output)
+    assert info["mode"] == "conditional" and "x" not in info["sections"]
+    assert run("decode", cut, "-o", tmp_path / "cut.png").exit_code == 0

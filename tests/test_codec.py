@@ -132,3 +132,24 @@ def test_estimated_bits_track_the_file_size(codec):
     header_bits = 8 * (len(result.data) - sum(len(s.payload) for s in unpack(result.data).sections))
     payload_bits = 8 * len(result.data) - header_bits
     assert estimate <= payload_bits <= estimate * 1.05 + 64 * len(result.estimated_bits)
+
+
+@pytest.mark.parametrize("source, target", [("full", "conditional"), ("full", "rs1"), ("conditional", "rs1"),
+                                            ("rs2", "rs1")])
+def test_truncation_gives_the_bytes_of_direct_encoding(tiny_codec, source, target):
+    image = load(DATA / "chelsea_75x50.png")
+    cut = tiny_codec.truncate(tiny_codec.compress(image, mode=source, step=0.5), target)
+    assert cut == tiny_codec.compress(image, mode=target, step=0.5)
+    assert unpack(cut).mode == target
+
+
+def test_impossible_truncation_is_refused(tiny_codec):
+    data = tiny_codec.compress(load(DATA / "chelsea_75x50.png"), mode="full")
+    with pytest.raises(CodecError, match="cannot be cut down to rs2"):
+        tiny_codec.truncate(data, "rs2")
+
+
+def test_lossy_rates_are_below_lossless(tiny_codec):
+    image = load(DATA / "astronaut_128x128.png")
+    sizes = {mode: len(tiny_codec.compress(image, mode=mode)) for mode in ("rs1", "rs2", "conditional", "full")}
+    assert sizes["rs1"] < sizes["rs2"] < sizes["conditional"] < sizes["full"]

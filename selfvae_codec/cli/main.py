@@ -227,6 +227,40 @@ def _progress_bar(enabled: bool, label: str):
     return update, close
 
 
+def _refuse_existing(output: str, force: bool) -> None:
+    from pathlib import Path
+
+    if Path(output).exists() and not force:
+        raise CliError(f"{output} exists (use --force to overwrite it)")
+
+
+def _read_svc(svc_file: str):
+    """The file's bytes and its validated header, or a one-line error."""
+    from ..bitstream import unpack
+    from ..codec.api import read_file
+
+    try:
+        data = read_file(svc_file)
+        return data, unpack(data)
+    except _coding_errors() as error:
+        raise CliError(f"{svc_file}: {error}") from error
+
+
+def _codec_for_file(svc_file: str, header, model_name, device: str):
+    """A codec with the model the file names (by fingerprint) unless --model says otherwise,
+    running at the file's thread count."""
+    from ..models.pretrained import find_by_fingerprint
+
+    if model_name is None:
+        model_name = find_by_fingerprint(header.model_fingerprint.hex())
+        if model_name is None:
+            raise CliError(
+                f"{svc_file} was encoded with model {header.model_fingerprint.hex()[:12]}, "
+                "which is not shipped with this version; pass it with --model PATH"
+            )
+    return _load_codec(model_name, device, header.threads)
+
+
 @cli.command()
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .svc file.")
@@ -248,8 +282,7 @@ def encode(image, output, mode, step, tile_size, model_name, device, threads, fo
     """Compress IMAGE into an .svc file."""
     from pathlib import Path
 
-    if Path(output).exists() and not force:
-        raise CliError(f"{output} exists (use --force to overwrite it)")
+    _refuse_existing(output, force)
     codec = _load_codec(model_name, device, threads, tile_size)
     update, close = _progress_bar(not quiet, "encoding")
     try:
@@ -297,25 +330,11 @@ def decode(svc_file, output, model_name, device, force, quiet) -> None:
     import time
     from pathlib import Path
 
-    from ..bitstream import ContainerError, unpack
-    from ..codec.api import read_file, save_image_atomically
-    from ..models.pretrained import find_by_fingerprint
+    from ..codec.api import save_image_atomically
 
-    if Path(output).exists() and not force:
-        raise CliError(f"{output} exists (use --force to overwrite it)")
-    try:
-        data = read_file(svc_file)
-        header = unpack(data)
-    except (ContainerError, *_coding_errors()) as error:
-        raise CliError(f"{svc_file}: {error}") from error
-    if model_name is None:
-        model_name = find_by_fingerprint(header.model_fingerprint.hex())
-        if model_name is None:
-            raise CliError(
-                f"{svc_file} was encoded with model {header.model_fingerprint.hex()[:12]}, "
-                "which is not shipped with this version; pass it with --model PATH"
-            )
-    codec = _load_codec(model_name, device, header.threads)
+    _refuse_existing(output, force)
+    data, header = _read_svc(svc_file)
+    codec = _codec_for_file(svc_file, header, model_name, device)
     update, close = _progress_bar(not quiet, "decoding")
     started = time.perf_counter()
     try:
@@ -355,15 +374,9 @@ def _summary(verb, path, size, width, height, channels, mode, seconds, load_seco
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(svc_file, as_json) -> None:
     """Show an .svc file's header, sections and bits per section (no model needed)."""
-    from ..bitstream import ContainerError, unpack
-    from ..codec.api import read_file
     from ..models.pretrained import find_by_fingerprint
 
-    try:
-        data = read_file(svc_file)
-        header = unpack(data)
-    except (ContainerError, *_coding_errors()) as error:
-        raise CliError(f"{svc_file}: {error}") from error
+    data, header = _read_svc(svc_file)
     pixels = header.width * header.height
     sections: dict[str, int] = {}
     for section in header.sections:
@@ -405,6 +418,34 @@ def info(svc_file, as_json) -> None:
     )
     for label, entry in sections.items():
         click.echo(f"  section {label:>3}: {entry:>9} bytes  {entry * 8 / pixels:.4f} bpp")
+
+
+@cli.command()
+@click.argument("svc_file", type=click.Path(dir_okay=False))
+@click.option("--mode", required=True, type=click.Choice(["conditional", "rs1"]), help="The lower mode to cut down to.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .svc file.")
+@MODEL_OPTION
+@FORCE_OPTION
+def truncate(svc_file, mode, output, model_name, force) -> None:
+    """Cut an .svc file down to a lower mode without re-encoding
+    (full -> conditional or rs1, conditional -> rs1, rs2 -> rs1)."""
+    from pathlib import Path
+
+    from ..codec.api import write_atomically
+
+    _refuse_existing(output, force)
+    data, header = _read_svc(svc_file)
+    codec = _codec_for_file(svc_file, header, model_name, "cpu")
+    try:
+        cut = codec.truncate(data, mode)
+        write_atomically(Path(output), cut)
+    except _coding_errors() as error:
+        raise CliError(f"{svc_file}: {error}") from error
+    pixels = header.width * header.height
+    click.echo(
+        f"cut {svc_file} ({header.mode}, {len(data)} bytes) to {output} ({mode}, {len(cut)} bytes, "
+        f"{len(cut) * 8 / pixels:.3f} bpp)"
+    )
 
 
 @cli.command()

@@ -32,6 +32,15 @@ from .entropy import CodingError, DecoderStream, EncoderStream
 DEFAULT_TILE = 512
 DEFAULT_STEP = {"full": 1.0, "conditional": 1.0, "rs2": 1.0, "rs1": 1.0}
 MAX_INPUT_PIXELS = 1 << 28
+# (from mode, to mode) -> the section kinds the lower mode keeps. u is coded the
+# same way in every mode; y's and z's of full / conditional files are coded with the
+# true y's, which rs2 does not have, so full -> rs2 is impossible.
+TRUNCATIONS = {
+    ("full", "conditional"): {"u", "y", "z"},
+    ("full", "rs1"): {"u"},
+    ("conditional", "rs1"): {"u"},
+    ("rs2", "rs1"): {"u"},
+}
 
 
 class CodecError(Exception):
@@ -205,7 +214,9 @@ class Codec:
         return self.encode(image, mode, step).data
 
     # -- decoding ------------------------------------------------------------------
-    def decompress(self, data: bytes, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def decompress(
+        self, data: bytes, progress: Callable[[int, int], None] | None = None, verify: bool = True
+    ) -> np.ndarray:
         header = unpack(data)
         if header.model_fingerprint.hex() != self.fingerprint:
             raise ModelMismatchError(
@@ -235,12 +246,34 @@ class Codec:
                 if progress:
                     progress(index + 1, len(tiles))
         output = _output_image(reconstruction, header.channels)
-        if crc32(output.tobytes()) != header.image_crc:
+        if verify and crc32(output.tobytes()) != header.image_crc:
             raise CodecError(
                 "the decoded image does not match the encoder's checksum "
                 "(different torch build or device, or corrupt data); nothing was written"
             )
         return output
+
+    # -- cutting files down ------------------------------------------------------------
+    def truncate(self, data: bytes, mode: str) -> bytes:
+        """Cut a file down to a lower mode without re-encoding: keep the sections the
+        lower mode uses (they are a prefix of each tile's sections) and record the
+        checksum of the image it decodes to. The result is byte-identical to encoding
+        the image in that mode directly with the same settings."""
+        header = unpack(data)
+        if mode == header.mode:
+            return data
+        kept_kinds = TRUNCATIONS.get((header.mode, mode))
+        if kept_kinds is None:
+            possible = sorted(target for source, target in TRUNCATIONS if source == header.mode)
+            raise CodecError(
+                f"a {header.mode} file cannot be cut down to {mode} (possible: {', '.join(possible) or 'none'})"
+            )
+        header.sections = [s for s in header.sections if s.kind in kept_kinds]
+        header.mode = mode
+        header.image_crc = 0
+        image = self.decompress(pack(header), verify=False)
+        header.image_crc = crc32(image.tobytes())
+        return pack(header)
 
     # -- files -----------------------------------------------------------------------
     def compress_file(

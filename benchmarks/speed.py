@@ -1,0 +1,102 @@
+"""Encode / decode time and peak memory of one image, each direction measured in a
+fresh process (so the peak resident memory is that of the operation alone).
+
+    python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2 --mode full
+    python benchmarks/speed.py --synthetic 4000x3000 --threads 2     # a large photo
+
+--synthetic WxH builds a photo-like image of that size by mirror-tiling a real
+photo (../shared/data/train/wikipedia/001.png unless --source says otherwise).
+Model loading is timed separately from coding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared/data/train/wikipedia/001.png"
+
+
+def synthetic_photo(width: int, height: int, source: Path) -> np.ndarray:
+    photo = np.asarray(Image.open(source).convert("RGB"))
+    tile = np.concatenate([photo, photo[:, ::-1]], axis=1)
+    tile = np.concatenate([tile, tile[::-1]], axis=0)
+    reps = (-(-height // tile.shape[0]), -(-width // tile.shape[1]), 1)
+    return np.ascontiguousarray(np.tile(tile, reps)[:height, :width])
+
+
+def child(direction: str, source: str, target: str, mode: str, threads: int, model: str | None) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    from selfvae_codec.codec.api import Codec
+
+    codec = Codec(model, threads=threads)
+    started = time.perf_counter()
+    if direction == "encode":
+        result = codec.encode(np.load(source), mode=mode)
+        Path(target).write_bytes(result.data)
+    else:
+        image = codec.decompress(Path(source).read_bytes())
+        np.save(target, image)
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "load_seconds": codec.load_seconds, "peak_rss_mb": peak_mb}))
+
+
+def run_child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("image", nargs="?")
+    parser.add_argument("--synthetic", help="WxH: a photo-like image of this size")
+    parser.add_argument("--source", default=str(DEFAULT_SOURCE))
+    parser.add_argument("--mode", default="full")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        direction, source, target, mode, threads = args.child
+        child(direction, source, target, mode, int(threads), args.model)
+        return
+    if args.synthetic:
+        width, height = (int(v) for v in args.synthetic.lower().split("x"))
+        image = synthetic_photo(width, height, Path(args.source))
+        label = f"synthetic {width}x{height} (mirror-tiled {Path(args.source).name})"
+    elif args.image:
+        image = np.asarray(Image.open(args.image).convert("RGB"))
+        label = args.image
+    else:
+        parser.error("give an image or --synthetic WxH")
+    extra = ["--model", args.model] if args.model else []
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, svc, decoded = Path(tmp, "in.npy"), Path(tmp, "out.svc"), Path(tmp, "out.npy")
+        np.save(raw, image)
+        enc = run_child(*extra, "--child", "encode", str(raw), str(svc), args.mode, str(args.threads))
+        dec = run_child(*extra, "--child", "decode", str(svc), str(decoded), args.mode, str(args.threads))
+        exact = bool(np.array_equal(np.load(decoded), image)) if args.mode == "full" else None
+        size = svc.stat().st_size
+    pixels = image.shape[0] * image.shape[1]
+    print(f"{label}: {image.shape[1]}x{image.shape[0]}, mode {args.mode}, {args.threads} threads")
+    print(f"  {size} bytes, {size * 8 / pixels:.3f} bpp, {size * 8 / (3 * pixels):.3f} bits/subpixel"
+          + ("" if exact is None else f", exact round trip: {exact}"))
+    print(f"  encode {enc['seconds']:.2f} s (peak RSS {enc['peak_rss_mb']:.0f} MB), "
+          f"decode {dec['seconds']:.2f} s (peak RSS {dec['peak_rss_mb']:.0f} MB), "
+          f"model load {enc['load_seconds']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
