@@ -31,8 +31,7 @@ def main() -> None:
         return seconds_at_step[max(known)] / 3600 if known else 0.0
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot([r["train_seconds"] / 3600 for r in train], [r["total"] for r in train], lw=0.8,
-              label="training batches")
+    left.plot([r["train_seconds"] / 3600 for r in train], [r["total"] for r in train], lw=0.8, label="training batches")
     if val:
         left.plot([hours(r["step"]) for r in val], [r["total"] for r in val], "o-", label="validation")
     left.set_xlabel("training hours (1 CPU thread)")

@@ -91,11 +91,15 @@ def main() -> None:
         size = svc.stat().st_size
     pixels = image.shape[0] * image.shape[1]
     print(f"{label}: {image.shape[1]}x{image.shape[0]}, mode {args.mode}, {args.threads} threads")
-    print(f"  {size} bytes, {size * 8 / pixels:.3f} bpp, {size * 8 / (3 * pixels):.3f} bits/subpixel"
-          + ("" if exact is None else f", exact round trip: {exact}"))
-    print(f"  encode {enc['seconds']:.2f} s (peak RSS {enc['peak_rss_mb']:.0f} MB), "
-          f"decode {dec['seconds']:.2f} s (peak RSS {dec['peak_rss_mb']:.0f} MB), "
-          f"model load {enc['load_seconds']:.2f} s")
+    print(
+        f"  {size} bytes, {size * 8 / pixels:.3f} bpp, {size * 8 / (3 * pixels):.3f} bits/subpixel"
+        + ("" if exact is None else f", exact round trip: {exact}")
+    )
+    print(
+        f"  encode {enc['seconds']:.2f} s (peak RSS {enc['peak_rss_mb']:.0f} MB), "
+        f"decode {dec['seconds']:.2f} s (peak RSS {dec['peak_rss_mb']:.0f} MB), "
+        f"model load {enc['load_seconds']:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -134,8 +134,9 @@ def test_estimated_bits_track_the_file_size(codec):
     assert estimate <= payload_bits <= estimate * 1.05 + 64 * len(result.estimated_bits)
 
 
-@pytest.mark.parametrize("source, target", [("full", "conditional"), ("full", "rs1"), ("conditional", "rs1"),
-                                            ("rs2", "rs1")])
+@pytest.mark.parametrize(
+    "source, target", [("full", "conditional"), ("full", "rs1"), ("conditional", "rs1"), ("rs2", "rs1")]
+)
 def test_truncation_gives_the_bytes_of_direct_encoding(tiny_codec, source, target):
     image = load(DATA / "chelsea_75x50.png")
     cut = tiny_codec.truncate(tiny_codec.compress(image, mode=source, step=0.5), target)

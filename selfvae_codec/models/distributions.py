@@ -190,12 +190,19 @@ class DiscretizedLogisticMixture:
     def generate(
         self, method: str, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None, count: int = 4
     ) -> torch.Tensor:
-        """Integer values [B, C, H, W] by `method`: 'mean' (the mixture mean, rounded),
-        'mode' (the most probable value, channel by channel) or 'sample'."""
+        """Integer values [B, C, H, W] by `method`: 'mean' (the mixture mean, rounded;
+        within a short interval, the interval's own expectation), 'mode' (the most
+        probable value, channel by channel) or 'sample'."""
         batch, _, _, height, width = self.means.shape
         x = torch.zeros(batch, self.channels, height, width, dtype=torch.int64, device=self.means.device)
         for c in range(self.channels):
-            if method == "mean":
+            if method == "mean" and lo is not None and count < 256:
+                # A short interval's own expectation: the unrestricted mixture mean can
+                # lie far outside it (the restricted likelihood never constrains it).
+                probs = self.interval_probabilities(c, x, lo, hi, count)
+                offsets = (probs * torch.arange(count, device=probs.device)).sum(dim=-1)
+                value = lo[:, c] + torch.round(offsets).to(torch.int64)
+            elif method == "mean":
                 *_, (_, log_w, mean) = self._channel_states(x, c + 1)
                 value = (torch.exp(log_w) * mean).sum(dim=1)
                 value = torch.round((value + 1.0) * 127.5).clamp(0, 255).to(torch.int64)

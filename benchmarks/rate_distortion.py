@@ -1,0 +1,234 @@
+"""Rate-distortion benchmark: selfvae-codec's lossy modes across the latent step
+against JPEG, WebP, AVIF and JPEG XL quality sweeps (Pillow + plugins from
+`pip install -e .[bench]`).
+
+    python benchmarks/rate_distortion.py ../shared/data/val/bsds500 --threads 2 --limit 20 \\
+        --out benchmarks/results/rd
+
+bpp always comes from real encoded byte counts. PSNR is on 8-bit RGB, MS-SSIM from
+pytorch-msssim (images whose short side is under 161 pixels get no MS-SSIM). Times are
+per image, with model loading excluded and reported separately. Writes one JSON per
+codec in CompressAI's result schema (averaged per setting over the images), a CSV per
+image, rate-distortion plots, and BD-rate of each selfvae-codec mode against JPEG and
+WebP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import _pillow_round_trip, list_images, load_rgb, machine_description, write_csv, write_json  # noqa: E402
+
+from selfvae_codec.codec.api import Codec  # noqa: E402
+
+MODES = ("rs1", "rs2", "conditional")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    if min(a.shape[:2]) < 161:
+        return float("nan")
+    from pytorch_msssim import ms_ssim as msssim
+
+    ta = torch.from_numpy(a).permute(2, 0, 1)[None].float()
+    tb = torch.from_numpy(b).permute(2, 0, 1)[None].float()
+    return float(msssim(ta, tb, data_range=255.0))
+
+
+def classical_sweeps() -> dict[str, list[tuple[str, dict]]]:
+    """codec name -> [(setting label, Pillow save options)]."""
+    sweeps = {
+        "JPEG": ("JPEG", [dict(quality=q) for q in (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)]),
+        "WebP": ("WEBP", [dict(quality=q, method=4) for q in (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)]),
+    }
+    try:
+        import pillow_avif  # noqa: F401
+
+        sweeps["AVIF"] = ("AVIF", [dict(quality=q, speed=6) for q in (10, 20, 30, 40, 50, 60, 70, 80, 90)])
+    except ImportError:
+        pass
+    try:
+        import pillow_jxl  # noqa: F401
+
+        sweeps["JPEG XL"] = ("JXL", [dict(quality=q, effort=7) for q in (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)])
+    except ImportError:
+        pass
+    return {
+        name: [(f"q{opts['quality']}", dict(format=fmt, **opts)) for opts in settings]
+        for name, (fmt, settings) in sweeps.items()
+    }
+
+
+def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
+    """Bjontegaard delta rate (%) of `test` against `anchor`, each [(bpp, psnr)]: cubic
+    fits of log-rate over PSNR, integrated over the overlapping PSNR range."""
+    if len(anchor) < 4 or len(test) < 4:
+        return None
+    anchor, test = sorted(anchor), sorted(test)
+    ra = np.log([bpp for bpp, _ in anchor])
+    pa = np.array([quality for _, quality in anchor])
+    rt = np.log([bpp for bpp, _ in test])
+    pt = np.array([quality for _, quality in test])
+    low, high = max(pa.min(), pt.min()), min(pa.max(), pt.max())
+    if high <= low:
+        return None
+    fit_a, fit_t = np.polyint(np.polyfit(pa, ra, 3)), np.polyint(np.polyfit(pt, rt, 3))
+    mean_a = (np.polyval(fit_a, high) - np.polyval(fit_a, low)) / (high - low)
+    mean_t = (np.polyval(fit_t, high) - np.polyval(fit_t, low)) / (high - low)
+    return float((np.exp(mean_t - mean_a) - 1) * 100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--steps", default="0.25,0.5,1,2,4", help="latent quantisation steps to sweep")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--out", default="benchmarks/results/rd")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    files = list_images(args.folder, args.limit)
+    steps = [float(s) for s in args.steps.split(",")]
+    modes = args.modes.split(",")
+    codec = Codec(args.model, threads=args.threads)
+    print(
+        f"model loaded in {codec.load_seconds:.2f} s; {len(files)} images; {machine_description(args.threads)}",
+        file=sys.stderr,
+    )
+    sweeps = classical_sweeps()
+    rows = []
+    from tqdm import tqdm
+
+    for path in tqdm(files, unit="image", file=sys.stderr):
+        image = load_rgb(path)
+        pixels = image.shape[0] * image.shape[1]
+        for mode in modes:
+            for step in steps:
+                result = codec.encode(image, mode=mode, step=step)
+                started = time.perf_counter()
+                decoded = codec.decompress(result.data)
+                decode_seconds = time.perf_counter() - started
+                assert np.array_equal(decoded, result.reconstruction)
+                rows.append(
+                    dict(
+                        image=path.name,
+                        codec=f"selfvae-{mode}",
+                        setting=f"step{step:g}",
+                        bpp=len(result.data) * 8 / pixels,
+                        psnr_rgb=psnr(image, decoded),
+                        ms_ssim_rgb=ms_ssim(image, decoded),
+                        encoding_time=result.seconds,
+                        decoding_time=decode_seconds,
+                    )
+                )
+        for name, settings in sweeps.items():
+            for label, options in settings:
+                fmt = options.pop("format")
+                data, decoded, enc_s, dec_s = _pillow_round_trip(image, fmt, **options)
+                options["format"] = fmt
+                rows.append(
+                    dict(
+                        image=path.name,
+                        codec=name,
+                        setting=label,
+                        bpp=len(data) * 8 / pixels,
+                        psnr_rgb=psnr(image, decoded),
+                        ms_ssim_rgb=ms_ssim(image, decoded),
+                        encoding_time=enc_s,
+                        decoding_time=dec_s,
+                    )
+                )
+
+    out = Path(args.out)
+    write_csv(out / "per_image.csv", rows)
+    curves: dict[str, list[dict]] = {}
+    for name in dict.fromkeys(r["codec"] for r in rows):
+        for setting in dict.fromkeys(r["setting"] for r in rows if r["codec"] == name):
+            group = [r for r in rows if r["codec"] == name and r["setting"] == setting]
+            point = {
+                key: float(np.nanmean([r[key] for r in group]))
+                for key in ("bpp", "psnr_rgb", "ms_ssim_rgb", "encoding_time", "decoding_time")
+            }
+            curves.setdefault(name, []).append(dict(setting=setting, **point))
+    for name, points in curves.items():
+        points.sort(key=lambda p: p["bpp"])
+        write_json(
+            out / f"{name.replace(' ', '_')}.json",
+            {
+                "name": name,
+                "description": f"{len(files)} images of {args.folder}; {machine_description(args.threads)}",
+                "results": {
+                    "bpp": [p["bpp"] for p in points],
+                    "psnr-rgb": [p["psnr_rgb"] for p in points],
+                    "ms-ssim-rgb": [p["ms_ssim_rgb"] for p in points],
+                    "encoding_time": [p["encoding_time"] for p in points],
+                    "decoding_time": [p["decoding_time"] for p in points],
+                    "setting": [p["setting"] for p in points],
+                },
+            },
+        )
+    bd = {}
+    for mode in modes:
+        name = f"selfvae-{mode}"
+        test = [(p["bpp"], p["psnr_rgb"]) for p in curves[name]]
+        bd[name] = {
+            anchor: bd_rate([(p["bpp"], p["psnr_rgb"]) for p in curves[anchor]], test)
+            for anchor in ("JPEG", "WebP")
+            if anchor in curves
+        }
+    write_json(out / "bd_rate.json", {"model_load_s": codec.load_seconds, "bd_rate_percent_psnr": bd})
+    plot(curves, out)
+    print("\n| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode s | decode s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, points in curves.items():
+        if name.startswith("selfvae"):
+            for p in points:
+                print(
+                    f"| {name} | {p['setting']} | {p['bpp']:.3f} | {p['psnr_rgb']:.2f} | {p['ms_ssim_rgb']:.4f} "
+                    f"| {p['encoding_time']:.2f} | {p['decoding_time']:.2f} |"
+                )
+    print(f"\nBD-rate (PSNR) vs anchors, %: {bd}; model load {codec.load_seconds:.2f} s")
+
+
+def plot(curves: dict[str, list[dict]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, points in curves.items():
+        style = "o-" if name.startswith("selfvae") else "s--"
+        bpp = [p["bpp"] for p in points]
+        axes[0].plot(bpp, [p["psnr_rgb"] for p in points], style, ms=3, label=name)
+        msssim_db = [
+            -10 * math.log10(max(1e-12, 1 - p["ms_ssim_rgb"])) if not math.isnan(p["ms_ssim_rgb"]) else float("nan")
+            for p in points
+        ]
+        axes[1].plot(bpp, msssim_db, style, ms=3, label=name)
+    for axis, label in zip(axes, ("PSNR RGB (dB)", "MS-SSIM (dB)"), strict=True):
+        axis.set_xlabel("bits per pixel")
+        axis.set_ylabel(label)
+        axis.set_xlim(0, 2.0)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "rate_distortion.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
