@@ -3,7 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -105,3 +108,26 @@ def test_distributed_training_keeps_replicas_identical(tmp_path):
     checks = [r for r in records(out) if r["kind"] == "replica_check"]
     assert len(checks) == 1 and checks[0]["identical"] and len(checks[0]["fingerprints"]) == 2
     assert torch.isfinite(torch.tensor([r["total"] for r in records(out) if r["kind"] == "val"])).all()
+
+
+def test_interrupt_saves_a_checkpoint_at_a_step_boundary(tmp_path):
+    out = tmp_path / "interrupted"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfvae_codec.cli.main", *train_args(out, 100000)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "saving a checkpoint" in output and "Traceback" not in output
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] >= 2
+    resumed = CliRunner().invoke(cli, train_args(out, state["step"] + 1), catch_exceptions=False)
+    assert f"resuming at step {state['step']}" in resumed.output

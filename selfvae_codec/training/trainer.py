@@ -233,9 +233,15 @@ class Trainer:
         stop = {"now": False}
 
         def request_stop(signum, frame):
+            # Finish the current step, then save: a checkpoint taken mid-step would
+            # not resume exactly. A second Ctrl-C aborts at once.
+            if stop["now"] and signum == signal.SIGINT:
+                raise KeyboardInterrupt
             stop["now"] = True
+            if self.rank == 0:
+                print("\nstopping after this step: saving a checkpoint", flush=True)
 
-        previous = signal.signal(signal.SIGTERM, request_stop)
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         progress = None
         if self.s.progress and self.rank == 0:
             from tqdm import tqdm
@@ -281,11 +287,9 @@ class Trainer:
                         progress.write(f"step {self.step}: validation {val['total']:.4f} bpd")
                 if self.step % self.s.checkpoint_every == 0:
                     self.save_checkpoint()
-        except KeyboardInterrupt:
-            if self.rank == 0:
-                print("\ninterrupted: saving a checkpoint")
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if progress is not None:
                 progress.close()
         self.save_checkpoint()
