@@ -84,6 +84,7 @@ def main() -> None:
     }
     summary["overhead_percent"] = 100 * (summary["bits_per_subpixel"]["selfvae"] / summary["selfvae_estimate_bpsp"] - 1)
     write_json(out / "summary.json", summary)
+    bar_chart(summary["bits_per_subpixel"], out / "lossless.png", len(rows))
     print("\n| codec | bits/subpixel |\n| --- | --- |")
     for name, value in summary["bits_per_subpixel"].items():
         print(f"| {'selfvae-codec full' if name == 'selfvae' else name} | {value:.3f} |")
@@ -92,6 +93,23 @@ def main() -> None:
         f" encode {summary['selfvae_encode_s']:.2f} s, decode {summary['selfvae_decode_s']:.2f} s per image"
         f" ({args.threads} threads); model load {codec.load_seconds:.2f} s"
     )
+
+
+def bar_chart(bits: dict[str, float], path: Path, images: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["selfvae-codec full" if name == "selfvae" else name for name in bits]
+    fig, axis = plt.subplots(figsize=(6, 3.2))
+    bars = axis.barh(names, list(bits.values()), color=["C3"] + ["C0"] * (len(bits) - 1))
+    axis.bar_label(bars, fmt="%.3f", padding=3)
+    axis.set_xlabel(f"bits per subpixel (mean of {images} images; lower is better)")
+    axis.invert_yaxis()
+    axis.set_xlim(0, max(bits.values()) * 1.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

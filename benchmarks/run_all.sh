@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Reproduces the numbers in README.md (benchmarks/results/) with the shipped model:
+# 2 CPU cores, 2 torch threads, nothing else running. Needs `pip install -e ".[bench]"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VAL=${1:-../shared/data/val/bsds500}
+export OMP_NUM_THREADS=2
+mkdir -p benchmarks/results
+selfvae-codec evaluate "$VAL" --samples 8 --threads 2 --csv benchmarks/results/evaluate.csv \
+    2>&1 | tail -2 | tee benchmarks/results/evaluate.txt
+python benchmarks/lossless.py "$VAL" --threads 2 --out benchmarks/results/lossless
+python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2 | tee benchmarks/results/speed.txt
+python benchmarks/plot_training.py runs/default/log.jsonl -o benchmarks/results/training_curve.png
+python benchmarks/report.py --readme README.md
