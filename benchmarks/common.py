@@ -28,7 +28,7 @@ def load_rgb(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _pillow_round_trip(array: np.ndarray, fmt: str, **options) -> tuple[bytes, np.ndarray, float, float]:
+def pillow_round_trip(array: np.ndarray, fmt: str, **options) -> tuple[bytes, np.ndarray, float, float]:
     started = time.perf_counter()
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt, **options)
@@ -43,17 +43,36 @@ def _pillow_round_trip(array: np.ndarray, fmt: str, **options) -> tuple[bytes, n
 def lossless_codecs() -> dict:
     """name -> function(array) -> (bytes, decoded, encode s, decode s)."""
     codecs = {
-        "PNG": lambda a: _pillow_round_trip(a, "PNG", optimize=True),
+        "PNG": lambda a: pillow_round_trip(a, "PNG", optimize=True),
         # method 6 compresses 0.05% better than 4 on BSDS photos at 7x the time
-        "WebP lossless": lambda a: _pillow_round_trip(a, "WEBP", lossless=True, quality=100, method=4),
+        "WebP lossless": lambda a: pillow_round_trip(a, "WEBP", lossless=True, quality=100, method=4),
     }
     try:
         import pillow_jxl  # noqa: F401  (registers the JXL format)
 
-        codecs["JPEG XL lossless"] = lambda a: _pillow_round_trip(a, "JXL", lossless=True, effort=7)
+        codecs["JPEG XL lossless"] = lambda a: pillow_round_trip(a, "JXL", lossless=True, effort=7)
     except ImportError:
         pass
     return codecs
+
+
+def load_codec_and_images(args):
+    """Set the thread count, list the images and load the model, reporting the load
+    time apart from the coding times. `args` has folder, limit, model and threads."""
+    import sys
+
+    import torch
+
+    from selfvae_codec.codec.api import Codec
+
+    torch.set_num_threads(args.threads)
+    files = list_images(args.folder, args.limit)
+    codec = Codec(args.model, threads=args.threads)
+    print(
+        f"model loaded in {codec.load_seconds:.2f} s; {len(files)} images; {machine_description(args.threads)}",
+        file=sys.stderr,
+    )
+    return codec, files
 
 
 def machine_description(threads: int) -> str:

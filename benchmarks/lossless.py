@@ -16,12 +16,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import list_images, load_rgb, lossless_codecs, machine_description, write_csv, write_json  # noqa: E402
-
-from selfvae_codec.codec.api import Codec  # noqa: E402
+from common import (  # noqa: E402
+    load_codec_and_images,
+    load_rgb,
+    lossless_codecs,
+    machine_description,
+    write_csv,
+    write_json,
+)
 
 
 def main() -> None:
@@ -32,13 +36,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="pretrained name or .safetensors path")
     parser.add_argument("--out", default="benchmarks/results/lossless")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    files = list_images(args.folder, args.limit)
-    codec = Codec(args.model, threads=args.threads)
-    print(
-        f"model loaded in {codec.load_seconds:.2f} s; {len(files)} images; {machine_description(args.threads)}",
-        file=sys.stderr,
-    )
+    codec, files = load_codec_and_images(args)
     classical = lossless_codecs()
     rows = []
     from tqdm import tqdm

