@@ -41,7 +41,7 @@ def evaluate_image(
     model: SelfVAE, image: np.ndarray, samples: int, tile: int = 512, batch: int = 4, name: str = ""
 ) -> ImageScore:
     """Score one RGB uint8 image [H, W, 3]."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(torch.int64)
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].to(torch.int64)
     device = next(model.parameters()).device
     height, width = image.shape[:2]
     dims = 3 * height * width
