@@ -34,7 +34,7 @@ def main() -> None:
     left.plot([r["train_seconds"] / 3600 for r in train], [r["total"] for r in train], lw=0.8, label="training batches")
     if val:
         left.plot([hours(r["step"]) for r in val], [r["total"] for r in val], "o-", label="validation")
-    left.set_xlabel("training hours (1 CPU thread)")
+    left.set_xlabel("training hours as logged (2-core CPU)")
     left.set_ylabel("negative ELBO (bits per dimension)")
     left.set_ylim(top=min(8.0, max(r["total"] for r in train)))
     left.grid(alpha=0.3)

@@ -19,6 +19,59 @@ def load(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def model_section() -> list[str]:
+    lines = []
+    registry = load(Path(__file__).resolve().parents[1] / "selfvae_codec" / "pretrained" / "models.json") or {}
+    if "default" in registry:
+        lines += ["### The shipped model", "", f"`default`: {registry['default']['description']}.", ""]
+    evaluation = RESULTS / "evaluate.txt"
+    if evaluation.is_file():
+        terms, summary = evaluation.read_text().strip().splitlines()[-2:]
+        lines += [
+            "Validation on `../shared/data/val/bsds500` (whole photos, never trained on), "
+            "`selfvae-codec evaluate ../shared/data/val/bsds500 --samples 8 --threads 2`:",
+            "",
+            f"    {summary}",
+            f"    {terms}",
+            "",
+        ]
+    if (RESULTS / "training_curve.png").is_file():
+        lines += ["![training curve](benchmarks/results/training_curve.png)", ""]
+    if (RESULTS / "step_sweep_full.md").is_file():
+        lines += [
+            "Latent quantisation step of `full` mode (the default, 1.0, is the best measured):",
+            "",
+            (RESULTS / "step_sweep_full.md").read_text().strip(),
+            "",
+        ]
+    return lines
+
+
+def speed_section() -> list[str]:
+    speed = RESULTS / "speed.txt"
+    if not speed.is_file():
+        return []
+    lines = [
+        "### Speed and memory",
+        "",
+        "`python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2`:",
+        "",
+        *("    " + line for line in speed.read_text().strip().splitlines()),
+        "",
+    ]
+    large = RESULTS / "speed_large.txt"
+    if large.is_file():
+        note, *output = large.read_text().strip().splitlines()
+        lines += [
+            "A 4000x3000 photo, coded in 512x512 tiles: "
+            f"`python benchmarks/speed.py --synthetic 4000x3000 --threads 1` {note}:",
+            "",
+            *("    " + line for line in output),
+            "",
+        ]
+    return lines
+
+
 def lossless_section() -> list[str]:
     summary = load(RESULTS / "lossless" / "summary.json")
     if summary is None:
@@ -85,7 +138,7 @@ def main() -> None:
     text = readme.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{readme} has no {START} ... {END} markers")
-    body = "\n".join(lossless_section() + rd_section())
+    body = "\n".join(model_section() + lossless_section() + speed_section() + rd_section())
     text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{body}\n{END}", text, flags=re.S)
     readme.write_text(text)
     print(f"updated {readme}")
