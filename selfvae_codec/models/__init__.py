@@ -1,6 +1,6 @@
 """The selfVAE family: networks, distributions, transforms (no entropy coding here)."""
 
 from .config import ModelConfig, default_config
-from .selfvae import SelfVAE, build_model, parameter_count
+from .selfvae import SelfVAE, parameter_count
 
-__all__ = ["ModelConfig", "SelfVAE", "build_model", "default_config", "parameter_count"]
+__all__ = ["ModelConfig", "SelfVAE", "default_config", "parameter_count"]

@@ -49,14 +49,6 @@ def split_blocks(fine_even: torch.Tensor) -> list[torch.Tensor]:
     return [fine_even[..., dy::2, dx::2] for dy, dx in GROUP_OFFSETS]
 
 
-def merge_blocks(groups: list[torch.Tensor]) -> torch.Tensor:
-    batch, channels, height, width = groups[0].shape
-    out = groups[0].new_zeros(batch, channels, 2 * height, 2 * width)
-    for (dy, dx), group in zip(GROUP_OFFSETS, groups, strict=True):
-        out[..., dy::2, dx::2] = group
-    return out
-
-
 def real_group_masks(fine_size: tuple[int, int], device=None) -> list[torch.Tensor]:
     """Which block positions of each group hold real (not padding) pixels: [h', w'] bools."""
     height, width = fine_size
@@ -461,10 +453,6 @@ class SelfVAE(nn.Module):
             digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
             digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
-
-
-def build_model(config: ModelConfig) -> SelfVAE:
-    return SelfVAE(config)
 
 
 def parameter_count(model: nn.Module) -> int:
