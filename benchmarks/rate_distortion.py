@@ -35,6 +35,7 @@ from common import (  # noqa: E402
 )
 
 MODES = ("rs1", "rs2", "conditional")
+MIN_PSNR_SPREAD = 0.5  # dB
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,8 +87,12 @@ def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
     pa = np.array([quality for _, quality in anchor])
     rt = np.log([bpp for bpp, _ in test])
     pt = np.array([quality for _, quality in test])
+    # A cubic fit needs a real spread of quality on both curves (a curve whose PSNR
+    # barely moves, like `conditional` across latent steps, has no meaningful BD-rate).
+    if np.ptp(pa) < MIN_PSNR_SPREAD or np.ptp(pt) < MIN_PSNR_SPREAD:
+        return None
     low, high = max(pa.min(), pt.min()), min(pa.max(), pt.max())
-    if high <= low:
+    if high - low < MIN_PSNR_SPREAD:
         return None
     fit_a, fit_t = np.polyint(np.polyfit(pa, ra, 3)), np.polyint(np.polyfit(pt, rt, 3))
     mean_a = (np.polyval(fit_a, high) - np.polyval(fit_a, low)) / (high - low)
@@ -222,7 +227,9 @@ def plot(curves: dict[str, list[dict]], out: Path) -> None:
     for axis, label in zip(axes, ("PSNR RGB (dB)", "MS-SSIM (dB)"), strict=True):
         axis.set_xlabel("bits per pixel")
         axis.set_ylabel(label)
-        axis.set_xlim(0, 2.0)
+        axis.set_xlim(
+            0, max(2.0, 1.05 * max(p["bpp"] for n, c in curves.items() if n.startswith("selfvae") for p in c))
+        )
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
