@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..bitstream import ContainerError, Header, Section, crc32, pack, unpack
 from ..models.selfvae import SelfVAE
-from ..models.transforms import to_grayscale
+from ..models.transforms import tile_boxes, to_grayscale
 from .engine import MODES, walk
 from .entropy import CodingError, DecoderStream, EncoderStream
 
@@ -108,14 +108,6 @@ def image_to_array(image) -> tuple[np.ndarray, int]:
     return np.array(image, dtype=np.uint8, order="C", copy=True), 3
 
 
-def _tiles(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
-    return [
-        (top, min(height, top + tile), left, min(width, left + tile))
-        for top in range(0, height, tile)
-        for left in range(0, width, tile)
-    ]
-
-
 def _output_image(reconstruction: np.ndarray, channels: int) -> np.ndarray:
     if channels == 3:
         return reconstruction
@@ -179,7 +171,7 @@ class Codec:
         reconstruction = np.empty_like(array)
         sections: list[Section] = []
         estimated: dict[str, float] = {}
-        tiles = _tiles(height, width, self.tile_size)
+        tiles = tile_boxes(height, width, self.tile_size)
         with _torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 tile = x[..., top:bottom, left:right]
@@ -223,7 +215,7 @@ class Codec:
                 f"the file was encoded with model {header.model_fingerprint.hex()[:12]}, "
                 f"not with the loaded model {self.fingerprint[:12]}"
             )
-        tiles = _tiles(header.height, header.width, header.tile_size)
+        tiles = tile_boxes(header.height, header.width, header.tile_size)
         by_tile: dict[int, list[Section]] = {}
         for section in header.sections:
             if section.tile >= len(tiles):

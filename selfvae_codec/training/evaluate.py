@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..models.selfvae import SelfVAE
+from ..models.transforms import tile_boxes
 
 
 @dataclass
@@ -28,12 +29,6 @@ class ImageScore:
     elbo_bpd: float  # negative ELBO: minus the mean of the S log importance weights
     iw_bpd: float  # negative importance-weighted bound with S samples
     terms_bpd: dict[str, float]
-
-
-def _tiles(height: int, width: int, tile: int):
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            yield top, min(height, top + tile), left, min(width, left + tile)
 
 
 @torch.no_grad()
@@ -48,7 +43,7 @@ def evaluate_image(
     elbo_nats = 0.0
     iw_nats = 0.0
     terms: dict[str, float] = {}
-    for top, bottom, left, right in _tiles(height, width, tile):
+    for top, bottom, left, right in tile_boxes(height, width, tile):
         part = x[..., top:bottom, left:right].to(device)
         log_weights = []
         for start in range(0, samples, batch):
