@@ -1,5 +1,7 @@
 """Lossless benchmark: selfvae-codec `full` mode against PNG, WebP lossless and
 JPEG XL lossless on a folder of images, every result verified to round-trip exactly.
+`benchmark.py` runs this and the rate-distortion comparison in one pass; this script
+runs the lossless part alone.
 
     python benchmarks/lossless.py ../shared/data/val/bsds500 --threads 2 --out benchmarks/results/lossless
 
@@ -28,51 +30,41 @@ from common import (  # noqa: E402
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument("--model", default=None, help="pretrained name or .safetensors path")
-    parser.add_argument("--out", default="benchmarks/results/lossless")
-    args = parser.parse_args()
-    codec, files = load_codec_and_images(args)
-    classical = lossless_codecs()
-    rows = []
-    from tqdm import tqdm
+def measure(codec, image: np.ndarray, name: str, classical: dict) -> dict:
+    """One image: selfvae-codec `full` and the classical lossless codecs, each checked
+    to round-trip exactly (a codec that does not is a failed benchmark, not a number)."""
+    subpixels = image.size
+    result = codec.encode(image, mode="full")
+    started = time.perf_counter()
+    decoded = codec.decompress(result.data)
+    decode_seconds = time.perf_counter() - started
+    if not np.array_equal(decoded, image):
+        raise SystemExit(f"selfvae-codec did not round-trip {name} exactly")
+    row = {
+        "image": name,
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "selfvae_bpsp": len(result.data) * 8 / subpixels,
+        "selfvae_estimate_bpsp": sum(result.estimated_bits.values()) / subpixels,
+        "selfvae_encode_s": result.seconds,
+        "selfvae_decode_s": decode_seconds,
+    }
+    for codec_name, run in classical.items():
+        data, out, _, _ = run(image)
+        if not np.array_equal(out, image):
+            raise SystemExit(f"{codec_name} did not round-trip {name} exactly")
+        row[f"{codec_name}_bpsp"] = len(data) * 8 / subpixels
+    return row
 
-    for path in tqdm(files, unit="image", file=sys.stderr):
-        image = load_rgb(path)
-        subpixels = image.size
-        result = codec.encode(image, mode="full")
-        started = time.perf_counter()
-        decoded = codec.decompress(result.data)
-        decode_seconds = time.perf_counter() - started
-        if not np.array_equal(decoded, image):
-            raise SystemExit(f"selfvae-codec did not round-trip {path} exactly")
-        row = {
-            "image": path.name,
-            "width": image.shape[1],
-            "height": image.shape[0],
-            "selfvae_bpsp": len(result.data) * 8 / subpixels,
-            "selfvae_estimate_bpsp": sum(result.estimated_bits.values()) / subpixels,
-            "selfvae_encode_s": result.seconds,
-            "selfvae_decode_s": decode_seconds,
-        }
-        for name, run in classical.items():
-            data, out, _, _ = run(image)
-            if not np.array_equal(out, image):
-                raise SystemExit(f"{name} did not round-trip {path} exactly")
-            row[f"{name}_bpsp"] = len(data) * 8 / subpixels
-        rows.append(row)
 
-    out = Path(args.out)
+def summarize(rows: list[dict], codec, classical: dict, folder: str, threads: int, out: Path) -> None:
+    """Write per_image.csv, summary.json and the bar chart under `out`; print a table."""
     write_csv(out / "per_image.csv", rows)
     names = ["selfvae"] + list(classical)
     summary = {
-        "folder": args.folder,
+        "folder": folder,
         "images": len(rows),
-        "machine": machine_description(args.threads),
+        "machine": machine_description(threads),
         "model_load_s": codec.load_seconds,
         "model_fingerprint": codec.fingerprint,
         "bits_per_subpixel": {name: float(np.mean([r[f"{name}_bpsp"] for r in rows])) for name in names},
@@ -89,8 +81,24 @@ def main() -> None:
     print(
         f"\nmodel estimate {summary['selfvae_estimate_bpsp']:.3f} bpsp, overhead {summary['overhead_percent']:.2f}%;"
         f" encode {summary['selfvae_encode_s']:.2f} s, decode {summary['selfvae_decode_s']:.2f} s per image"
-        f" ({args.threads} threads); model load {codec.load_seconds:.2f} s"
+        f" ({threads} threads); model load {codec.load_seconds:.2f} s"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--model", default=None, help="pretrained name or .safetensors path")
+    parser.add_argument("--out", default="benchmarks/results/lossless")
+    args = parser.parse_args()
+    codec, files = load_codec_and_images(args)
+    classical = lossless_codecs()
+    from tqdm import tqdm
+
+    rows = [measure(codec, load_rgb(path), path.name, classical) for path in tqdm(files, unit="image", file=sys.stderr)]
+    summarize(rows, codec, classical, args.folder, args.threads, Path(args.out))
 
 
 def bar_chart(bits: dict[str, float], path: Path, images: int) -> None:

@@ -1,6 +1,7 @@
 """Rate-distortion benchmark: selfvae-codec's lossy modes across the latent step
 against JPEG, WebP, AVIF and JPEG XL quality sweeps (Pillow + plugins from
-`pip install -e .[bench]`).
+`pip install -e .[bench]`). `benchmark.py` runs this and the lossless comparison in
+one pass; this script runs the lossy part alone.
 
     python benchmarks/rate_distortion.py ../shared/data/val/bsds500 --threads 2 --limit 20 \\
         --out benchmarks/results/rd
@@ -9,8 +10,8 @@ bpp always comes from real encoded byte counts. PSNR is on 8-bit RGB, MS-SSIM fr
 pytorch-msssim (images whose short side is under 161 pixels get no MS-SSIM). Times are
 per image, with model loading excluded and reported separately. Writes one JSON per
 codec in CompressAI's result schema (averaged per setting over the images), a CSV per
-image, rate-distortion plots, and BD-rate of each selfvae-codec mode against JPEG and
-WebP.
+image, rate-distortion plots, and summary.json: BD-rate of each selfvae-codec mode
+against JPEG and WebP, and those anchors' PSNR at each of our points' bpp.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from common import (  # noqa: E402
 
 MODES = ("rs1", "rs2", "conditional")
 MIN_PSNR_SPREAD = 0.5  # dB
+# Steps above 1 make rs1 / rs2 unusable (under 16 dB, measured); below 0.25 they only add bits.
+DEFAULT_STEPS = "0.25,0.5,1"
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,15 +51,15 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
         return float("nan")
     from pytorch_msssim import ms_ssim as msssim
 
-    ta = torch.from_numpy(a).permute(2, 0, 1)[None].float()
-    tb = torch.from_numpy(b).permute(2, 0, 1)[None].float()
+    ta = torch.tensor(a, dtype=torch.float32).permute(2, 0, 1)[None]
+    tb = torch.tensor(b, dtype=torch.float32).permute(2, 0, 1)[None]
     return float(msssim(ta, tb, data_range=255.0))
 
 
 def classical_sweeps() -> dict[str, list[tuple[str, dict]]]:
     """codec name -> [(setting label, Pillow save options)]."""
     sweeps = {
-        "JPEG": ("JPEG", [dict(quality=q) for q in (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)]),
+        "JPEG": ("JPEG", [dict(quality=q) for q in (1, 3, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)]),
         "WebP": ("WEBP", [dict(quality=q, method=4) for q in (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)]),
     }
     try:
@@ -100,64 +103,64 @@ def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
     return float((np.exp(mean_t - mean_a) - 1) * 100)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument("--steps", default="0.25,0.5,1,2,4", help="latent quantisation steps to sweep")
-    parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--out", default="benchmarks/results/rd")
-    args = parser.parse_args()
-    codec, files = load_codec_and_images(args)
-    steps = [float(s) for s in args.steps.split(",")]
-    modes = args.modes.split(",")
-    sweeps = classical_sweeps()
+def measure(codec, image: np.ndarray, name: str, modes: list[str], steps: list[float], sweeps: dict) -> list[dict]:
+    """One image: every selfvae-codec lossy mode at every latent step, and every
+    classical setting. bpp from the real byte counts; decoding must give exactly the
+    reconstruction the encoder predicted."""
+    pixels = image.shape[0] * image.shape[1]
     rows = []
-    from tqdm import tqdm
-
-    for path in tqdm(files, unit="image", file=sys.stderr):
-        image = load_rgb(path)
-        pixels = image.shape[0] * image.shape[1]
-        for mode in modes:
-            for step in steps:
-                result = codec.encode(image, mode=mode, step=step)
-                started = time.perf_counter()
-                decoded = codec.decompress(result.data)
-                decode_seconds = time.perf_counter() - started
-                assert np.array_equal(decoded, result.reconstruction)
-                rows.append(
-                    dict(
-                        image=path.name,
-                        codec=f"selfvae-{mode}",
-                        setting=f"step{step:g}",
-                        bpp=len(result.data) * 8 / pixels,
-                        psnr_rgb=psnr(image, decoded),
-                        ms_ssim_rgb=ms_ssim(image, decoded),
-                        encoding_time=result.seconds,
-                        decoding_time=decode_seconds,
-                    )
+    for mode in modes:
+        for step in steps:
+            result = codec.encode(image, mode=mode, step=step)
+            started = time.perf_counter()
+            decoded = codec.decompress(result.data)
+            decode_seconds = time.perf_counter() - started
+            if not np.array_equal(decoded, result.reconstruction):
+                raise SystemExit(f"selfvae-codec {mode} step {step}: {name} decoded differently than predicted")
+            rows.append(
+                dict(
+                    image=name,
+                    codec=f"selfvae-{mode}",
+                    setting=f"step{step:g}",
+                    bpp=len(result.data) * 8 / pixels,
+                    psnr_rgb=psnr(image, decoded),
+                    ms_ssim_rgb=ms_ssim(image, decoded),
+                    encoding_time=result.seconds,
+                    decoding_time=decode_seconds,
                 )
-        for name, settings in sweeps.items():
-            for label, options in settings:
-                fmt = options.pop("format")
-                data, decoded, enc_s, dec_s = pillow_round_trip(image, fmt, **options)
-                options["format"] = fmt
-                rows.append(
-                    dict(
-                        image=path.name,
-                        codec=name,
-                        setting=label,
-                        bpp=len(data) * 8 / pixels,
-                        psnr_rgb=psnr(image, decoded),
-                        ms_ssim_rgb=ms_ssim(image, decoded),
-                        encoding_time=enc_s,
-                        decoding_time=dec_s,
-                    )
+            )
+    for codec_name, settings in sweeps.items():
+        for label, options in settings:
+            options = dict(options)
+            data, decoded, enc_s, dec_s = pillow_round_trip(image, options.pop("format"), **options)
+            rows.append(
+                dict(
+                    image=name,
+                    codec=codec_name,
+                    setting=label,
+                    bpp=len(data) * 8 / pixels,
+                    psnr_rgb=psnr(image, decoded),
+                    ms_ssim_rgb=ms_ssim(image, decoded),
+                    encoding_time=enc_s,
+                    decoding_time=dec_s,
                 )
+            )
+    return rows
 
-    out = Path(args.out)
+
+def anchor_psnr_at(points: list[dict], bpp: float) -> float | None:
+    """PSNR of an anchor's mean curve at `bpp` (linear in log-rate between its two
+    nearest settings); None outside the rates the anchor reaches."""
+    rates = np.log([p["bpp"] for p in points])
+    if not rates[0] <= math.log(bpp) <= rates[-1]:
+        return None
+    return float(np.interp(math.log(bpp), rates, [p["psnr_rgb"] for p in points]))
+
+
+def summarize(rows: list[dict], codec, modes: list[str], folder: str, threads: int, out: Path) -> None:
+    """Average each setting over the images (CompressAI style), write one JSON per
+    codec, per_image.csv, summary.json (BD-rates, anchors at matched bpp) and the plot."""
+    images = len({r["image"] for r in rows})
     write_csv(out / "per_image.csv", rows)
     curves: dict[str, list[dict]] = {}
     for name in dict.fromkeys(r["codec"] for r in rows):
@@ -174,7 +177,7 @@ def main() -> None:
             out / f"{name.replace(' ', '_')}.json",
             {
                 "name": name,
-                "description": f"{len(files)} images of {args.folder}; {machine_description(args.threads)}",
+                "description": f"{images} images of {folder}; {machine_description(threads)}",
                 "results": {
                     "bpp": [p["bpp"] for p in points],
                     "psnr-rgb": [p["psnr_rgb"] for p in points],
@@ -185,27 +188,57 @@ def main() -> None:
                 },
             },
         )
-    bd = {}
+    anchors = [a for a in ("JPEG", "WebP") if a in curves]
+    bd, matched = {}, []
     for mode in modes:
         name = f"selfvae-{mode}"
         test = [(p["bpp"], p["psnr_rgb"]) for p in curves[name]]
-        bd[name] = {
-            anchor: bd_rate([(p["bpp"], p["psnr_rgb"]) for p in curves[anchor]], test)
-            for anchor in ("JPEG", "WebP")
-            if anchor in curves
-        }
-    write_json(out / "bd_rate.json", {"model_load_s": codec.load_seconds, "bd_rate_percent_psnr": bd})
+        bd[name] = {a: bd_rate([(p["bpp"], p["psnr_rgb"]) for p in curves[a]], test) for a in anchors}
+        for p in curves[name]:
+            matched.append(dict(codec=name, **p, anchor_psnr={a: anchor_psnr_at(curves[a], p["bpp"]) for a in anchors}))
+    write_json(
+        out / "summary.json",
+        {
+            "folder": folder,
+            "images": images,
+            "machine": machine_description(threads),
+            "model_load_s": codec.load_seconds,
+            "model_fingerprint": codec.fingerprint,
+            "bd_rate_percent_psnr": bd,
+            "selfvae_points": matched,
+            "anchor_ranges_bpp": {a: [curves[a][0]["bpp"], curves[a][-1]["bpp"]] for a in anchors},
+        },
+    )
     plot(curves, out)
-    print("\n| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode s | decode s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, points in curves.items():
-        if name.startswith("selfvae"):
-            for p in points:
-                print(
-                    f"| {name} | {p['setting']} | {p['bpp']:.3f} | {p['psnr_rgb']:.2f} | {p['ms_ssim_rgb']:.4f} "
-                    f"| {p['encoding_time']:.2f} | {p['decoding_time']:.2f} |"
-                )
+    print("\n| codec | setting | bpp | PSNR (dB) | MS-SSIM | " + " | ".join(f"{a} at this bpp" for a in anchors) + " |")
+    for p in matched:
+        at = " | ".join("-" if v is None else f"{v:.2f}" for v in p["anchor_psnr"].values())
+        print(
+            f"| {p['codec']} | {p['setting']} | {p['bpp']:.3f} | {p['psnr_rgb']:.2f} | {p['ms_ssim_rgb']:.4f} | {at} |"
+        )
     print(f"\nBD-rate (PSNR) vs anchors, %: {bd}; model load {codec.load_seconds:.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--steps", default=DEFAULT_STEPS, help="latent quantisation steps to sweep")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--out", default="benchmarks/results/rd")
+    args = parser.parse_args()
+    codec, files = load_codec_and_images(args)
+    steps = [float(s) for s in args.steps.split(",")]
+    modes = args.modes.split(",")
+    sweeps = classical_sweeps()
+    from tqdm import tqdm
+
+    rows = []
+    for path in tqdm(files, unit="image", file=sys.stderr):
+        rows += measure(codec, load_rgb(path), path.name, modes, steps, sweeps)
+    summarize(rows, codec, modes, args.folder, args.threads, Path(args.out))
 
 
 def plot(curves: dict[str, list[dict]], out: Path) -> None:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+BENCHMARK_COMMAND = "python benchmarks/benchmark.py ../shared/data/val/bsds500 --threads 2"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -80,6 +81,8 @@ def lossless_section() -> list[str]:
     lines = [
         f"### Lossless ({summary['images']} images of `{summary['folder']}`)",
         "",
+        f"`{BENCHMARK_COMMAND}` (lossless and lossy in one run, about an hour):",
+        "",
         "| codec | bits per subpixel |",
         "| --- | --- |",
     ]
@@ -100,35 +103,40 @@ def lossless_section() -> list[str]:
 
 
 def rd_section() -> list[str]:
-    bd = load(RESULTS / "rd" / "bd_rate.json")
-    if bd is None:
+    summary = load(RESULTS / "rd" / "summary.json")
+    if summary is None:
         return []
+    anchors = list(summary["anchor_ranges_bpp"])
     lines = [
-        "### Lossy modes (not yet competitive: the model is young, see Status)",
+        f"### Lossy modes ({summary['images']} images of `{summary['folder']}`)",
         "",
-        "`python benchmarks/rate_distortion.py ../shared/data/val/bsds500 --limit 10 --threads 2 "
-        "--steps 0.5,1,2,4` (10 photos; JPEG, WebP, AVIF and JPEG XL sweeps in the plot and in "
-        "`benchmarks/results/rd/*.json`):",
+        f"Same run as the lossless table ({summary['machine']}). Each selfvae-codec point is the mean "
+        "over the images at one latent step; beside it, the PSNR of the anchors' mean curves at the same "
+        "bpp (interpolated in log-rate between their two nearest quality settings; `-` where the anchor "
+        "cannot reach that rate: "
+        + ", ".join(f"{a} spans {lo:.3f}-{hi:.3f} bpp" for a, (lo, hi) in summary["anchor_ranges_bpp"].items())
+        + ").",
         "",
-        "| codec | setting | bpp | PSNR (dB) | MS-SSIM | encode s | decode s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| mode | step | bpp | PSNR (dB) | MS-SSIM | "
+        + " | ".join(f"{a} PSNR at this bpp" for a in anchors)
+        + " | encode s | decode s |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in anchors) + " | --- | --- |",
     ]
-    for path in sorted((RESULTS / "rd").glob("*.json")):
-        data = load(path)
-        if "results" not in data or not data["name"].startswith("selfvae"):
-            continue  # the anchors' curves are in the plot and in their JSON files
-        r = data["results"]
-        for i in range(len(r["bpp"])):
-            lines.append(
-                f"| {data['name']} | {r['setting'][i]} | {r['bpp'][i]:.3f} | {r['psnr-rgb'][i]:.2f} | "
-                f"{r['ms-ssim-rgb'][i]:.4f} | {r['encoding_time'][i]:.2f} | {r['decoding_time'][i]:.2f} |"
-            )
+    for p in summary["selfvae_points"]:
+        at = " | ".join("-" if v is None else f"{v:.2f}" for v in p["anchor_psnr"].values())
+        lines.append(
+            f"| {p['codec'].removeprefix('selfvae-')} | {p['setting'].removeprefix('step')} | {p['bpp']:.3f} | "
+            f"{p['psnr_rgb']:.2f} | {p['ms_ssim_rgb']:.4f} | {at} | {p['encoding_time']:.2f} | "
+            f"{p['decoding_time']:.2f} |"
+        )
     lines += [
         "",
         "BD-rate in PSNR against the anchors (negative is better; `None` where the curves do not "
-        "overlap in PSNR or a curve's PSNR barely moves): " + json.dumps(bd["bd_rate_percent_psnr"]),
+        "overlap in PSNR or a curve's PSNR barely moves): `" + json.dumps(summary["bd_rate_percent_psnr"]) + "`",
         "",
         "![rate-distortion](benchmarks/results/rd/rate_distortion.png)",
+        "",
+        "The anchors' full curves (JPEG, WebP, AVIF, JPEG XL) are in `benchmarks/results/rd/*.json`.",
         "",
     ]
     return lines

@@ -8,7 +8,7 @@ export OMP_NUM_THREADS=2
 mkdir -p benchmarks/results
 selfvae-codec evaluate "$VAL" --samples 8 --threads 2 --csv benchmarks/results/evaluate.csv \
     2>&1 | tail -2 | tee benchmarks/results/evaluate.txt
-python benchmarks/lossless.py "$VAL" --threads 2 --out benchmarks/results/lossless
+python benchmarks/benchmark.py "$VAL" --threads 2 --out benchmarks/results
 python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2 | tee benchmarks/results/speed.txt
 python benchmarks/plot_training.py runs/default/log.jsonl -o benchmarks/results/training_curve.png
 python benchmarks/report.py --readme README.md

@@ -1,0 +1,59 @@
+"""The whole comparison in one command: on every image of a folder, selfvae-codec in
+every mode (lossless `full`, and the lossy modes across the latent step) against PNG,
+WebP lossless, JPEG XL lossless, and the JPEG, WebP, AVIF and JPEG XL quality sweeps.
+Needs `pip install -e ".[bench]"`.
+
+    python benchmarks/benchmark.py ../shared/data/val/bsds500 --threads 2
+    python benchmarks/benchmark.py ../shared/data/val/bsds500 --threads 2 --limit 5   # a quick look
+
+Writes, under --out (default benchmarks/results):
+  lossless/  per_image.csv, summary.json, lossless.png  (every result checked exact)
+  rd/        one CompressAI-schema JSON per codec, per_image.csv, summary.json
+             (BD-rate against JPEG and WebP, the anchors' PSNR at each of our rates),
+             rate_distortion.png (PSNR and MS-SSIM in dB against bpp)
+bpp comes from real byte counts; times are per image with model loading excluded
+(reported separately). `python benchmarks/report.py` then rewrites the README's
+results section from these files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lossless  # noqa: E402
+import rate_distortion  # noqa: E402
+from common import load_codec_and_images, load_rgb, lossless_codecs  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for selfvae-codec")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--steps", default=rate_distortion.DEFAULT_STEPS, help="latent steps of the lossy modes")
+    parser.add_argument("--modes", default=",".join(rate_distortion.MODES), help="lossy modes to sweep")
+    parser.add_argument("--model", default=None, help="pretrained name or .safetensors path")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    codec, files = load_codec_and_images(args)
+    steps = [float(s) for s in args.steps.split(",")]
+    modes = args.modes.split(",")
+    classical_lossless = lossless_codecs()
+    sweeps = rate_distortion.classical_sweeps()
+    from tqdm import tqdm
+
+    lossless_rows, rd_rows = [], []
+    for path in tqdm(files, unit="image", file=sys.stderr):
+        image = load_rgb(path)
+        lossless_rows.append(lossless.measure(codec, image, path.name, classical_lossless))
+        rd_rows += rate_distortion.measure(codec, image, path.name, modes, steps, sweeps)
+    out = Path(args.out)
+    lossless.summarize(lossless_rows, codec, classical_lossless, args.folder, args.threads, out / "lossless")
+    rate_distortion.summarize(rd_rows, codec, modes, args.folder, args.threads, out / "rd")
+
+
+if __name__ == "__main__":
+    main()
