@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -171,3 +173,28 @@ def test_evaluate_reports_elbo_and_a_tighter_importance_weighted_bound(tmp_path)
         assert 0 < iw <= elbo + 1e-9  # log-mean-exp of the weights is at least their mean
         terms = sum(float(v) for k, v in row.items() if k.startswith(("re_", "kl_")))
         assert abs(terms - elbo) < 1e-3
+
+
+def _is_window_of(patch, image):
+    """Whether `patch` is a crop of `image` (or of its mirror) as it is, not resampled."""
+    size = patch.shape[0]
+    for source in (image, image[:, ::-1]):
+        for top in range(source.shape[0] - size + 1):
+            for left in range(source.shape[1] - size + 1):
+                if np.array_equal(source[top : top + size, left : left + size], patch):
+                    return True
+    return False
+
+
+def test_native_fraction_keeps_crops_unresampled():
+    from selfvae_codec.training.data import RandomCropSampler, load_rgb
+
+    path = DATA / "chelsea_75x50.png"
+    image = load_rgb(path)
+    native = RandomCropSampler([path], crop=24, seed=3, min_scale=0.6, native_fraction=1.0, flat_std=0.0)
+    assert all(_is_window_of(native._one_crop(), image) for _ in range(8))
+    # Without it, nearly every crop is a downscaled (box-resampled) window.
+    mixed = RandomCropSampler([path], crop=24, seed=3, min_scale=0.6, native_fraction=0.0, flat_std=0.0)
+    assert sum(_is_window_of(mixed._one_crop(), image) for _ in range(8)) < 8
+    with pytest.raises(ValueError, match="native_fraction"):
+        RandomCropSampler([path], crop=24, seed=3, native_fraction=1.5)

@@ -39,6 +39,13 @@ def cli() -> None:
 @click.option("--val-crop", default=256, show_default=True, help="Validation crop size (one per image).")
 @click.option("--lr", default=2e-3, show_default=True, help="AdaMax learning rate after warm-up.")
 @click.option("--free-bits", default=0.05, show_default=True, help="Free bits per z element (nats).")
+@click.option(
+    "--native-fraction",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of crops taken at native resolution; the rest are downscaled by 0.6-1 to hide JPEG artefacts.",
+)
 @click.option("--val-every", default=1000, show_default=True)
 @click.option("--checkpoint-every", default=250, show_default=True)
 @click.option("--config", "config_json", default=None, help="Model config as JSON, or a path to a JSON file.")
@@ -62,6 +69,7 @@ def train(
     val_crop,
     lr,
     free_bits,
+    native_fraction,
     val_every,
     checkpoint_every,
     config_json,
@@ -97,6 +105,7 @@ def train(
         val_crop=val_crop,
         lr=lr,
         free_bits=free_bits,
+        native_fraction=native_fraction,
         val_every=val_every,
         checkpoint_every=checkpoint_every,
         threads=threads,

@@ -33,7 +33,9 @@ def load_rgb(path: Path) -> np.ndarray:
 
 class RandomCropSampler:
     """Random crops of whole photos held in memory, with flips, an optional random
-    downscale (factor in [min_scale, 1], hides JPEG block artefacts) and rejection of
+    downscale (factor in [min_scale, 1], hides JPEG block artefacts; a fraction
+    `native_fraction` of the crops is kept at native resolution instead, so that the
+    model also learns photos as they come, JPEG-decoded ones included) and rejection of
     most nearly flat crops (luminance std below `flat_std`, kept with probability
     `flat_keep`) so smooth wallpapers do not dominate.
 
@@ -46,12 +48,16 @@ class RandomCropSampler:
         crop: int,
         seed: int,
         min_scale: float = 0.6,
+        native_fraction: float = 0.0,
         flat_std: float = 3.0,
         flat_keep: float = 0.25,
     ):
         self.images = [load_rgb(p) for p in files]
         self.crop = crop
+        if not 0.0 <= native_fraction <= 1.0:
+            raise ValueError(f"native_fraction must be in [0, 1], got {native_fraction}")
         self.min_scale = min_scale
+        self.native_fraction = native_fraction
         self.flat_std = flat_std
         self.flat_keep = flat_keep
         self.rng = np.random.default_rng(seed)
@@ -60,7 +66,9 @@ class RandomCropSampler:
 
     def _one_crop(self) -> np.ndarray:
         image = self.images[self.rng.choice(len(self.images), p=self.pick_probs)]
-        scale = self.rng.uniform(self.min_scale, 1.0) if self.min_scale < 1.0 else 1.0
+        # With native_fraction 0 no extra number is drawn, so older runs resume unchanged.
+        native = self.native_fraction > 0 and self.rng.random() < self.native_fraction
+        scale = self.rng.uniform(self.min_scale, 1.0) if self.min_scale < 1.0 and not native else 1.0
         source = min(int(round(self.crop / scale)), image.shape[0], image.shape[1])
         source = max(source, self.crop) if min(image.shape[:2]) >= self.crop else min(image.shape[:2])
         top = self.rng.integers(0, image.shape[0] - source + 1)
