@@ -25,17 +25,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lossless  # noqa: E402
 import rate_distortion  # noqa: E402
-from common import load_codec_and_images, load_rgb, lossless_codecs  # noqa: E402
+from common import add_common_arguments, load_codec_and_images, load_rgb, lossless_codecs  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for selfvae-codec")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    add_common_arguments(parser)
     parser.add_argument("--steps", default=rate_distortion.DEFAULT_STEPS, help="latent steps of the lossy modes")
     parser.add_argument("--modes", default=",".join(rate_distortion.MODES), help="lossy modes to sweep")
-    parser.add_argument("--model", default=None, help="pretrained name or .safetensors path")
+    parser.add_argument("--only", choices=("lossless", "rd"), default=None, help="run one of the two parts")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     codec, files = load_codec_and_images(args)
@@ -48,11 +46,15 @@ def main() -> None:
     lossless_rows, rd_rows = [], []
     for path in tqdm(files, unit="image", file=sys.stderr):
         image = load_rgb(path)
-        lossless_rows.append(lossless.measure(codec, image, path.name, classical_lossless))
-        rd_rows += rate_distortion.measure(codec, image, path.name, modes, steps, sweeps)
+        if args.only in (None, "lossless"):
+            lossless_rows.append(lossless.measure(codec, image, path.name, classical_lossless))
+        if args.only in (None, "rd"):
+            rd_rows += rate_distortion.measure(codec, image, path.name, modes, steps, sweeps)
     out = Path(args.out)
-    lossless.summarize(lossless_rows, codec, classical_lossless, args.folder, args.threads, out / "lossless")
-    rate_distortion.summarize(rd_rows, codec, modes, args.folder, args.threads, out / "rd")
+    if lossless_rows:
+        lossless.summarize(lossless_rows, codec, classical_lossless, args.folder, args.threads, out / "lossless")
+    if rd_rows:
+        rate_distortion.summarize(rd_rows, codec, modes, args.folder, args.threads, out / "rd")
 
 
 if __name__ == "__main__":

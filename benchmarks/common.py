@@ -56,6 +56,14 @@ def lossless_codecs() -> dict:
     return codecs
 
 
+def add_common_arguments(parser) -> None:
+    """The arguments every benchmark over a folder takes."""
+    parser.add_argument("folder")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for selfvae-codec")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--model", default=None, help="pretrained name or .safetensors path")
+
+
 def load_codec_and_images(args):
     """Set the thread count, list the images and load the model, reporting the load
     time apart from the coding times. `args` has folder, limit, model and threads."""

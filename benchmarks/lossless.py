@@ -1,9 +1,5 @@
-"""Lossless benchmark: selfvae-codec `full` mode against PNG, WebP lossless and
-JPEG XL lossless on a folder of images, every result verified to round-trip exactly.
-`benchmark.py` runs this and the rate-distortion comparison in one pass; this script
-runs the lossless part alone.
-
-    python benchmarks/lossless.py ../shared/data/val/bsds500 --threads 2 --out benchmarks/results/lossless
+"""The lossless half of `benchmark.py`: selfvae-codec `full` mode against PNG, WebP
+lossless and JPEG XL lossless, every result verified to round-trip exactly.
 
 Reports bits per subpixel from real byte counts, the model's own estimate of the
 coded symbols (-log2 p; the gap to the file size is the codec's overhead), and
@@ -12,7 +8,6 @@ encode / decode seconds per image (model loading reported separately).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,9 +16,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    load_codec_and_images,
-    load_rgb,
-    lossless_codecs,
     machine_description,
     write_csv,
     write_json,
@@ -85,22 +77,6 @@ def summarize(rows: list[dict], codec, classical: dict, folder: str, threads: in
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument("--model", default=None, help="pretrained name or .safetensors path")
-    parser.add_argument("--out", default="benchmarks/results/lossless")
-    args = parser.parse_args()
-    codec, files = load_codec_and_images(args)
-    classical = lossless_codecs()
-    from tqdm import tqdm
-
-    rows = [measure(codec, load_rgb(path), path.name, classical) for path in tqdm(files, unit="image", file=sys.stderr)]
-    summarize(rows, codec, classical, args.folder, args.threads, Path(args.out))
-
-
 def bar_chart(bits: dict[str, float], path: Path, images: int) -> None:
     import matplotlib
 
@@ -116,7 +92,3 @@ def bar_chart(bits: dict[str, float], path: Path, images: int) -> None:
     axis.set_xlim(0, max(bits.values()) * 1.15)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,10 +1,6 @@
-"""Rate-distortion benchmark: selfvae-codec's lossy modes across the latent step
-against JPEG, WebP, AVIF and JPEG XL quality sweeps (Pillow + plugins from
-`pip install -e .[bench]`). `benchmark.py` runs this and the lossless comparison in
-one pass; this script runs the lossy part alone.
-
-    python benchmarks/rate_distortion.py ../shared/data/val/bsds500 --threads 2 --limit 20 \\
-        --out benchmarks/results/rd
+"""The rate-distortion half of `benchmark.py`: selfvae-codec's lossy modes across the
+latent step against JPEG, WebP, AVIF and JPEG XL quality sweeps (Pillow + plugins
+from `pip install -e .[bench]`).
 
 bpp always comes from real encoded byte counts. PSNR is on 8-bit RGB, MS-SSIM from
 pytorch-msssim (images whose short side is under 161 pixels get no MS-SSIM). Times are
@@ -16,7 +12,6 @@ against JPEG and WebP, and those anchors' PSNR at each of our points' bpp.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -27,8 +22,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    load_codec_and_images,
-    load_rgb,
     machine_description,
     pillow_round_trip,
     write_csv,
@@ -219,28 +212,6 @@ def summarize(rows: list[dict], codec, modes: list[str], folder: str, threads: i
     print(f"\nBD-rate (PSNR) vs anchors, %: {bd}; model load {codec.load_seconds:.2f} s")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument("--steps", default=DEFAULT_STEPS, help="latent quantisation steps to sweep")
-    parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--out", default="benchmarks/results/rd")
-    args = parser.parse_args()
-    codec, files = load_codec_and_images(args)
-    steps = [float(s) for s in args.steps.split(",")]
-    modes = args.modes.split(",")
-    sweeps = classical_sweeps()
-    from tqdm import tqdm
-
-    rows = []
-    for path in tqdm(files, unit="image", file=sys.stderr):
-        rows += measure(codec, load_rgb(path), path.name, modes, steps, sweeps)
-    summarize(rows, codec, modes, args.folder, args.threads, Path(args.out))
-
-
 def plot(curves: dict[str, list[dict]], out: Path) -> None:
     import matplotlib
 
@@ -267,7 +238,3 @@ def plot(curves: dict[str, list[dict]], out: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "rate_distortion.png", dpi=110)
-
-
-if __name__ == "__main__":
-    main()
