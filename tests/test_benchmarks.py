@@ -1,0 +1,36 @@
+"""The benchmark's arithmetic: BD-rate and the anchors' PSNR at a given rate."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import rate_distortion  # noqa: E402
+
+CURVE = [(0.25, 25.0), (0.5, 28.0), (1.0, 31.5), (2.0, 35.0), (4.0, 38.0)]
+
+
+def test_bd_rate_of_a_curve_against_itself_is_zero():
+    assert rate_distortion.bd_rate(CURVE, CURVE) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bd_rate_of_half_the_bits_at_equal_quality_is_minus_fifty_percent():
+    halved = [(bpp / 2, quality) for bpp, quality in CURVE]
+    assert rate_distortion.bd_rate(CURVE, halved) == pytest.approx(-50.0, abs=1e-6)
+
+
+def test_bd_rate_refuses_flat_or_short_curves():
+    flat = [(bpp, 29.0 + 0.01 * i) for i, (bpp, _) in enumerate(CURVE)]
+    assert rate_distortion.bd_rate(CURVE, flat) is None
+    assert rate_distortion.bd_rate(CURVE, CURVE[:3]) is None
+
+
+def test_anchor_psnr_interpolates_in_log_rate_and_refuses_to_extrapolate():
+    points = [dict(bpp=bpp, psnr_rgb=quality) for bpp, quality in CURVE]
+    assert rate_distortion.anchor_psnr_at(points, 0.5) == pytest.approx(28.0)
+    # halfway between 0.5 and 1.0 in log-rate
+    assert rate_distortion.anchor_psnr_at(points, math.sqrt(0.5)) == pytest.approx(29.75)
+    assert rate_distortion.anchor_psnr_at(points, 0.1) is None
+    assert rate_distortion.anchor_psnr_at(points, 5.0) is None
