@@ -1,0 +1,68 @@
+"""Compare training runs by their validation bpd at the same optimiser steps (same
+batches, crops and schedule, so the step is the fair axis). Speed is not read from
+the logs, whose thread counts and compile settings differ: measure it with
+benchmarks/train_throughput.py.
+
+    python benchmarks/compare_runs.py K=3:runs/default K=2:runs/k2 \\
+        -o benchmarks/results/architectures.md --plot benchmarks/results/architectures.png
+
+Each argument is LABEL:RUN_FOLDER (the folder holds log.jsonl). Prints a markdown
+table; -o also writes it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def validation_by_step(folder: Path) -> dict[int, dict]:
+    records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    return {r["step"]: r for r in records if r["kind"] == "val"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="LABEL:RUN_FOLDER")
+    parser.add_argument("-o", "--output", default=None, help="also write the table here")
+    parser.add_argument("--plot", default=None, help="write a PNG of validation bpd against step")
+    args = parser.parse_args()
+    runs = {}
+    for item in args.runs:
+        label, _, folder = item.partition(":")
+        if not folder:
+            raise SystemExit(f"expected LABEL:RUN_FOLDER, got {item!r}")
+        runs[label] = validation_by_step(Path(folder))
+    steps = sorted(set.intersection(*(set(val) for val in runs.values())))
+    if not steps:
+        raise SystemExit("the runs share no validated step")
+    lines = [
+        "| step | " + " | ".join(runs) + " |",
+        "| --- | " + " | ".join("---" for _ in runs) + " |",
+    ]
+    for step in steps:
+        lines.append(f"| {step} | " + " | ".join(f"{val[step]['total']:.4f}" for val in runs.values()) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.output:
+        Path(args.output).write_text(table + "\n")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axis = plt.subplots(figsize=(6, 4))
+        for label, val in runs.items():
+            axis.plot(sorted(val), [val[s]["total"] for s in sorted(val)], "o-", ms=3, label=label)
+        axis.set_xlabel("optimiser step")
+        axis.set_ylabel("validation negative ELBO (bpd)")
+        axis.grid(alpha=0.3)
+        axis.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
