@@ -4,10 +4,11 @@ the logs, whose thread counts and compile settings differ: measure it with
 benchmarks/train_throughput.py.
 
     python benchmarks/compare_runs.py K=3:runs/default K=2:runs/k2 \\
-        -o benchmarks/results/architectures.md --plot benchmarks/results/architectures.png
+        --title "K=3 against K=2" -o benchmarks/results/compare_levels.md
 
 Each argument is LABEL:RUN_FOLDER (the folder holds log.jsonl). Prints a markdown
-table; -o also writes it to a file.
+table; -o also writes it, with its title and command, to a file that
+benchmarks/report.py copies into the README (every benchmarks/results/compare_*.md).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ def validation_by_step(folder: Path) -> dict[int, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="LABEL:RUN_FOLDER")
-    parser.add_argument("-o", "--output", default=None, help="also write the table here")
-    parser.add_argument("--plot", default=None, help="write a PNG of validation bpd against step")
+    parser.add_argument("-o", "--output", default=None, help="also write the table here, under --title")
+    parser.add_argument("--title", default="Validation bpd at matched steps")
     args = parser.parse_args()
     runs = {}
     for item in args.runs:
@@ -46,22 +47,8 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.output:
-        Path(args.output).write_text(table + "\n")
-    if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axis = plt.subplots(figsize=(6, 4))
-        for label, val in runs.items():
-            axis.plot(sorted(val), [val[s]["total"] for s in sorted(val)], "o-", ms=3, label=label)
-        axis.set_xlabel("optimiser step")
-        axis.set_ylabel("validation negative ELBO (bpd)")
-        axis.grid(alpha=0.3)
-        axis.legend()
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
+        command = "python benchmarks/compare_runs.py " + " ".join(args.runs)
+        Path(args.output).write_text(f"#### {args.title}\n\n`{command}`:\n\n{table}\n")
 
 
 if __name__ == "__main__":

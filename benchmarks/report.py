@@ -38,6 +38,8 @@ def model_section() -> list[str]:
         ]
     if (RESULTS / "training_curve.png").is_file():
         lines += ["![training curve](benchmarks/results/training_curve.png)", ""]
+    for comparison in sorted(RESULTS.glob("compare_*.md")):
+        lines += [comparison.read_text().strip(), ""]
     if (RESULTS / "step_sweep_full.md").is_file():
         lines += [
             "Latent quantisation step of `full` mode (the default, 1.0, is the best measured):",
