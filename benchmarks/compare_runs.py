@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 
@@ -47,7 +48,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.output:
-        command = "python benchmarks/compare_runs.py " + " ".join(args.runs)
+        command = "python benchmarks/compare_runs.py " + " ".join(shlex.quote(run) for run in args.runs)
         Path(args.output).write_text(f"#### {args.title}\n\n`{command}`:\n\n{table}\n")
 
 
