@@ -101,6 +101,19 @@ def measure(codec, image: np.ndarray, name: str, modes: list[str], steps: list[f
     classical setting. bpp from the real byte counts; decoding must give exactly the
     reconstruction the encoder predicted."""
     pixels = image.shape[0] * image.shape[1]
+
+    def row(codec_name, setting, data, decoded, encode_seconds, decode_seconds) -> dict:
+        return dict(
+            image=name,
+            codec=codec_name,
+            setting=setting,
+            bpp=len(data) * 8 / pixels,
+            psnr_rgb=psnr(image, decoded),
+            ms_ssim_rgb=ms_ssim(image, decoded),
+            encoding_time=encode_seconds,
+            decoding_time=decode_seconds,
+        )
+
     rows = []
     for mode in modes:
         for step in steps:
@@ -110,34 +123,12 @@ def measure(codec, image: np.ndarray, name: str, modes: list[str], steps: list[f
             decode_seconds = time.perf_counter() - started
             if not np.array_equal(decoded, result.reconstruction):
                 raise SystemExit(f"selfvae-codec {mode} step {step}: {name} decoded differently than predicted")
-            rows.append(
-                dict(
-                    image=name,
-                    codec=f"selfvae-{mode}",
-                    setting=f"step{step:g}",
-                    bpp=len(result.data) * 8 / pixels,
-                    psnr_rgb=psnr(image, decoded),
-                    ms_ssim_rgb=ms_ssim(image, decoded),
-                    encoding_time=result.seconds,
-                    decoding_time=decode_seconds,
-                )
-            )
+            rows.append(row(f"selfvae-{mode}", f"step{step:g}", result.data, decoded, result.seconds, decode_seconds))
     for codec_name, settings in sweeps.items():
         for label, options in settings:
             options = dict(options)
             data, decoded, enc_s, dec_s = pillow_round_trip(image, options.pop("format"), **options)
-            rows.append(
-                dict(
-                    image=name,
-                    codec=codec_name,
-                    setting=label,
-                    bpp=len(data) * 8 / pixels,
-                    psnr_rgb=psnr(image, decoded),
-                    ms_ssim_rgb=ms_ssim(image, decoded),
-                    encoding_time=enc_s,
-                    decoding_time=dec_s,
-                )
-            )
+            rows.append(row(codec_name, label, data, decoded, enc_s, dec_s))
     return rows
 
 

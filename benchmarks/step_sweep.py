@@ -13,17 +13,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_codec_and_images, load_rgb  # noqa: E402
+from common import add_common_arguments, load_codec_and_images, load_rgb  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder")
+    add_common_arguments(parser)
+    parser.set_defaults(limit=5)
     parser.add_argument("--mode", default="full")
     parser.add_argument("--steps", default="0.25,0.5,1,2,4")
-    parser.add_argument("--limit", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default=None)
     args = parser.parse_args()
     codec, files = load_codec_and_images(args)
     images = [load_rgb(path) for path in files]
