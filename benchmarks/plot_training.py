@@ -1,5 +1,6 @@
 """Plot a training run's curve (bits per dimension against training hours) from
-its log.jsonl: training total (window averages) and validation total with its terms.
+its log.jsonl: training total (window averages), validation total of the raw weights
+and of their moving average where the run kept one, and the validation terms.
 
     python benchmarks/plot_training.py runs/default/log.jsonl -o benchmarks/results/training_curve.png
 """
@@ -24,6 +25,7 @@ def main() -> None:
     records = [json.loads(line) for line in Path(args.log).read_text().splitlines() if line.strip()]
     train = [r for r in records if r["kind"] == "train"]
     val = [r for r in records if r["kind"] == "val"]
+    val_average = [r for r in records if r["kind"] == "val_ema"]
     seconds_at_step = {r["step"]: r["train_seconds"] for r in train}
 
     def hours(step: int) -> float:
@@ -34,6 +36,9 @@ def main() -> None:
     left.plot([r["train_seconds"] / 3600 for r in train], [r["total"] for r in train], lw=0.8, label="training batches")
     if val:
         left.plot([hours(r["step"]) for r in val], [r["total"] for r in val], "o-", label="validation")
+    if val_average:
+        label = "validation, moving average of the weights"
+        left.plot([hours(r["step"]) for r in val_average], [r["total"] for r in val_average], "s-", label=label)
     left.set_xlabel("training hours as logged (2-core CPU)")
     left.set_ylabel("negative ELBO (bits per dimension)")
     left.set_ylim(top=min(8.0, max(r["total"] for r in train)))

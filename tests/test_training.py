@@ -80,6 +80,27 @@ def test_training_logs_validates_and_resumes_exactly(tmp_path):
     assert a.fingerprint() == b.fingerprint()  # resuming reproduces the uninterrupted run bit for bit
 
 
+def test_latest_weights_are_the_moving_average_of_the_trained_weights(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "ema"
+    args = [*train_args(out, 1), "--checkpoint-every", "1", "--ema-decay", "0.25"]
+    assert runner.invoke(cli, args, catch_exceptions=False).exit_code == 0
+    first = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    args[args.index("--steps") + 1] = "2"
+    assert runner.invoke(cli, args, catch_exceptions=False).exit_code == 0
+    second = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    average = load_model(out / "latest.safetensors").state_dict()
+    changed = 0
+    for name, value in average.items():
+        if not value.is_floating_point():
+            continue
+        # The first update copies the weights, later ones move 1 - decay of the way.
+        expected = first[name] + 0.75 * (second[name] - first[name])
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+        changed += not torch.equal(value, second[name])
+    assert changed > 0  # the average is not just the raw weights
+
+
 def test_bad_config_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(cli, ["train", str(DATA), "-o", str(tmp_path / "o"), "--config", "{nope"])
     assert result.exit_code != 0 and "--config" in result.output

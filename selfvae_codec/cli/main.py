@@ -40,6 +40,13 @@ def cli() -> None:
 @click.option("--lr", default=2e-3, show_default=True, help="AdaMax learning rate after warm-up.")
 @click.option("--free-bits", default=0.05, show_default=True, help="Free bits per z element (nats).")
 @click.option(
+    "--ema-decay",
+    default=0.999,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    help="Moving average of the weights, validated and saved to latest.safetensors (0: off).",
+)
+@click.option(
     "--native-fraction",
     default=0.0,
     show_default=True,
@@ -69,6 +76,7 @@ def train(
     val_crop,
     lr,
     free_bits,
+    ema_decay,
     native_fraction,
     val_every,
     checkpoint_every,
@@ -105,6 +113,7 @@ def train(
         val_crop=val_crop,
         lr=lr,
         free_bits=free_bits,
+        ema_decay=ema_decay,
         native_fraction=native_fraction,
         val_every=val_every,
         checkpoint_every=checkpoint_every,
