@@ -9,6 +9,13 @@ mkdir -p benchmarks/results
 selfvae-codec evaluate "$VAL" --samples 8 --threads 2 --csv benchmarks/results/evaluate.csv \
     2>&1 | tail -2 | tee benchmarks/results/evaluate.txt
 python benchmarks/benchmark.py "$VAL" --threads 2 --out benchmarks/results
+{
+    echo "#### Does the decoder use the z's?"
+    echo
+    echo "\`python benchmarks/latent_use.py $VAL --limit 10 --threads 2\`:"
+    echo
+    python benchmarks/latent_use.py "$VAL" --limit 10 --threads 2
+} > benchmarks/results/latent_use.md
 python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2 | tee benchmarks/results/speed.txt
 python benchmarks/plot_training.py runs/default/log.jsonl -o benchmarks/results/training_curve.png
 python benchmarks/report.py --readme README.md

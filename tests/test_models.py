@@ -212,6 +212,17 @@ def test_every_generative_path_returns_input_size_uint8(model):
         assert out.shape == x.shape and out.dtype == torch.uint8
 
 
+def test_rs2_with_z_at_prior_means_is_rs1(model):
+    # The diagnostic of benchmarks/latent_use.py: rs1 is rs2 without the sent z's.
+    x = torch.randint(0, 256, (1, 3, 21, 26))
+    rs1 = model.reconstruct(x, "rs1")
+    assert torch.equal(model.reconstruct(x, "rs2", z_from_prior=True), rs1)
+    conditional = model.reconstruct(x, "conditional", z_from_prior=True)
+    assert conditional.shape == x.shape
+    if len(model.levels):  # with levels, conditional also has the true y's
+        assert not torch.equal(conditional, rs1)
+
+
 def test_conditional_generation_respects_block_means():
     # With y_k given, every generated 2x2 block must downscale back to y_k exactly.
     torch.manual_seed(0)

@@ -422,22 +422,24 @@ class SelfVAE(nn.Module):
         return self._generate_from(u, image_size, [None] * len(self.levels), ys, method, "sample")
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, mode: str, method: str = "mean") -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, mode: str, method: str = "mean", z_from_prior: bool = False) -> torch.Tensor:
         """The paper's reconstructions (figure 3), with unquantised latents:
         rs1 (u only), rs2 (u and every z_k), conditional (u, z's and true y's) and
-        full (x itself)."""
+        full (x itself). `z_from_prior` replaces the inferred z's by their prior means,
+        which shows how much the decoder uses them."""
         inferred = self.infer(x)
         size = spatial_size(x)
         levels = len(self.levels)
+        zs = [None] * levels if z_from_prior else inferred.zs
         if mode == "full":
             return x.to(torch.uint8)
         if mode == "rs1":
             return self._generate_from(inferred.u, size, [None] * levels, [None] * (levels + 1), method, "mean")
         if mode == "rs2":
-            return self._generate_from(inferred.u, size, inferred.zs, [None] * (levels + 1), method, "mean")
+            return self._generate_from(inferred.u, size, zs, [None] * (levels + 1), method, "mean")
         if mode == "conditional":
             ys = inferred.ys[:-1] + [None]
-            return self._generate_from(inferred.u, size, inferred.zs, ys, method, "mean")
+            return self._generate_from(inferred.u, size, zs, ys, method, "mean")
         raise ValueError(f"unknown reconstruction mode {mode!r}")
 
     def _device(self) -> torch.device:
