@@ -6,7 +6,9 @@ benchmarks/train_throughput.py.
     python benchmarks/compare_runs.py K=3:runs/default K=2:runs/k2 \\
         --title "K=3 against K=2" -o benchmarks/results/compare_levels.md
 
-Each argument is LABEL:RUN_FOLDER (the folder holds log.jsonl). Prints a markdown
+Each argument is LABEL:RUN_FOLDER (the folder holds log.jsonl), or
+LABEL:RUN_FOLDER:ema for the validations of the run's moving average of the
+weights (`val_ema` lines) instead of its raw weights. Prints a markdown
 table; -o also writes it, with its title and command, to a file that
 benchmarks/report.py copies into the README (every benchmarks/results/compare_*.md).
 """
@@ -19,9 +21,9 @@ import shlex
 from pathlib import Path
 
 
-def validation_by_step(folder: Path) -> dict[int, dict]:
+def validation_by_step(folder: Path, kind: str = "val") -> dict[int, dict]:
     records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
-    return {r["step"]: r for r in records if r["kind"] == "val"}
+    return {r["step"]: r for r in records if r["kind"] == kind}
 
 
 def main() -> None:
@@ -33,9 +35,10 @@ def main() -> None:
     runs = {}
     for item in args.runs:
         label, _, folder = item.partition(":")
-        if not folder:
-            raise SystemExit(f"expected LABEL:RUN_FOLDER, got {item!r}")
-        runs[label] = validation_by_step(Path(folder))
+        folder, _, weights = folder.partition(":")
+        if not folder or weights not in ("", "ema"):
+            raise SystemExit(f"expected LABEL:RUN_FOLDER or LABEL:RUN_FOLDER:ema, got {item!r}")
+        runs[label] = validation_by_step(Path(folder), "val_ema" if weights else "val")
     steps = sorted(set.intersection(*(set(val) for val in runs.values())))
     if not steps:
         raise SystemExit("the runs share no validated step")

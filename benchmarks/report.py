@@ -30,7 +30,7 @@ def model_section() -> list[str]:
         terms, summary = evaluation.read_text().strip().splitlines()[-2:]
         lines += [
             "Validation on `../shared/data/val/bsds500` (whole photos, never trained on), "
-            "`selfvae-codec evaluate ../shared/data/val/bsds500 --samples 8 --threads 1`:",
+            "`selfvae-codec evaluate ../shared/data/val/bsds500 --samples 8 --threads 2`:",
             "",
             f"    {summary}",
             f"    {terms}",

@@ -16,6 +16,13 @@ python benchmarks/benchmark.py "$VAL" --threads 2 --out benchmarks/results
     echo
     python benchmarks/latent_use.py "$VAL" --limit 10 --threads 2
 } > benchmarks/results/latent_use.md
+SWEEP="python benchmarks/step_sweep.py $VAL --mode full --limit 5 --steps 0.25,0.5,1,2,4,8 --threads 2"
+{
+    echo "\`$SWEEP\`"
+    echo "(shipped model; 2 CPU cores, 2 threads)"
+    echo
+    $SWEEP
+} > benchmarks/results/step_sweep_full.md
 python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2 | tee benchmarks/results/speed.txt
 python benchmarks/plot_training.py runs/default/log.jsonl -o benchmarks/results/training_curve.png
 python benchmarks/report.py --readme README.md
