@@ -42,7 +42,7 @@ def model_section() -> list[str]:
         lines += [comparison.read_text().strip(), ""]
     if (RESULTS / "step_sweep_full.md").is_file():
         lines += [
-            "Latent quantisation step of `full` mode (the default, 1.0, is the best measured):",
+            "Latent quantisation step of `full` mode (the default is 1.0):",
             "",
             (RESULTS / "step_sweep_full.md").read_text().strip(),
             "",
