@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..models.config import ModelConfig
-from ..models.io import save_model
+from ..models.io import read_metadata, save_model
 from ..models.selfvae import SelfVAE
 from .data import RandomCropSampler, list_images, validation_crops
 
@@ -157,8 +158,8 @@ class Trainer:
         self.ema = None
         if settings.ema_decay > 0:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
-            if resume and "ema" in state:
-                self.ema.load_state_dict(state["ema"])
+            if resume and "ema_fingerprint" in state:
+                self._restore_average(state)
         self.resumed = resume
         self.net = self.model
         if self.world > 1:
@@ -196,13 +197,29 @@ class Trainer:
             "config": self.model.config.to_json(),
             "settings": json.dumps(asdict(self.s)),
         }
+        # The moving average is stored once, in latest.safetensors; the checkpoint
+        # names it by fingerprint (and keeps the committed checkpoint under 20 MB).
+        extra = {"step": self.step, "ema_decay": self.s.ema_decay if self.ema is not None else 0.0}
+        fingerprint = save_model(self.shipped_model(), self.out / "latest.safetensors", extra=extra)
         if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
+            state["ema_fingerprint"] = fingerprint
+            state["ema_updates"] = int(self.ema.n_averaged)
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_path)
-        extra = {"step": self.step, "ema_decay": self.s.ema_decay if self.ema is not None else 0.0}
-        save_model(self.shipped_model(), self.out / "latest.safetensors", extra=extra)
+
+    def _restore_average(self, state: dict) -> None:
+        """Load the moving average from latest.safetensors if it is the one the
+        checkpoint names; otherwise (a crash between the two writes) restart it
+        from the resumed weights, and say so."""
+        path = self.out / "latest.safetensors"
+        if not path.is_file() or read_metadata(path).get("fingerprint") != state["ema_fingerprint"]:
+            print(f"warning: {path} is not the checkpoint's moving average; restarting it", flush=True)
+            return
+        # Straight into the average's module: building a model here would draw from
+        # the RNG that was just restored.
+        self.ema.module.load_state_dict(load_file(str(path)))
+        self.ema.n_averaged.fill_(state["ema_updates"])
 
     def shipped_model(self) -> SelfVAE:
         """The weights to validate and ship: the moving average when there is one."""
