@@ -285,3 +285,14 @@ def test_default_config_is_light():
     assert parameter_count(m) < 3_000_000
     widths = default_config().level_widths
     assert list(widths) == sorted(widths, reverse=True)  # more capacity at low resolution
+
+
+def test_head_blocks_leave_older_configs_and_fingerprints_unchanged():
+    plain = tiny_config()
+    assert "head_blocks" not in plain.to_dict()  # older models' config JSON, hence fingerprints
+    assert tiny_config(head_blocks=(0, 0, 0)) == plain
+    grown = tiny_config(head_blocks=(0, 0, 2))
+    assert ModelConfig.from_json(grown.to_json()) == grown
+    assert parameter_count(SelfVAE(grown)) > parameter_count(SelfVAE(plain))
+    with pytest.raises(ValueError, match="one count per level"):
+        tiny_config(head_blocks=(1,))

@@ -219,3 +219,45 @@ def test_native_fraction_keeps_crops_unresampled():
     assert sum(_is_window_of(mixed._one_crop(), image) for _ in range(8)) < 8
     with pytest.raises(ValueError, match="native_fraction"):
         RandomCropSampler([path], crop=24, seed=3, native_fraction=1.5)
+
+
+def test_growing_a_run_keeps_its_output_and_training_continues(tmp_path):
+    runner = CliRunner()
+    source, grown = tmp_path / "source", tmp_path / "grown"
+    assert runner.invoke(cli, train_args(source, 2), catch_exceptions=False).exit_code == 0
+    result = runner.invoke(cli, ["grow", str(source), "-o", str(grown), "--head-blocks", "0,1,2"])
+    assert result.exit_code == 0, result.output
+    before, after = load_model(source / "latest.safetensors"), load_model(grown / "latest.safetensors")
+    assert after.config.head_blocks == (0, 1, 2)
+    assert len(after.state_dict()) > len(before.state_dict())
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 21, 30)))
+    torch.manual_seed(5)
+    expected = before.elbo_terms(x)
+    torch.manual_seed(5)
+    actual = after.elbo_terms(x)
+    for name, value in expected.items():
+        if not name.startswith("_"):
+            assert torch.equal(actual[name], value), name  # the same function, bit for bit
+    source_state = torch.load(source / "checkpoint.pt", weights_only=True)
+    grown_state = torch.load(grown / "checkpoint.pt", weights_only=True)
+    assert grown_state["step"] == source_state["step"] == 2
+    old_moments = source_state["optimizer"]["state"]
+    assert len(grown_state["optimizer"]["state"]) == len(old_moments)  # the new blocks start without moments
+    # Training resumes from the grown run, and the new blocks start to learn.
+    result = runner.invoke(cli, train_args(grown, 4), catch_exceptions=False)
+    assert "resuming at step 2" in result.output
+    trained = torch.load(grown / "checkpoint.pt", weights_only=True)["model"]
+    gains = [value for name, value in trained.items() if name.endswith("blocks.0.outer.weight_g")]
+    assert gains and all(g.abs().sum() > 0 for g in gains)
+    assert [r["kind"] for r in records(grown)].count("grow") == 1
+
+
+def test_growing_refuses_a_taken_folder_and_a_wrong_shape(tmp_path):
+    runner = CliRunner()
+    source = tmp_path / "source"
+    assert runner.invoke(cli, train_args(source, 1), catch_exceptions=False).exit_code == 0
+    taken = runner.invoke(cli, ["grow", str(source), "-o", str(source), "--head-blocks", "0,0,1"])
+    assert taken.exit_code != 0 and "already holds a run" in taken.output
+    wrong = runner.invoke(cli, ["grow", str(source), "-o", str(tmp_path / "g"), "--head-blocks", "1,1"])
+    assert wrong.exit_code != 0 and "head_blocks needs one count per level" in wrong.output
+    assert not (tmp_path / "g" / "checkpoint.pt").exists()

@@ -502,6 +502,24 @@ def publish(weights, name, description, validation_bpd) -> None:
     click.echo(json.dumps(entry, indent=2))
 
 
+@cli.command(hidden=True)
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "target", required=True, type=click.Path(), help="New run folder.")
+@click.option("--head-blocks", required=True, help="Residual blocks per likelihood head, per level: e.g. 0,0,1.")
+def grow(source, target, head_blocks) -> None:
+    """(developers) Grow the run SOURCE into a larger model with the same output;
+    `train -o OUT` continues it."""
+    from ..models.selfvae import parameter_count
+    from ..training.grow import grow_run
+
+    try:
+        counts = tuple(int(count) for count in head_blocks.split(","))
+        model = grow_run(source, target, counts)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        raise CliError(str(error)) from error
+    click.echo(f"grown run in {target}: {parameter_count(model):,} parameters")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=True)

@@ -19,6 +19,8 @@ class ModelConfig:
     u_stride: how many times smaller u is than y_1 (a power of two).
     level_widths: channel width of each level, from level 1 (coarsest) to the last
       (full resolution); the default puts capacity at low resolution, where it is cheap.
+    head_blocks: residual blocks in each likelihood head, per level (empty: none).
+      They start at zero, so a trained model can grow them without changing its output.
     """
 
     family: str = "selfvae-downscale"
@@ -37,9 +39,16 @@ class ModelConfig:
     growth: int = 16
     dense_layers: int = 2
     sketch_blur_passes: int = 4
+    head_blocks: tuple[int, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "level_widths", tuple(self.level_widths))
+        # No blocks anywhere is spelt () whatever the input, so equal models have equal configs.
+        object.__setattr__(self, "head_blocks", tuple(self.head_blocks) if any(self.head_blocks) else ())
+        if self.head_blocks and len(self.head_blocks) != self.num_levels:
+            raise ValueError(f"head_blocks needs one count per level ({self.num_levels}), got {len(self.head_blocks)}")
+        if any(count < 0 for count in self.head_blocks):
+            raise ValueError("head_blocks counts must be >= 0")
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.prior not in PRIORS:
@@ -66,9 +75,18 @@ class ModelConfig:
             return self.levels
         return 1 if self.family == "selfvae-sketch" else 0
 
+    @property
+    def level_head_blocks(self) -> tuple[int, ...]:
+        return self.head_blocks or (0,) * self.num_levels
+
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["level_widths"] = list(self.level_widths)
+        data["head_blocks"] = list(self.head_blocks)
+        # Written only when used, so models saved before the field existed keep
+        # their fingerprints (the config JSON is part of the fingerprint).
+        if not self.head_blocks:
+            del data["head_blocks"]
         return data
 
     def to_json(self) -> str:

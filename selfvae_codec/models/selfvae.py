@@ -87,17 +87,32 @@ class GaussianHead(nn.Module):
         return DiagonalGaussian.from_params(self.conv(F.elu(features)))
 
 
+class ResidualBlock(nn.Module):
+    """h + conv(elu(conv(elu(h)))), whose second conv starts at exactly zero (its
+    weight-norm gain is 0, also after data-dependent initialisation): adding one to
+    a trained network leaves the network's output unchanged, so a model can grow."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.inner = WNConv2d(width, width, 3)
+        self.outer = WNConv2d(width, width, 3, init_scale=0.0)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.outer(F.elu(self.inner(F.elu(h))))
+
+
 class MixtureHead(nn.Module):
     """Features -> discretized logistic mixture parameters."""
 
-    def __init__(self, in_ch: int, width: int, channels: int, mixtures: int):
+    def __init__(self, in_ch: int, width: int, channels: int, mixtures: int, blocks: int = 0):
         super().__init__()
         self.channels, self.mixtures = channels, mixtures
         self.hidden = WNConv2d(in_ch, width, 3)
+        self.blocks = nn.Sequential(*(ResidualBlock(width) for _ in range(blocks)))
         self.out = WNConv2d(width, DiscretizedLogisticMixture.num_params(channels, mixtures), 1, init_scale=0.1)
 
     def forward(self, features: torch.Tensor) -> DiscretizedLogisticMixture:
-        params = self.out(F.elu(self.hidden(F.elu(features))))
+        params = self.out(F.elu(self.blocks(self.hidden(F.elu(features)))))
         return DiscretizedLogisticMixture(params, self.channels, self.mixtures)
 
 
@@ -139,6 +154,7 @@ class Level(nn.Module):
         coarse_stride: int,
         prev_channels: int,
         prev_ratio: int,
+        head_blocks: int = 0,
     ):
         super().__init__()
         self.fine_channels = fine_channels
@@ -159,12 +175,16 @@ class Level(nn.Module):
             # the block-sum remainder 4 y - (a + b + c) that pins it to 4 values.
             self.group_heads = nn.ModuleList(
                 MixtureHead(
-                    width + fine_channels * (g + (1 if g == GROUPS - 1 else 0)), width, fine_channels, cfg.mixtures
+                    width + fine_channels * (g + (1 if g == GROUPS - 1 else 0)),
+                    width,
+                    fine_channels,
+                    cfg.mixtures,
+                    head_blocks,
                 )
                 for g in range(GROUPS)
             )
         else:
-            self.head = MixtureHead(width, width, fine_channels, cfg.mixtures)
+            self.head = MixtureHead(width, width, fine_channels, cfg.mixtures, head_blocks)
 
     # -- latents -------------------------------------------------------------------
     def posterior(self, fine: torch.Tensor) -> DiagonalGaussian:
@@ -283,6 +303,7 @@ class SelfVAE(nn.Module):
                     coarse_stride=self.y_strides[k] // self.y_strides[k + 1],
                     prev_channels=prev_channels,
                     prev_ratio=prev_stride // self.z_strides[k],
+                    head_blocks=config.level_head_blocks[k],
                 )
             )
         self.levels = nn.ModuleList(levels)

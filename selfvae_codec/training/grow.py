@@ -1,0 +1,78 @@
+"""Grow a trained run into a larger model that computes exactly the same function.
+
+The new layers are residual blocks in the likelihood heads whose last convolution
+starts at zero (`ResidualBlock`), so the grown model's ELBO equals the source's at
+the moment of growing, and training goes on from there instead of from scratch.
+The target run is a normal run folder: `selfvae-codec train -o TARGET` resumes it
+(same step, optimiser state per parameter, moving average, RNG states).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..models.config import ModelConfig
+from ..models.io import read_metadata, save_model
+from ..models.selfvae import SelfVAE
+
+
+def _grown_model(config: ModelConfig, weights: dict[str, torch.Tensor]) -> SelfVAE:
+    """The grown model with every existing tensor copied from `weights`."""
+    model = SelfVAE(config)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or any(".blocks." not in name for name in missing):
+        raise ValueError(f"the source does not fit the grown model (unexpected {unexpected}, missing {missing})")
+    return model
+
+
+def _grown_optimizer_state(old_state: dict, old_names: list[str], new_names: list[str]) -> dict:
+    """AdaMax state keyed by the grown model's parameter order: each old parameter
+    keeps its moments, the new ones start without any."""
+    new_index = {name: i for i, name in enumerate(new_names)}
+    state = {new_index[old_names[i]]: moments for i, moments in old_state["state"].items()}
+    (group,) = old_state["param_groups"]
+    return {"state": state, "param_groups": [{**group, "params": list(range(len(new_names)))}]}
+
+
+def grow_run(source: str | Path, target: str | Path, head_blocks: tuple[int, ...]) -> SelfVAE:
+    """Write TARGET/checkpoint.pt, latest.safetensors and log.jsonl: SOURCE's run
+    with `head_blocks` residual blocks per likelihood head. Returns the grown model
+    (the raw weights)."""
+    source, target = Path(source), Path(target)
+    if (target / "checkpoint.pt").exists():
+        raise FileExistsError(f"{target} already holds a run")
+    state = torch.load(source / "checkpoint.pt", map_location="cpu", weights_only=True)
+    old_config = ModelConfig.from_json(state["config"])
+    config = dataclasses.replace(old_config, head_blocks=tuple(head_blocks))
+    pairs = zip(config.level_head_blocks, old_config.level_head_blocks, strict=True)
+    if any(new < old for new, old in pairs):
+        raise ValueError("growing cannot remove blocks")
+    torch.manual_seed(0)  # the new blocks' (irrelevant to the output) inner weights
+    model = _grown_model(config, state["model"])
+    old_names = [name for name, _ in SelfVAE(old_config).named_parameters()]
+    new_names = [name for name, _ in model.named_parameters()]
+    target.mkdir(parents=True, exist_ok=True)
+    grown = dict(state, model=model.state_dict(), config=config.to_json())
+    grown["optimizer"] = _grown_optimizer_state(state["optimizer"], old_names, new_names)
+    if "ema_fingerprint" in state:
+        average_path = source / "latest.safetensors"
+        if read_metadata(average_path).get("fingerprint") != state["ema_fingerprint"]:
+            raise ValueError(f"{average_path} is not the checkpoint's moving average")
+        # The new tensors of the average start where the raw weights' start.
+        average_weights = {**model.state_dict(), **load_file(str(average_path))}
+        average = _grown_model(config, average_weights)
+        extra = {"step": state["step"], "ema_decay": json.loads(state["settings"])["ema_decay"]}
+        grown["ema_fingerprint"] = save_model(average, target / "latest.safetensors", extra=extra)
+    if (source / "log.jsonl").is_file():
+        shutil.copyfile(source / "log.jsonl", target / "log.jsonl")
+    with open(target / "log.jsonl", "a") as handle:
+        record = {"kind": "grow", "step": state["step"], "source": str(source), "head_blocks": list(head_blocks)}
+        handle.write(json.dumps(record) + "\n")
+    torch.save(grown, target / "checkpoint.pt")
+    return model
