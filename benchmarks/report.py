@@ -141,9 +141,9 @@ def rd_section() -> list[str]:
         "The anchors' full curves (JPEG, WebP, AVIF, JPEG XL) are in `benchmarks/results/rd/*.json`.",
         "",
     ]
-    latent_use = RESULTS / "latent_use.md"
-    if latent_use.is_file():
-        lines += [latent_use.read_text().strip(), ""]
+    for diagnostic in ("latent_use.md", "conditional_ceiling.md"):
+        if (RESULTS / diagnostic).is_file():
+            lines += [(RESULTS / diagnostic).read_text().strip(), ""]
     return lines
 
 

@@ -16,6 +16,13 @@ python benchmarks/benchmark.py "$VAL" --threads 2 --out benchmarks/results
     echo
     python benchmarks/latent_use.py "$VAL" --limit 10 --threads 2
 } > benchmarks/results/latent_use.md
+{
+    echo "#### What the conditional mode can reach, whatever the model"
+    echo
+    echo "\`python benchmarks/conditional_ceiling.py $VAL\`:"
+    echo
+    python benchmarks/conditional_ceiling.py "$VAL"
+} > benchmarks/results/conditional_ceiling.md
 SWEEP="python benchmarks/step_sweep.py $VAL --mode full --limit 5 --steps 0.25,0.5,1,2,4,8 --threads 2"
 {
     echo "\`$SWEEP\`"

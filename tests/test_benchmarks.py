@@ -4,9 +4,11 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import conditional_ceiling  # noqa: E402
 import rate_distortion  # noqa: E402
 
 CURVE = [(0.25, 25.0), (0.5, 28.0), (1.0, 31.5), (2.0, 35.0), (4.0, 38.0)]
@@ -34,3 +36,15 @@ def test_anchor_psnr_interpolates_in_log_rate_and_refuses_to_extrapolate():
     assert rate_distortion.anchor_psnr_at(points, math.sqrt(0.5)) == pytest.approx(29.75)
     assert rate_distortion.anchor_psnr_at(points, 0.1) is None
     assert rate_distortion.anchor_psnr_at(points, 5.0) is None
+
+
+def test_jpeg_at_rate_takes_the_best_quality_within_the_rate():
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 64 * 48).reshape(48, 64)
+    image = np.clip(ramp[..., None] + rng.normal(0, 20, (48, 64, 3)), 0, 255).astype(np.uint8)
+    low_rate, low_psnr = conditional_ceiling.jpeg_at_rate(image, 2.0)
+    high_rate, high_psnr = conditional_ceiling.jpeg_at_rate(image, 6.0)
+    assert low_rate <= 2.0 and high_rate <= 6.0
+    assert high_rate > low_rate and high_psnr > low_psnr
+    with pytest.raises(SystemExit, match="cannot go as low"):
+        conditional_ceiling.jpeg_at_rate(image, 0.01)
