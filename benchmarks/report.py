@@ -83,7 +83,7 @@ def lossless_section() -> list[str]:
     lines = [
         f"### Lossless ({summary['images']} images of `{summary['folder']}`)",
         "",
-        f"`{BENCHMARK_COMMAND}` (lossless and lossy in one run, 42 minutes here):",
+        f"`{BENCHMARK_COMMAND}` (lossless and lossy in one run, 38-42 minutes here):",
         "",
         "| codec | bits per subpixel |",
         "| --- | --- |",
