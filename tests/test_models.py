@@ -294,5 +294,6 @@ def test_head_blocks_leave_older_configs_and_fingerprints_unchanged():
     grown = tiny_config(head_blocks=(0, 0, 2))
     assert ModelConfig.from_json(grown.to_json()) == grown
     assert parameter_count(SelfVAE(grown)) > parameter_count(SelfVAE(plain))
-    with pytest.raises(ValueError, match="one count per level"):
-        tiny_config(head_blocks=(1,))
+    for wrong in ((1,), (0, 0)):
+        with pytest.raises(ValueError, match="one count per level"):
+            tiny_config(head_blocks=wrong)

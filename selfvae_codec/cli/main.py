@@ -514,6 +514,9 @@ def grow(source, target, head_blocks) -> None:
 
     try:
         counts = tuple(int(count) for count in head_blocks.split(","))
+    except ValueError as error:
+        raise CliError(f"--head-blocks must be comma-separated integers, got {head_blocks!r}") from error
+    try:
         model = grow_run(source, target, counts)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         raise CliError(str(error)) from error

@@ -43,12 +43,13 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "level_widths", tuple(self.level_widths))
-        # No blocks anywhere is spelt () whatever the input, so equal models have equal configs.
-        object.__setattr__(self, "head_blocks", tuple(self.head_blocks) if any(self.head_blocks) else ())
-        if self.head_blocks and len(self.head_blocks) != self.num_levels:
-            raise ValueError(f"head_blocks needs one count per level ({self.num_levels}), got {len(self.head_blocks)}")
-        if any(count < 0 for count in self.head_blocks):
+        blocks = tuple(self.head_blocks)
+        if blocks and len(blocks) != self.num_levels:
+            raise ValueError(f"head_blocks needs one count per level ({self.num_levels}), got {len(blocks)}")
+        if any(count < 0 for count in blocks):
             raise ValueError("head_blocks counts must be >= 0")
+        # No blocks anywhere is spelt () whatever the input, so equal models have equal configs.
+        object.__setattr__(self, "head_blocks", blocks if any(blocks) else ())
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.prior not in PRIORS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -74,5 +75,8 @@ def grow_run(source: str | Path, target: str | Path, head_blocks: tuple[int, ...
     with open(target / "log.jsonl", "a") as handle:
         record = {"kind": "grow", "step": state["step"], "source": str(source), "head_blocks": list(head_blocks)}
         handle.write(json.dumps(record) + "\n")
-    torch.save(grown, target / "checkpoint.pt")
+    # Written last and atomically: a folder without checkpoint.pt is not a run yet.
+    tmp = target / "checkpoint.pt.tmp"
+    torch.save(grown, tmp)
+    os.replace(tmp, target / "checkpoint.pt")
     return model
