@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from ..models.config import ModelConfig
-from ..models.io import read_metadata, save_model
+from ..models.io import save_model
 from ..models.selfvae import SelfVAE
+from .trainer import save_checkpoint_file, stored_average
 
 
 def _grown_model(config: ModelConfig, weights: dict[str, torch.Tensor]) -> SelfVAE:
@@ -56,17 +55,19 @@ def grow_run(source: str | Path, target: str | Path, head_blocks: tuple[int, ...
         raise ValueError("growing cannot remove blocks")
     torch.manual_seed(0)  # the new blocks' (irrelevant to the output) inner weights
     model = _grown_model(config, state["model"])
-    old_names = [name for name, _ in SelfVAE(old_config).named_parameters()]
     new_names = [name for name, _ in model.named_parameters()]
+    # Modules register in the same order with or without the new blocks, so the
+    # source's parameter order is the grown one without them.
+    old_names = [name for name in new_names if name in state["model"]]
     target.mkdir(parents=True, exist_ok=True)
     grown = dict(state, model=model.state_dict(), config=config.to_json())
     grown["optimizer"] = _grown_optimizer_state(state["optimizer"], old_names, new_names)
     if "ema_fingerprint" in state:
-        average_path = source / "latest.safetensors"
-        if read_metadata(average_path).get("fingerprint") != state["ema_fingerprint"]:
-            raise ValueError(f"{average_path} is not the checkpoint's moving average")
+        source_average = stored_average(source, state)
+        if source_average is None:
+            raise ValueError(f"{source / 'latest.safetensors'} is not the checkpoint's moving average")
         # The new tensors of the average start where the raw weights' start.
-        average_weights = {**model.state_dict(), **load_file(str(average_path))}
+        average_weights = {**model.state_dict(), **source_average}
         average = _grown_model(config, average_weights)
         extra = {"step": state["step"], "ema_decay": json.loads(state["settings"])["ema_decay"]}
         grown["ema_fingerprint"] = save_model(average, target / "latest.safetensors", extra=extra)
@@ -75,8 +76,6 @@ def grow_run(source: str | Path, target: str | Path, head_blocks: tuple[int, ...
     with open(target / "log.jsonl", "a") as handle:
         record = {"kind": "grow", "step": state["step"], "source": str(source), "head_blocks": list(head_blocks)}
         handle.write(json.dumps(record) + "\n")
-    # Written last and atomically: a folder without checkpoint.pt is not a run yet.
-    tmp = target / "checkpoint.pt.tmp"
-    torch.save(grown, tmp)
-    os.replace(tmp, target / "checkpoint.pt")
+    # Written last: a folder without checkpoint.pt is not a run yet.
+    save_checkpoint_file(grown, target / "checkpoint.pt")
     return model

@@ -86,6 +86,22 @@ def training_loss(terms: dict[str, torch.Tensor], kl_weight: float, free_bits: f
     return (reconstruction + kl_weight * kl).mean() / dims
 
 
+def save_checkpoint_file(state: dict, path: Path) -> None:
+    """torch.save through a temporary file, so a crash never leaves half a checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def stored_average(run_dir: Path, state: dict) -> dict[str, torch.Tensor] | None:
+    """The moving average's tensors from RUN_DIR/latest.safetensors, or None when that
+    file is not the average the checkpoint `state` names (a crash between the writes)."""
+    path = run_dir / "latest.safetensors"
+    if not path.is_file() or read_metadata(path).get("fingerprint") != state["ema_fingerprint"]:
+        return None
+    return load_file(str(path))
+
+
 def _rng_state(sampler: RandomCropSampler) -> dict:
     return {
         "torch": torch.get_rng_state(),
@@ -204,21 +220,20 @@ class Trainer:
         if self.ema is not None:
             state["ema_fingerprint"] = fingerprint
             state["ema_updates"] = int(self.ema.n_averaged)
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        save_checkpoint_file(state, self.checkpoint_path)
 
     def _restore_average(self, state: dict) -> None:
         """Load the moving average from latest.safetensors if it is the one the
         checkpoint names; otherwise (a crash between the two writes) restart it
         from the resumed weights, and say so."""
-        path = self.out / "latest.safetensors"
-        if not path.is_file() or read_metadata(path).get("fingerprint") != state["ema_fingerprint"]:
+        average = stored_average(self.out, state)
+        if average is None:
+            path = self.out / "latest.safetensors"
             print(f"warning: {path} is not the checkpoint's moving average; restarting it", flush=True)
             return
         # Straight into the average's module: building a model here would draw from
         # the RNG that was just restored.
-        self.ema.module.load_state_dict(load_file(str(path)))
+        self.ema.module.load_state_dict(average)
         self.ema.n_averaged.fill_(state["ema_updates"])
 
     def shipped_model(self) -> SelfVAE:
