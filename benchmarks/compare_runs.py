@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="LABEL:RUN_FOLDER")
     parser.add_argument("-o", "--output", default=None, help="also write the table here, under --title")
     parser.add_argument("--title", default="Validation bpd at matched steps")
+    parser.add_argument("--since", type=int, default=0, help="only steps from this one on (after a branch point)")
     args = parser.parse_args()
     runs = {}
     for item in args.runs:
@@ -39,7 +40,7 @@ def main() -> None:
         if not folder or weights not in ("", "ema"):
             raise SystemExit(f"expected LABEL:RUN_FOLDER or LABEL:RUN_FOLDER:ema, got {item!r}")
         runs[label] = validation_by_step(Path(folder), "val_ema" if weights else "val")
-    steps = sorted(set.intersection(*(set(val) for val in runs.values())))
+    steps = sorted(step for step in set.intersection(*(set(val) for val in runs.values())) if step >= args.since)
     if not steps:
         raise SystemExit("the runs share no validated step")
     lines = [
@@ -52,6 +53,8 @@ def main() -> None:
     print(table)
     if args.output:
         command = "python benchmarks/compare_runs.py " + " ".join(shlex.quote(run) for run in args.runs)
+        if args.since:
+            command += f" --since {args.since}"
         Path(args.output).write_text(f"#### {args.title}\n\n`{command}`:\n\n{table}\n")
 
 
