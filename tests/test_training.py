@@ -243,6 +243,7 @@ def test_growing_a_run_keeps_its_output_and_training_continues(tmp_path):
     assert grown_state["step"] == source_state["step"] == 2
     old_moments = source_state["optimizer"]["state"]
     assert len(grown_state["optimizer"]["state"]) == len(old_moments)  # the new blocks start without moments
+
     # Training resumes from the grown run, and the new blocks' zero convolutions
     # learn from the first step on, in every weight (not only through a gain).
     def outer_weights(run):
