@@ -19,7 +19,7 @@ import torch
 from ..models.config import ModelConfig
 from ..models.io import save_model
 from ..models.selfvae import SelfVAE
-from .trainer import save_checkpoint_file, stored_average
+from .trainer import AVERAGE_FILE, CHECKPOINT_FILE, LOG_FILE, save_checkpoint_file, stored_average
 
 
 def _grown_model(config: ModelConfig, weights: dict[str, torch.Tensor]) -> SelfVAE:
@@ -45,9 +45,9 @@ def grow_run(source: str | Path, target: str | Path, head_blocks: tuple[int, ...
     with `head_blocks` residual blocks per likelihood head. Returns the grown model
     (the raw weights)."""
     source, target = Path(source), Path(target)
-    if (target / "checkpoint.pt").exists():
+    if (target / CHECKPOINT_FILE).exists():
         raise FileExistsError(f"{target} already holds a run")
-    state = torch.load(source / "checkpoint.pt", map_location="cpu", weights_only=True)
+    state = torch.load(source / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     old_config = ModelConfig.from_json(state["config"])
     config = dataclasses.replace(old_config, head_blocks=tuple(head_blocks))
     pairs = zip(config.level_head_blocks, old_config.level_head_blocks, strict=True)
@@ -65,17 +65,17 @@ def grow_run(source: str | Path, target: str | Path, head_blocks: tuple[int, ...
     if "ema_fingerprint" in state:
         source_average = stored_average(source, state)
         if source_average is None:
-            raise ValueError(f"{source / 'latest.safetensors'} is not the checkpoint's moving average")
+            raise ValueError(f"{source / AVERAGE_FILE} is not the checkpoint's moving average")
         # The new tensors of the average start where the raw weights' start.
         average_weights = {**model.state_dict(), **source_average}
         average = _grown_model(config, average_weights)
         extra = {"step": state["step"], "ema_decay": json.loads(state["settings"])["ema_decay"]}
-        grown["ema_fingerprint"] = save_model(average, target / "latest.safetensors", extra=extra)
-    if (source / "log.jsonl").is_file():
-        shutil.copyfile(source / "log.jsonl", target / "log.jsonl")
-    with open(target / "log.jsonl", "a") as handle:
+        grown["ema_fingerprint"] = save_model(average, target / AVERAGE_FILE, extra=extra)
+    if (source / LOG_FILE).is_file():
+        shutil.copyfile(source / LOG_FILE, target / LOG_FILE)
+    with open(target / LOG_FILE, "a") as handle:
         record = {"kind": "grow", "step": state["step"], "source": str(source), "head_blocks": list(head_blocks)}
         handle.write(json.dumps(record) + "\n")
     # Written last: a folder without checkpoint.pt is not a run yet.
-    save_checkpoint_file(grown, target / "checkpoint.pt")
+    save_checkpoint_file(grown, target / CHECKPOINT_FILE)
     return model

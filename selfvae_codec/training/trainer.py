@@ -86,6 +86,12 @@ def training_loss(terms: dict[str, torch.Tensor], kl_weight: float, free_bits: f
     return (reconstruction + kl_weight * kl).mean() / dims
 
 
+# A run folder's files: the trainer writes and resumes them, `grow` writes a new run.
+CHECKPOINT_FILE = "checkpoint.pt"
+AVERAGE_FILE = "latest.safetensors"  # the moving average of the weights (what ships)
+LOG_FILE = "log.jsonl"
+
+
 def save_checkpoint_file(state: dict, path: Path) -> None:
     """torch.save through a temporary file, so a crash never leaves half a checkpoint."""
     tmp = path.with_suffix(".tmp")
@@ -96,7 +102,7 @@ def save_checkpoint_file(state: dict, path: Path) -> None:
 def stored_average(run_dir: Path, state: dict) -> dict[str, torch.Tensor] | None:
     """The moving average's tensors from RUN_DIR/latest.safetensors, or None when that
     file is not the average the checkpoint `state` names (a crash between the writes)."""
-    path = run_dir / "latest.safetensors"
+    path = run_dir / AVERAGE_FILE
     if not path.is_file() or read_metadata(path).get("fingerprint") != state["ema_fingerprint"]:
         return None
     return load_file(str(path))
@@ -130,8 +136,8 @@ class Trainer:
                 torch.cuda.set_device(self.device)
         self.out = Path(settings.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_path = self.out / "checkpoint.pt"
-        self.log_path = self.out / "log.jsonl"
+        self.checkpoint_path = self.out / CHECKPOINT_FILE
+        self.log_path = self.out / LOG_FILE
         torch.manual_seed(settings.seed + self.rank)
         random.seed(settings.seed + self.rank)
         self.sampler = RandomCropSampler(
@@ -216,7 +222,7 @@ class Trainer:
         # The moving average is stored once, in latest.safetensors; the checkpoint
         # names it by fingerprint (and keeps the committed checkpoint under 20 MB).
         extra = {"step": self.step, "ema_decay": self.s.ema_decay if self.ema is not None else 0.0}
-        fingerprint = save_model(self.shipped_model(), self.out / "latest.safetensors", extra=extra)
+        fingerprint = save_model(self.shipped_model(), self.out / AVERAGE_FILE, extra=extra)
         if self.ema is not None:
             state["ema_fingerprint"] = fingerprint
             state["ema_updates"] = int(self.ema.n_averaged)
@@ -228,7 +234,7 @@ class Trainer:
         from the resumed weights, and say so."""
         average = stored_average(self.out, state)
         if average is None:
-            path = self.out / "latest.safetensors"
+            path = self.out / AVERAGE_FILE
             print(f"warning: {path} is not the checkpoint's moving average; restarting it", flush=True)
             return
         # Straight into the average's module: building a model here would draw from
