@@ -243,6 +243,7 @@ def test_growing_a_run_keeps_its_output_and_training_continues(tmp_path):
     assert grown_state["step"] == source_state["step"] == 2
     old_moments = source_state["optimizer"]["state"]
     assert len(grown_state["optimizer"]["state"]) == len(old_moments)  # the new blocks start without moments
+    assert grown_state["warmup_start"] == 2
 
     # Training resumes from the grown run, and the new blocks' zero convolutions
     # learn from the first step on, in every weight (not only through a gain).
@@ -255,6 +256,12 @@ def test_growing_a_run_keeps_its_output_and_training_continues(tmp_path):
     result = runner.invoke(cli, train_args(grown, 3), catch_exceptions=False)
     assert "resuming at step 2" in result.output
     assert all((weight != 0).float().mean() > 0.9 for weight in outer_weights(grown))
+    # ... at the first rate of a fresh warm-up, not at the rate the source had reached.
+    resumed = torch.load(grown / "checkpoint.pt", weights_only=True)
+    settings = json.loads(resumed["settings"])
+    (group,) = resumed["optimizer"]["param_groups"]
+    assert group["lr"] == pytest.approx(settings["lr"] / settings["warmup_steps"])
+    assert source_state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2 * settings["lr"] / settings["warmup_steps"])
     assert [r["kind"] for r in records(grown)].count("grow") == 1
 
 

@@ -4,7 +4,8 @@ The new layers are residual blocks in the likelihood heads whose last convolutio
 starts at zero (`ResidualBlock`), so the grown model's ELBO equals the source's at
 the moment of growing, and training goes on from there instead of from scratch.
 The target run is a normal run folder: `selfvae-codec train -o TARGET` resumes it
-(same step, optimiser state per parameter, moving average, RNG states).
+(same step, optimiser state per parameter, moving average, RNG states), with the
+learning rate warming up again from the step of growing.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def grow_run(source: str | Path, target: str | Path, head_blocks: tuple[int, ...
     target.mkdir(parents=True, exist_ok=True)
     grown = dict(state, model=model.state_dict(), config=config.to_json())
     grown["optimizer"] = _grown_optimizer_state(state["optimizer"], old_names, new_names)
+    # The learning rate warms up again from this step. AdaMax moves a parameter
+    # without moments by the full rate in every coordinate on its first step; at the
+    # rate the source had reached, that step moved the new blocks' outputs so far
+    # that the loss went from 2.2 to 9.0 bpd, and the run never caught up
+    # (benchmarks/results/compare_growth.md). Warmed up, the new moments form while
+    # the steps are small.
+    grown["warmup_start"] = state["step"]
     if "ema_fingerprint" in state:
         source_average = stored_average(source, state)
         if source_average is None:

@@ -155,6 +155,9 @@ class Trainer:
         self.best_val = math.inf
         self.skipped_steps = 0
         self.train_seconds = 0.0
+        # The step the learning-rate warm-up counts from: 0, or the step a run was
+        # grown at (see training/grow.py).
+        self.warmup_start = 0
         resume = self.checkpoint_path.is_file()
         if resume:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
@@ -170,6 +173,7 @@ class Trainer:
             self.best_val = state["best_val"]
             self.skipped_steps = state["skipped_steps"]
             self.train_seconds = state["train_seconds"]
+            self.warmup_start = state.get("warmup_start", 0)
             rng = state["rng"][self.rank] if self.rank < len(state["rng"]) else None
             if rng is not None:
                 _restore_rng(rng, self.sampler)
@@ -191,7 +195,8 @@ class Trainer:
 
     # -- bookkeeping ---------------------------------------------------------------
     def _lr(self) -> float:
-        return self.s.lr * min(1.0, (self.step + 1) / max(1, self.s.warmup_steps))
+        warmed = self.step - self.warmup_start + 1
+        return self.s.lr * min(1.0, warmed / max(1, self.s.warmup_steps))
 
     def _kl_weight(self) -> float:
         return min(1.0, (self.step + 1) / max(1, self.s.kl_warmup_steps))
@@ -215,6 +220,7 @@ class Trainer:
             "best_val": self.best_val,
             "skipped_steps": self.skipped_steps,
             "train_seconds": self.train_seconds,
+            "warmup_start": self.warmup_start,
             "rng": rng,
             "config": self.model.config.to_json(),
             "settings": json.dumps(asdict(self.s)),
