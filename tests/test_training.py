@@ -260,8 +260,9 @@ def test_growing_a_run_keeps_its_output_and_training_continues(tmp_path):
     resumed = torch.load(grown / "checkpoint.pt", weights_only=True)
     settings = json.loads(resumed["settings"])
     (group,) = resumed["optimizer"]["param_groups"]
-    assert group["lr"] == pytest.approx(settings["lr"] / settings["warmup_steps"])
-    assert source_state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2 * settings["lr"] / settings["warmup_steps"])
+    first_rate = settings["lr"] / settings["warmup_steps"]
+    assert group["lr"] == pytest.approx(first_rate)
+    assert source_state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2 * first_rate)
     assert [r["kind"] for r in records(grown)].count("grow") == 1
 
 
