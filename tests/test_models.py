@@ -287,13 +287,16 @@ def test_default_config_is_light():
     assert list(widths) == sorted(widths, reverse=True)  # more capacity at low resolution
 
 
-def test_head_blocks_leave_older_configs_and_fingerprints_unchanged():
+@pytest.mark.parametrize("field", ["head_blocks", "trunk_blocks"])
+def test_block_counts_leave_older_configs_and_fingerprints_unchanged(field):
     plain = tiny_config()
-    assert "head_blocks" not in plain.to_dict()  # older models' config JSON, hence fingerprints
-    assert tiny_config(head_blocks=(0, 0, 0)) == plain
-    grown = tiny_config(head_blocks=(0, 0, 2))
+    assert field not in plain.to_dict()  # older models' config JSON, hence fingerprints
+    assert tiny_config(**{field: (0, 0, 0)}) == plain
+    grown = tiny_config(**{field: (0, 0, 2)})
     assert ModelConfig.from_json(grown.to_json()) == grown
     assert parameter_count(SelfVAE(grown)) > parameter_count(SelfVAE(plain))
     for wrong in ((1,), (0, 0)):
-        with pytest.raises(ValueError, match="one count per level"):
-            tiny_config(head_blocks=wrong)
+        with pytest.raises(ValueError, match=f"{field} needs one count per level"):
+            tiny_config(**{field: wrong})
+    with pytest.raises(ValueError, match=f"{field} counts must be >= 0"):
+        tiny_config(**{field: (0, -1, 0)})

@@ -221,14 +221,21 @@ def test_native_fraction_keeps_crops_unresampled():
         RandomCropSampler([path], crop=24, seed=3, native_fraction=1.5)
 
 
-def test_growing_a_run_keeps_its_output_and_training_continues(tmp_path):
+@pytest.mark.parametrize(
+    ("option", "field", "new_blocks"),
+    [
+        ("--head-blocks", "head_blocks", 3 * 4),  # 0 + 1 + 2 blocks in each of the 4 group heads
+        ("--trunk-blocks", "trunk_blocks", 3),  # 0 + 1 + 2 blocks after the trunks
+    ],
+)
+def test_growing_a_run_keeps_its_output_and_training_continues(tmp_path, option, field, new_blocks):
     runner = CliRunner()
     source, grown = tmp_path / "source", tmp_path / "grown"
     assert runner.invoke(cli, train_args(source, 2), catch_exceptions=False).exit_code == 0
-    result = runner.invoke(cli, ["grow", str(source), "-o", str(grown), "--head-blocks", "0,1,2"])
+    result = runner.invoke(cli, ["grow", str(source), "-o", str(grown), option, "0,1,2"])
     assert result.exit_code == 0, result.output
     before, after = load_model(source / "latest.safetensors"), load_model(grown / "latest.safetensors")
-    assert after.config.head_blocks == (0, 1, 2)
+    assert getattr(after.config, field) == (0, 1, 2)
     assert len(after.state_dict()) > len(before.state_dict())
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 21, 30)))
     torch.manual_seed(5)
@@ -251,7 +258,7 @@ def test_growing_a_run_keeps_its_output_and_training_continues(tmp_path):
         model = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
         return [value for name, value in model.items() if name.endswith("outer.weight")]
 
-    assert len(outer_weights(grown)) == 3 * 4  # 0 + 1 + 2 blocks in each of the 4 group heads
+    assert len(outer_weights(grown)) == new_blocks
     assert all(not weight.any() for weight in outer_weights(grown))
     result = runner.invoke(cli, train_args(grown, 3), catch_exceptions=False)
     assert "resuming at step 2" in result.output
@@ -274,4 +281,8 @@ def test_growing_refuses_a_taken_folder_and_a_wrong_shape(tmp_path):
     assert taken.exit_code != 0 and "already holds a run" in taken.output
     wrong = runner.invoke(cli, ["grow", str(source), "-o", str(tmp_path / "g"), "--head-blocks", "1,1"])
     assert wrong.exit_code != 0 and "head_blocks needs one count per level" in wrong.output
+    neither = runner.invoke(cli, ["grow", str(source), "-o", str(tmp_path / "g")])
+    assert neither.exit_code != 0 and "--head-blocks, --trunk-blocks or both" in neither.output
+    garbled = runner.invoke(cli, ["grow", str(source), "-o", str(tmp_path / "g"), "--trunk-blocks", "0,x,1"])
+    assert garbled.exit_code != 0 and "--trunk-blocks must be comma-separated integers" in garbled.output
     assert not (tmp_path / "g" / "checkpoint.pt").exists()

@@ -505,19 +505,27 @@ def publish(weights, name, description, validation_bpd) -> None:
 @cli.command(hidden=True)
 @click.argument("source", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--out", "target", required=True, type=click.Path(), help="New run folder.")
-@click.option("--head-blocks", required=True, help="Residual blocks per likelihood head, per level: e.g. 0,0,1.")
-def grow(source, target, head_blocks) -> None:
+@click.option("--head-blocks", help="Residual blocks per likelihood head, per level: e.g. 0,0,1.")
+@click.option("--trunk-blocks", help="Wide residual blocks after each likelihood trunk, per level: e.g. 0,1,2.")
+def grow(source, target, head_blocks, trunk_blocks) -> None:
     """(developers) Grow the run SOURCE into a larger model with the same output;
     `train -o OUT` continues it."""
     from ..models.selfvae import parameter_count
     from ..training.grow import grow_run
 
+    blocks = {}
+    for name, text in (("head_blocks", head_blocks), ("trunk_blocks", trunk_blocks)):
+        if text is None:
+            continue
+        try:
+            blocks[name] = tuple(int(count) for count in text.split(","))
+        except ValueError as error:
+            option = "--" + name.replace("_", "-")
+            raise CliError(f"{option} must be comma-separated integers, got {text!r}") from error
+    if not blocks:
+        raise CliError("give --head-blocks, --trunk-blocks or both")
     try:
-        counts = tuple(int(count) for count in head_blocks.split(","))
-    except ValueError as error:
-        raise CliError(f"--head-blocks must be comma-separated integers, got {head_blocks!r}") from error
-    try:
-        model = grow_run(source, target, counts)
+        model = grow_run(source, target, **blocks)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         raise CliError(str(error)) from error
     click.echo(f"grown run in {target}: {parameter_count(model):,} parameters")

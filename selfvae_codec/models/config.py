@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 FAMILIES = ("selfvae-downscale", "selfvae-sketch", "vae")
 PRIORS = ("realnvp", "standard", "mog")
+# Per-level counts of residual blocks a trained model can grow by (see training/grow.py).
+BLOCK_FIELDS = ("head_blocks", "trunk_blocks")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class ModelConfig:
       (full resolution); the default puts capacity at low resolution, where it is cheap.
     head_blocks: residual blocks in each likelihood head, per level (empty: none).
       They start at zero, so a trained model can grow them without changing its output.
+    trunk_blocks: wide residual blocks after each level's likelihood trunk, per level,
+      shared by its heads; they start at zero too.
     """
 
     family: str = "selfvae-downscale"
@@ -40,16 +44,18 @@ class ModelConfig:
     dense_layers: int = 2
     sketch_blur_passes: int = 4
     head_blocks: tuple[int, ...] = ()
+    trunk_blocks: tuple[int, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "level_widths", tuple(self.level_widths))
-        blocks = tuple(self.head_blocks)
-        if blocks and len(blocks) != self.num_levels:
-            raise ValueError(f"head_blocks needs one count per level ({self.num_levels}), got {len(blocks)}")
-        if any(count < 0 for count in blocks):
-            raise ValueError("head_blocks counts must be >= 0")
-        # No blocks anywhere is spelt () whatever the input, so equal models have equal configs.
-        object.__setattr__(self, "head_blocks", blocks if any(blocks) else ())
+        for name in BLOCK_FIELDS:
+            blocks = tuple(getattr(self, name))
+            if blocks and len(blocks) != self.num_levels:
+                raise ValueError(f"{name} needs one count per level ({self.num_levels}), got {len(blocks)}")
+            if any(count < 0 for count in blocks):
+                raise ValueError(f"{name} counts must be >= 0")
+            # No blocks anywhere is spelt () whatever the input, so equal models have equal configs.
+            object.__setattr__(self, name, blocks if any(blocks) else ())
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.prior not in PRIORS:
@@ -80,14 +86,20 @@ class ModelConfig:
     def level_head_blocks(self) -> tuple[int, ...]:
         return self.head_blocks or (0,) * self.num_levels
 
+    @property
+    def level_trunk_blocks(self) -> tuple[int, ...]:
+        return self.trunk_blocks or (0,) * self.num_levels
+
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["level_widths"] = list(self.level_widths)
-        data["head_blocks"] = list(self.head_blocks)
-        # Written only when used, so models saved before the field existed keep
+        # Written only when used, so models saved before these fields existed keep
         # their fingerprints (the config JSON is part of the fingerprint).
-        if not self.head_blocks:
-            del data["head_blocks"]
+        for name in BLOCK_FIELDS:
+            if getattr(self, name):
+                data[name] = list(getattr(self, name))
+            else:
+                del data[name]
         return data
 
     def to_json(self) -> str:

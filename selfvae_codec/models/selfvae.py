@@ -90,16 +90,18 @@ class GaussianHead(nn.Module):
 class ResidualBlock(nn.Module):
     """h + conv(elu(conv(elu(h)))), whose second conv starts at exactly zero: adding
     one to a trained network leaves the network's output unchanged, so a model can grow.
+    `hidden` (default `width`) is the width between the two convs.
 
     The second conv is a plain one with zero weights, not a weight-norm one with a
     zero gain: at gain 0 the gradient of a weight-norm direction is 0, so the block
     could only learn through its per-channel gains and stayed shut (gains ~7e-4
     after 940 steps). Zero weights get the full gradient from the first step."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, hidden: int | None = None):
         super().__init__()
-        self.inner = WNConv2d(width, width, 3)
-        self.outer = nn.Conv2d(width, width, 3, padding=1)
+        hidden = hidden or width
+        self.inner = WNConv2d(width, hidden, 3)
+        self.outer = nn.Conv2d(hidden, width, 3, padding=1)
         nn.init.zeros_(self.outer.weight)
         nn.init.zeros_(self.outer.bias)
 
@@ -161,6 +163,7 @@ class Level(nn.Module):
         prev_channels: int,
         prev_ratio: int,
         head_blocks: int = 0,
+        trunk_blocks: int = 0,
     ):
         super().__init__()
         self.fine_channels = fine_channels
@@ -176,6 +179,9 @@ class Level(nn.Module):
         self.context_from_coarse = WNConv2d(coarse_channels, width, 3)
         self.context_from_z = Upsample(cfg.z_channels, width, self.Z_STRIDE // coarse_stride)
         self.context_block = DenseBlock(width, growth, layers)
+        # Wide residual blocks after the trunk (twice its width inside): they deepen
+        # and widen what every group head sees, and start as the identity.
+        self.trunk_blocks = nn.Sequential(*(ResidualBlock(width, 2 * width) for _ in range(trunk_blocks)))
         if self.grouped:
             # Group g sees the trunk, the g earlier pixels of its block, and (last group)
             # the block-sum remainder 4 y - (a + b + c) that pins it to 4 values.
@@ -206,7 +212,7 @@ class Level(nn.Module):
         """Trunk features at y_k's resolution, shared by the group heads."""
         size = spatial_size(coarse)
         features = self.context_from_coarse(normalize_pixels(coarse)) + self.context_from_z(z, size)
-        return self.context_block(features)
+        return self.trunk_blocks(self.context_block(features))
 
     def group_distribution(self, g: int, context: torch.Tensor, earlier: list[torch.Tensor], coarse: torch.Tensor):
         """The distribution of group g's pixels (a block grid) given the earlier groups.
@@ -310,6 +316,7 @@ class SelfVAE(nn.Module):
                     prev_channels=prev_channels,
                     prev_ratio=prev_stride // self.z_strides[k],
                     head_blocks=config.level_head_blocks[k],
+                    trunk_blocks=config.level_trunk_blocks[k],
                 )
             )
         self.levels = nn.ModuleList(levels)

@@ -1,7 +1,7 @@
 """Grow a trained run into a larger model that computes exactly the same function.
 
-The new layers are residual blocks in the likelihood heads whose last convolution
-starts at zero (`ResidualBlock`), so the grown model's ELBO equals the source's at
+The new layers are residual blocks in the likelihood heads or after the likelihood
+trunks, whose last convolution starts at zero (`ResidualBlock`), so the grown model's ELBO equals the source's at
 the moment of growing, and training goes on from there instead of from scratch.
 The target run is a normal run folder: `selfvae-codec train -o TARGET` resumes it
 (same step, optimiser state per parameter, moving average, RNG states), with the
@@ -17,17 +17,18 @@ from pathlib import Path
 
 import torch
 
-from ..models.config import ModelConfig
+from ..models.config import BLOCK_FIELDS, ModelConfig
 from ..models.io import save_model
 from ..models.selfvae import SelfVAE
 from .trainer import AVERAGE_FILE, CHECKPOINT_FILE, LOG_FILE, save_checkpoint_file, stored_average
 
 
 def _grown_model(config: ModelConfig, weights: dict[str, torch.Tensor]) -> SelfVAE:
-    """The grown model with every existing tensor copied from `weights`."""
+    """The grown model with every existing tensor copied from `weights`; only the
+    new blocks' tensors may be missing from them."""
     model = SelfVAE(config)
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or any(".blocks." not in name for name in missing):
+    if unexpected or any(".blocks." not in name and ".trunk_blocks." not in name for name in missing):
         raise ValueError(f"the source does not fit the grown model (unexpected {unexpected}, missing {missing})")
     return model
 
@@ -41,17 +42,24 @@ def _grown_optimizer_state(old_state: dict, old_names: list[str], new_names: lis
     return {"state": state, "param_groups": [{**group, "params": list(range(len(new_names)))}]}
 
 
-def grow_run(source: str | Path, target: str | Path, head_blocks: tuple[int, ...]) -> SelfVAE:
+def grow_run(source: str | Path, target: str | Path, **blocks: tuple[int, ...]) -> SelfVAE:
     """Write TARGET/checkpoint.pt, latest.safetensors and log.jsonl: SOURCE's run
-    with `head_blocks` residual blocks per likelihood head. Returns the grown model
-    (the raw weights)."""
+    with the block counts given (`head_blocks=`: residual blocks per likelihood head,
+    `trunk_blocks=`: wide residual blocks after each likelihood trunk; per level).
+    Returns the grown model (the raw weights)."""
     source, target = Path(source), Path(target)
+    if not blocks or set(blocks) - set(BLOCK_FIELDS):
+        raise ValueError(f"grow by one or more of {BLOCK_FIELDS}, got {sorted(blocks)}")
     if (target / CHECKPOINT_FILE).exists():
         raise FileExistsError(f"{target} already holds a run")
     state = torch.load(source / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     old_config = ModelConfig.from_json(state["config"])
-    config = dataclasses.replace(old_config, head_blocks=tuple(head_blocks))
-    pairs = zip(config.level_head_blocks, old_config.level_head_blocks, strict=True)
+    config = dataclasses.replace(old_config, **{name: tuple(counts) for name, counts in blocks.items()})
+    pairs = zip(
+        config.level_head_blocks + config.level_trunk_blocks,
+        old_config.level_head_blocks + old_config.level_trunk_blocks,
+        strict=True,
+    )
     if any(new < old for new, old in pairs):
         raise ValueError("growing cannot remove blocks")
     torch.manual_seed(0)  # the new blocks' (irrelevant to the output) inner weights
@@ -83,7 +91,8 @@ def grow_run(source: str | Path, target: str | Path, head_blocks: tuple[int, ...
     if (source / LOG_FILE).is_file():
         shutil.copyfile(source / LOG_FILE, target / LOG_FILE)
     with open(target / LOG_FILE, "a") as handle:
-        record = {"kind": "grow", "step": state["step"], "source": str(source), "head_blocks": list(head_blocks)}
+        record = {"kind": "grow", "step": state["step"], "source": str(source)}
+        record.update({name: list(counts) for name, counts in blocks.items()})
         handle.write(json.dumps(record) + "\n")
     # Written last: a folder without checkpoint.pt is not a run yet.
     save_checkpoint_file(grown, target / CHECKPOINT_FILE)
