@@ -1,8 +1,9 @@
 """Grow a trained run into a larger model that computes exactly the same function.
 
 The new layers are residual blocks in the likelihood heads or after the likelihood
-trunks, whose last convolution starts at zero (`ResidualBlock`), so the grown model's ELBO equals the source's at
-the moment of growing, and training goes on from there instead of from scratch.
+trunks, whose last convolution starts at zero (`ResidualBlock`), so the grown
+model's ELBO equals the source's at the moment of growing, and training goes on
+from there instead of from scratch.
 The target run is a normal run folder: `selfvae-codec train -o TARGET` resumes it
 (same step, optimiser state per parameter, moving average, RNG states), with the
 learning rate warming up again from the step of growing.
