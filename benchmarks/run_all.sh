@@ -31,5 +31,5 @@ SWEEP="python benchmarks/step_sweep.py $VAL --mode full --limit 5 --steps 0.25,0
     $SWEEP
 } > benchmarks/results/step_sweep_full.md
 python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2 | tee benchmarks/results/speed.txt
-python benchmarks/plot_training.py runs/default/log.jsonl -o benchmarks/results/training_curve.png
+python benchmarks/plot_training.py runs/trunk012/log.jsonl -o benchmarks/results/training_curve.png
 python benchmarks/report.py --readme README.md
