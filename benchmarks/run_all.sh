@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VAL=${1:-../shared/data/val/bsds500}
+# The training run whose log the curve is drawn from: the shipped model's lineage.
+RUN=${2:-runs/trunk012}
 export OMP_NUM_THREADS=2
 mkdir -p benchmarks/results
 selfvae-codec evaluate "$VAL" --samples 8 --threads 2 --csv benchmarks/results/evaluate.csv \
@@ -31,5 +33,5 @@ SWEEP="python benchmarks/step_sweep.py $VAL --mode full --limit 5 --steps 0.25,0
     $SWEEP
 } > benchmarks/results/step_sweep_full.md
 python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2 | tee benchmarks/results/speed.txt
-python benchmarks/plot_training.py runs/trunk012/log.jsonl -o benchmarks/results/training_curve.png
+python benchmarks/plot_training.py "$RUN/log.jsonl" -o benchmarks/results/training_curve.png
 python benchmarks/report.py --readme README.md
