@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from selfvae_codec.cli.main import cli
 from selfvae_codec.models.io import load_model
+from selfvae_codec.training.trainer import TrainSettings, learning_rate
 
 DATA = Path(__file__).parent / "data"
 TINY = json.dumps(
@@ -99,6 +100,32 @@ def test_latest_weights_are_the_moving_average_of_the_trained_weights(tmp_path):
         torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
         changed += not torch.equal(value, second[name])
     assert changed > 0  # the average is not just the raw weights
+
+
+def test_learning_rate_warms_up_stays_then_decays_to_zero_at_the_last_step():
+    constant = TrainSettings(train_dirs=[], out_dir="", steps=1000, lr=1e-3, warmup_steps=100)
+    assert learning_rate(constant, 0) == pytest.approx(1e-5)
+    assert learning_rate(constant, 99) == learning_rate(constant, 999) == pytest.approx(1e-3)
+    decaying = TrainSettings(train_dirs=[], out_dir="", steps=1000, lr=1e-3, warmup_steps=100, decay_from=600)
+    assert learning_rate(decaying, 599) == pytest.approx(1e-3)
+    assert learning_rate(decaying, 800) == pytest.approx(0.5e-3)
+    assert learning_rate(decaying, 999) == pytest.approx(1e-3 / 400)
+    assert learning_rate(decaying, 1000) == 0.0
+    # A grown run warms up again from its growing step, decay or not.
+    assert learning_rate(decaying, 650, warmup_start=600) == pytest.approx(1e-3 * 51 / 100 * 350 / 400)
+
+
+def test_training_with_a_decay_sets_the_decayed_rate_and_refuses_a_late_start(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "decay"
+    args = [*train_args(out, 4), "--lr", "0.01", "--decay-from", "2"]
+    assert runner.invoke(cli, args, catch_exceptions=False).exit_code == 0
+    group = torch.load(out / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
+    # The last step taken (step 3) ran at half the warming-up rate: 1 of the 2 decay steps left.
+    assert group["lr"] == pytest.approx(0.01 * 4 / 500 * 1 / 2)
+    late = runner.invoke(cli, [*train_args(tmp_path / "late", 4), "--decay-from", "4"])
+    assert late.exit_code != 0 and "--decay-from" in late.output
+    assert not (tmp_path / "late").exists()
 
 
 def test_bad_config_is_a_clean_error(tmp_path):

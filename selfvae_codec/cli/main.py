@@ -38,6 +38,12 @@ def cli() -> None:
 @click.option("--crop", default=128, show_default=True, help="Random crop size (pixels).")
 @click.option("--val-crop", default=256, show_default=True, help="Validation crop size (one per image).")
 @click.option("--lr", default=2e-3, show_default=True, help="AdaMax learning rate after warm-up.")
+@click.option(
+    "--decay-from",
+    type=click.IntRange(min=0),
+    default=None,
+    help="From this step the learning rate falls linearly towards zero at --steps (default: constant).",
+)
 @click.option("--free-bits", default=0.05, show_default=True, help="Free bits per z element (nats).")
 @click.option(
     "--ema-decay",
@@ -75,6 +81,7 @@ def train(
     crop,
     val_crop,
     lr,
+    decay_from,
     free_bits,
     ema_decay,
     native_fraction,
@@ -112,6 +119,7 @@ def train(
         crop=crop,
         val_crop=val_crop,
         lr=lr,
+        decay_from=decay_from,
         free_bits=free_bits,
         ema_decay=ema_decay,
         native_fraction=native_fraction,
@@ -124,6 +132,8 @@ def train(
         progress=not no_progress,
         config=config,
     )
+    if decay_from is not None and decay_from >= steps:
+        raise CliError(f"--decay-from ({decay_from}) must be below --steps ({steps})")
     trainer = Trainer(settings)
     if trainer.rank == 0:
         what = "resuming at step" if trainer.resumed else "starting at step"

@@ -43,6 +43,10 @@ class TrainSettings:
     val_crop: int = 256
     lr: float = 2e-3
     warmup_steps: int = 500
+    # From this step on the learning rate falls linearly towards zero at `steps`
+    # (None: constant after the warm-up). A constant rate keeps a run easy to
+    # continue; the decay at the end settles the weights into a minimum.
+    decay_from: int | None = None
     kl_warmup_steps: int = 2000
     free_bits: float = 0.05  # nats per z element, per channel on average
     # Gradient-norm clip on the per-dimension loss. The shipped run used 2.0, which
@@ -65,6 +69,17 @@ class TrainSettings:
     compile: bool = False  # torch.compile the training step (1.4x faster here, after minutes of compiling)
     progress: bool = True
     config: dict = field(default_factory=dict)
+
+
+def learning_rate(settings: TrainSettings, step: int, warmup_start: int = 0) -> float:
+    """The rate for the optimiser step taken at `step` (counting from 0): a linear
+    warm-up from `warmup_start`, constant, then, with `decay_from`, a linear fall
+    that would reach zero at `settings.steps`."""
+    warmed = step - warmup_start + 1
+    rate = settings.lr * min(1.0, warmed / max(1, settings.warmup_steps))
+    if settings.decay_from is not None and step >= settings.decay_from:
+        rate *= max(0.0, settings.steps - step) / max(1, settings.steps - settings.decay_from)
+    return rate
 
 
 def _distributed() -> tuple[int, int]:
@@ -195,8 +210,7 @@ class Trainer:
 
     # -- bookkeeping ---------------------------------------------------------------
     def _lr(self) -> float:
-        warmed = self.step - self.warmup_start + 1
-        return self.s.lr * min(1.0, warmed / max(1, self.s.warmup_steps))
+        return learning_rate(self.s, self.step, self.warmup_start)
 
     def _kl_weight(self) -> float:
         return min(1.0, (self.step + 1) / max(1, self.s.kl_warmup_steps))
