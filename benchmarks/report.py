@@ -20,9 +20,27 @@ def load(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def shipped_registry() -> dict:
+    return load(Path(__file__).resolve().parents[1] / "selfvae_codec" / "pretrained" / "models.json") or {}
+
+
+def earlier_model_note(summary: dict) -> list[str]:
+    """A line saying so when a table was measured with other weights than the
+    shipped default (a model re-shipped without re-running that benchmark)."""
+    measured = summary.get("model_fingerprint")
+    shipped = shipped_registry().get("default", {}).get("fingerprint")
+    if measured is None or shipped is None or measured == shipped:
+        return []
+    return [
+        f"Measured with an earlier model (fingerprint `{measured[:12]}`), not the shipped one "
+        f"(`{shipped[:12]}`); not re-measured since.",
+        "",
+    ]
+
+
 def model_section() -> list[str]:
     lines = []
-    registry = load(Path(__file__).resolve().parents[1] / "selfvae_codec" / "pretrained" / "models.json") or {}
+    registry = shipped_registry()
     if "default" in registry:
         lines += ["### The shipped model", "", f"`default`: {registry['default']['description']}.", ""]
     evaluation = RESULTS / "evaluate.txt"
@@ -85,6 +103,7 @@ def lossless_section() -> list[str]:
         "",
         f"`{BENCHMARK_COMMAND}` (lossless and lossy in one run, 38-42 minutes here):",
         "",
+        *earlier_model_note(summary),
         "| codec | bits per subpixel |",
         "| --- | --- |",
     ]
@@ -112,7 +131,8 @@ def rd_section() -> list[str]:
     lines = [
         f"### Lossy modes ({summary['images']} images of `{summary['folder']}`)",
         "",
-        f"Same run as the lossless table ({summary['machine']}). Each selfvae-codec point is the mean "
+        *earlier_model_note(summary),
+        f"Same command as the lossless table ({summary['machine']}). Each selfvae-codec point is the mean "
         "over the images at one latent step; beside it, the PSNR of the anchors' mean curves at the same "
         "bpp (interpolated in log-rate between their two nearest quality settings; `-` where the anchor "
         "cannot reach that rate: "
