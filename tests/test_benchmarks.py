@@ -1,4 +1,4 @@
-"""The benchmark's arithmetic: BD-rate and the anchors' PSNR at a given rate."""
+"""The benchmark's arithmetic: BD-rate and the anchors' PSNR at a given rate; the report's provenance note."""
 
 import math
 import sys
@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import conditional_ceiling  # noqa: E402
 import rate_distortion  # noqa: E402
+import report  # noqa: E402
 
 CURVE = [(0.25, 25.0), (0.5, 28.0), (1.0, 31.5), (2.0, 35.0), (4.0, 38.0)]
 
@@ -48,3 +49,12 @@ def test_jpeg_at_rate_takes_the_best_quality_within_the_rate():
     assert high_rate > low_rate and high_psnr > low_psnr
     with pytest.raises(SystemExit, match="cannot go as low"):
         conditional_ceiling.jpeg_at_rate(image, 0.01)
+
+
+def test_report_marks_a_table_measured_with_other_weights_than_the_shipped_model():
+    shipped = report.shipped_registry()["default"]["fingerprint"]
+    assert report.earlier_model_note({"model_fingerprint": shipped}) == []
+    assert report.earlier_model_note({}) == []
+    other = "0" * 64 if shipped != "0" * 64 else "1" * 64
+    note = report.earlier_model_note({"model_fingerprint": other})
+    assert other[:12] in note[0] and shipped[:12] in note[0] and "earlier model" in note[0]
