@@ -45,7 +45,8 @@ class TrainSettings:
     warmup_steps: int = 500
     # From this step on the learning rate falls linearly towards zero at `steps`
     # (None: constant after the warm-up). A constant rate keeps a run easy to
-    # continue; the decay at the end settles the weights into a minimum.
+    # continue; a decay branched off at the end brought the raw weights to their
+    # moving average's score (README, Training), no further.
     decay_from: int | None = None
     kl_warmup_steps: int = 2000
     free_bits: float = 0.05  # nats per z element, per channel on average
