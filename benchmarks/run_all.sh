@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VAL=${1:-../shared/data/val/bsds500}
 # The training run whose log the curve is drawn from: the shipped model's lineage.
-RUN=${2:-runs/cooldown}
+RUN=${2:-runs/extend}
 export OMP_NUM_THREADS=2
 mkdir -p benchmarks/results
 selfvae-codec evaluate "$VAL" --samples 8 --threads 2 --csv benchmarks/results/evaluate.csv \
