@@ -138,7 +138,10 @@ def train(
     if trainer.rank == 0:
         what = "resuming at step" if trainer.resumed else "starting at step"
         click.echo(f"{what} {trainer.step}; checkpoints in {out_dir}", err=True)
-    trainer.run()
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
 
 
 @cli.command()
