@@ -498,7 +498,7 @@ def models() -> None:
         return
     for name, entry in entries.items():
         bpd = entry.get("validation_bpd")
-        measured = f"validation {bpd:.3f} bpd" if bpd is not None else "not validated"
+        measured = f"validation {bpd:.4f} bpd" if bpd is not None else "not validated"
         click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
 
 
