@@ -11,6 +11,8 @@ import json
 import re
 from pathlib import Path
 
+from selfvae_codec.models.pretrained import registry
+
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARK_COMMAND = "python benchmarks/benchmark.py ../shared/data/val/bsds500 --threads 2"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -20,15 +22,11 @@ def load(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def shipped_registry() -> dict:
-    return load(Path(__file__).resolve().parents[1] / "selfvae_codec" / "pretrained" / "models.json") or {}
-
-
 def earlier_model_note(summary: dict) -> list[str]:
     """A line saying so when a table was measured with other weights than the
     shipped default (a model re-shipped without re-running that benchmark)."""
     measured = summary.get("model_fingerprint")
-    shipped = shipped_registry().get("default", {}).get("fingerprint")
+    shipped = registry().get("default", {}).get("fingerprint")
     if measured is None or shipped is None or measured == shipped:
         return []
     return [
@@ -40,9 +38,9 @@ def earlier_model_note(summary: dict) -> list[str]:
 
 def model_section() -> list[str]:
     lines = []
-    registry = shipped_registry()
-    if "default" in registry:
-        lines += ["### The shipped model", "", f"`default`: {registry['default']['description']}.", ""]
+    shipped = registry()
+    if "default" in shipped:
+        lines += ["### The shipped model", "", f"`default`: {shipped['default']['description']}.", ""]
     evaluation = RESULTS / "evaluate.txt"
     if evaluation.is_file():
         terms, summary = evaluation.read_text().strip().splitlines()[-2:]

@@ -52,7 +52,7 @@ def test_jpeg_at_rate_takes_the_best_quality_within_the_rate():
 
 
 def test_report_marks_a_table_measured_with_other_weights_than_the_shipped_model():
-    shipped = report.shipped_registry()["default"]["fingerprint"]
+    shipped = report.registry()["default"]["fingerprint"]
     assert report.earlier_model_note({"model_fingerprint": shipped}) == []
     assert report.earlier_model_note({}) == []
     other = "0" * 64 if shipped != "0" * 64 else "1" * 64
