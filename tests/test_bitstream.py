@@ -17,7 +17,12 @@ def make_header(**overrides) -> Header:
         tile_size=512,
         image_crc=1234,
         threads=2,
-        sections=[Section("u", 0, 0, b"\x01\x02\x03\x04"), Section("y", 1, 0, b"abcdefgh"), Section("x", 0, 0, b"")],
+        sections=[
+            Section("u", 0, 0, b"\x01\x02\x03\x04"),
+            Section("y", 1, 0, b"abcdefgh"),
+            Section("z", 1, 0, b""),
+            Section("x", 0, 0, b""),
+        ],
     )
     fields.update(overrides)
     return Header(**fields)
@@ -43,7 +48,7 @@ def test_round_trip_keeps_every_field():
 
 def test_layout_starts_with_magic_and_version():
     data = pack(make_header())
-    assert data[:4] == b"SVC\x89" and data[4] == 1
+    assert data[:4] == b"SVC\x89" and data[4] == 2
     assert struct.unpack_from("<II", data, 12) == (75, 50)
 
 
@@ -99,6 +104,7 @@ def _repack_fixed(data: bytes, **changes) -> bytes:
         "channels",
         "padding",
         "threads",
+        "reserved",
         "width",
         "height",
         "model",
@@ -128,12 +134,99 @@ def _repack_fixed(data: bytes, **changes) -> bytes:
         (dict(tile=3), "tile size"),
         (dict(threads=0), "thread count"),
         (dict(count=60000), "truncated"),
+        (dict(reserved=b"\x00\x01\x00"), "reserved header bytes"),
     ],
 )
 def test_crafted_headers_with_valid_checksums_are_rejected(changes, message):
     data = _repack_fixed(pack(make_header()), **changes)
     with pytest.raises(ContainerError, match=message):
         unpack(data)
+
+
+def _sections(labels: str, tiles: int = 1) -> list[Section]:
+    """Sections named like 'u y1 z1 x', repeated for each tile."""
+    out = []
+    for tile in range(tiles):
+        for label in labels.split():
+            out.append(Section(label[0], int(label[1:] or 0), tile, b"\x00" * 4))
+    return out
+
+
+@pytest.mark.parametrize(
+    "mode, labels",
+    [
+        ("full", "u y1 z1 y2 z2 x"),
+        ("conditional", "u y1 z1 y2 z2"),
+        ("rs2", "u z1 z2"),
+        ("rs1", "u"),
+        ("full", "u x"),  # a model without representations
+    ],
+)
+def test_every_mode_order_round_trips_over_several_tiles(mode, labels):
+    header = make_header(mode=mode, width=40, height=20, tile_size=16, sections=_sections(labels, tiles=6))
+    assert header.tile_count == 6
+    assert unpack(pack(header)).sections == header.sections
+
+
+@pytest.mark.parametrize(
+    "mode, labels, message",
+    [
+        ("full", "u y1 z2 x", "out of order at tile 0: found u y1 z2 x"),  # wrong level
+        ("full", "u y1 z1", "out of order"),  # x missing
+        ("full", "u z1 y1 x", "out of order"),  # swapped
+        ("rs2", "u y1 z1", "out of order"),  # a y in an rs2 file
+        ("rs1", "u x", "out of order"),
+        ("full", "x2 y1 z1 x", "out of order"),  # a level on u's place
+    ],
+)
+def test_section_tables_out_of_the_modes_order_are_rejected(mode, labels, message):
+    header = make_header(mode=mode, sections=_sections(labels))
+    with pytest.raises(ContainerError, match=message):
+        pack(header)
+
+
+def test_sections_of_the_wrong_tile_or_a_missing_tile_are_rejected():
+    sections = _sections("u y1 z1 x", tiles=2)
+    swapped = sections[4:] + sections[:4]
+    with pytest.raises(ContainerError, match="out of order at tile 0"):
+        pack(make_header(width=20, height=16, tile_size=16, sections=swapped))
+    with pytest.raises(ContainerError, match="5 coded sections for 2 tile"):
+        pack(make_header(width=20, height=16, tile_size=16, sections=sections[:5]))
+
+
+def test_metadata_section_must_come_first():
+    meta = Section("meta", 0, 0, b"abc")  # any length: not an ANS stream
+    header = make_header(sections=[meta, *_sections("u y1 z1 x")])
+    assert unpack(pack(header)).metadata_payload == b"abc"
+    with pytest.raises(ContainerError, match="out of order"):
+        pack(make_header(sections=[*_sections("u y1 z1 x"), meta]))
+    with pytest.raises(ContainerError, match="level 0 and tile 0"):
+        pack(make_header(sections=[Section("meta", 1, 0, b"abc"), *_sections("u y1 z1 x")]))
+
+
+def test_version_1_files_are_read_but_cannot_hold_metadata():
+    plain = _repack_fixed(pack(make_header()), version=1)
+    assert unpack(plain).version == 1
+    with_meta = pack(make_header(sections=[Section("meta", 0, 0, b"abcd"), *_sections("u y1 z1 x")]))
+    with pytest.raises(ContainerError, match="version 1 file cannot hold a metadata"):
+        unpack(_repack_fixed(with_meta, version=1))
+
+
+def test_metadata_payload_round_trips_and_rejects_garbage():
+    from selfvae_codec.bitstream import ImageMetadata, pack_metadata, unpack_metadata
+
+    metadata = ImageMetadata(icc_profile=b"\x00icc", exif=b"Exif\x00\x00MM", xmp=b"<x:xmpmeta/>")
+    assert unpack_metadata(pack_metadata(metadata)) == metadata
+    only_exif = ImageMetadata(exif=b"II*")
+    assert unpack_metadata(pack_metadata(only_exif)) == only_exif and only_exif.names() == ["exif"]
+    assert not ImageMetadata() and unpack_metadata(None) == ImageMetadata()
+    payload = pack_metadata(metadata)
+    with pytest.raises(ContainerError, match="truncated"):
+        unpack_metadata(payload[:-1])
+    with pytest.raises(ContainerError, match="unknown or repeated"):
+        unpack_metadata(payload + payload)
+    with pytest.raises(ContainerError, match="unknown or repeated"):
+        unpack_metadata(b"\x09\x00\x00\x00\x00")
 
 
 def test_pack_refuses_invalid_headers():

@@ -67,7 +67,10 @@ def test_info_lists_header_and_sections(encoded):
     record = json.loads(result.output)
     assert (record["width"], record["height"], record["mode"]) == (75, 50, "full")
     assert record["bytes"] == out.stat().st_size
-    assert list(record["sections"]) == ["u", "y1", "z1", "y2", "z2", "y3", "z3", "x"]
+    # the test photo carries an ICC profile, which the file keeps in its meta section
+    icc_size = len(Image.open(DATA / "chelsea_75x50.png").info["icc_profile"])
+    assert record["metadata"] == {"icc_profile": icc_size}
+    assert list(record["sections"]) == ["meta", "u", "y1", "z1", "y2", "z2", "y3", "z3", "x"]
     assert record["header_bytes"] + sum(s["bytes"] for s in record["sections"].values()) == record["bytes"]
 
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from selfvae_codec.bitstream import unpack
 from selfvae_codec.bitstream.container import _FIXED, crc32
-from selfvae_codec.codec.api import Codec, CodecError, ModelMismatchError, image_to_array
+from selfvae_codec.codec.api import Codec, CodecError, ModelMismatchError
+from selfvae_codec.codec.images import load_image
 from selfvae_codec.models.config import tiny_config
 from selfvae_codec.models.selfvae import SelfVAE
 
@@ -97,14 +98,14 @@ def test_opaque_alpha_is_dropped_and_transparency_refused(tiny_codec):
 )
 def test_unsupported_inputs_are_refused(bad, message):
     with pytest.raises(CodecError, match=message):
-        image_to_array(bad)
+        load_image(bad)
 
 
 def test_non_image_file_is_refused(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("not an image")
     with pytest.raises(CodecError, match="cannot read"):
-        image_to_array(path)
+        load_image(path)
 
 
 def test_model_mismatch_is_refused(codec, tiny_codec):

@@ -9,7 +9,23 @@ from .container import (
     Section,
     crc32,
     pack,
+    section_order,
     unpack,
 )
+from .metadata import ImageMetadata, pack_metadata, unpack_metadata
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "MODES", "ContainerError", "Header", "Section", "crc32", "pack", "unpack"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MODES",
+    "ContainerError",
+    "Header",
+    "ImageMetadata",
+    "Section",
+    "crc32",
+    "pack",
+    "pack_metadata",
+    "section_order",
+    "unpack",
+    "unpack_metadata",
+]

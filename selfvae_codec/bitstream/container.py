@@ -3,7 +3,7 @@
 All integers little-endian. Layout (byte offsets):
 
     0   4  magic            b"SVC\\x89"
-    4   1  format version   1
+    4   1  format version   2 (version 1 files are still read)
     5   1  mode             0 full, 1 conditional, 2 rs2, 3 rs1
     6   1  channels         1 (grayscale input) or 3 (RGB)
     7   1  padding          1 = replicate (padding is implicit: never coded)
@@ -18,47 +18,74 @@ All integers little-endian. Layout (byte offsets):
     58  2  section count    u16
     60  4  image CRC-32     of the decoded image's bytes (H x W x channels, uint8)
     64  12*N section table, per section:
-            kind u8 (1 u, 2 z, 3 y, 4 x), level u8, tile u16, length u32, CRC-32 u32
+            kind u8 (1 u, 2 z, 3 y, 4 x, 5 meta), level u8, tile u16, length u32, CRC-32 u32
     ..  4  header CRC-32    of every byte before it
-    ..     payloads, in table order (each an ANS stream of 32-bit words)
+    ..     payloads, in table order (ANS streams of 32-bit words; meta: see metadata.py)
 
-The file must end exactly after the last payload. No torch here.
+The section table must follow the mode's order (`section_order`) tile by tile, after
+an optional single `meta` section (version 2 only). The file must end exactly after
+the last payload. No torch here.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
 
+from ..errors import CodecError
+
 MAGIC = b"SVC\x89"
-FORMAT_VERSION = 1
-MODES = ("full", "conditional", "rs2", "rs1")
-SECTION_KINDS = {1: "u", 2: "z", 3: "y", 4: "x"}
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What a mode's files carry for each level (u is always sent)."""
+
+    sends_z: bool
+    sends_y: bool
+    sends_x: bool
+    summary: str
+
+
+# The one table of modes: the container, the engine, the API and the CLI read it.
+# The order gives the mode codes in the header.
+MODES: dict[str, Mode] = {
+    "full": Mode(sends_z=True, sends_y=True, sends_x=True, summary="lossless: every level and the image"),
+    "conditional": Mode(sends_z=True, sends_y=True, sends_x=False, summary="x rebuilt from the exact half-size image"),
+    "rs2": Mode(sends_z=True, sends_y=False, sends_x=False, summary="every level generated from u and the z's"),
+    "rs1": Mode(sends_z=False, sends_y=False, sends_x=False, summary="everything generated from u alone"),
+}
+SECTION_KINDS = {1: "u", 2: "z", 3: "y", 4: "x", 5: "meta"}
 KIND_CODES = {name: code for code, name in SECTION_KINDS.items()}
+CODED_KINDS = ("u", "z", "y", "x")  # ANS streams; meta holds the image's metadata
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28  # 268 megapixels
 MAX_SECTIONS = 65535
 
-_FIXED = struct.Struct("<4sBBBBB3xII32sfHHI")
+_FIXED = struct.Struct("<4sBBBBB3sII32sfHHI")
 _SECTION = struct.Struct("<BBHII")
 _CRC = struct.Struct("<I")
+_RESERVED = b"\x00\x00\x00"
 
 
-class ContainerError(ValueError):
+class ContainerError(CodecError, ValueError):
     """The bytes are not a valid .svc file (with a one-line reason)."""
 
 
 @dataclass(frozen=True)
 class Section:
-    kind: str  # 'u', 'z', 'y' or 'x'
-    level: int  # 1-based level for z / y; 0 for u and x
+    kind: str  # 'u', 'z', 'y', 'x' or 'meta'
+    level: int  # 1-based level for z / y; 0 otherwise
     tile: int
     payload: bytes
 
     @property
     def label(self) -> str:
-        return self.kind if self.kind in ("u", "x") else f"{self.kind}{self.level}"
+        return f"{self.kind}{self.level}" if self.kind in ("z", "y") else self.kind
 
 
 @dataclass
@@ -75,6 +102,29 @@ class Header:
     padding: int = 1
     version: int = FORMAT_VERSION
     sections: list[Section] = field(default_factory=list)
+
+    @property
+    def tile_count(self) -> int:
+        return math.ceil(self.height / self.tile_size) * math.ceil(self.width / self.tile_size)
+
+    @property
+    def metadata_payload(self) -> bytes | None:
+        return next((s.payload for s in self.sections if s.kind == "meta"), None)
+
+
+def section_order(mode: str, levels: int) -> list[tuple[str, int]]:
+    """The (kind, level) of each section of one tile, in decoding order: u, then per
+    level y_k and z_k, then x, as far as the mode sends them."""
+    spec = MODES[mode]
+    order = [("u", 0)]
+    for k in range(1, levels + 1):
+        if spec.sends_y:
+            order.append(("y", k))
+        if spec.sends_z:
+            order.append(("z", k))
+    if spec.sends_x:
+        order.append(("x", 0))
+    return order
 
 
 def crc32(data: bytes) -> int:
@@ -103,19 +153,50 @@ def _validate_header_fields(header: Header) -> None:
         raise ContainerError(f"unknown padding mode {header.padding}")
 
 
+def _labels(order: list[tuple[str, int]]) -> str:
+    return " ".join(f"{kind}{level or ''}" for kind, level in order) or "nothing"
+
+
+def _validate_section_table(header: Header, version: int) -> None:
+    """Sections must be an optional meta section, then every tile's sections in the
+    mode's order, tiles in order, with the same number of levels in every tile."""
+    sections = header.sections
+    if sections and sections[0].kind == "meta":
+        if version < 2:
+            raise ContainerError("a version 1 file cannot hold a metadata section")
+        if sections[0].level or sections[0].tile:
+            raise ContainerError("the metadata section must have level 0 and tile 0")
+        sections = sections[1:]
+    tiles = header.tile_count
+    if not sections or len(sections) % tiles:
+        raise ContainerError(f"the section table has {len(sections)} coded sections for {tiles} tile(s)")
+    per_tile = len(sections) // tiles
+    expected = section_order(header.mode, levels=sum(s.kind == "z" for s in sections[:per_tile]))
+    for tile in range(tiles):
+        found = sections[tile * per_tile : (tile + 1) * per_tile]
+        order = [(s.kind, s.level) for s in found]
+        if order != expected or any(s.tile != tile for s in found):
+            raise ContainerError(
+                f"section table out of order at tile {tile}: found {_labels(order)}, "
+                f"a {header.mode} file needs {_labels(expected)} in every tile"
+            )
+
+
 def pack(header: Header) -> bytes:
     """Serialise a header and its sections into the bytes of one .svc file."""
     _validate_header_fields(header)
     if len(header.sections) > MAX_SECTIONS:
         raise ContainerError("too many sections")
+    _validate_section_table(header, FORMAT_VERSION)
     parts = [
         _FIXED.pack(
             MAGIC,
             FORMAT_VERSION,
-            MODES.index(header.mode),
+            list(MODES).index(header.mode),
             header.channels,
             header.padding,
             header.threads,
+            _RESERVED,
             header.width,
             header.height,
             header.model_fingerprint,
@@ -150,6 +231,7 @@ def unpack(data: bytes) -> Header:
         channels,
         padding,
         threads,
+        reserved,
         width,
         height,
         fingerprint,
@@ -158,18 +240,23 @@ def unpack(data: bytes) -> Header:
         count,
         image_crc,
     ) = _FIXED.unpack_from(data, 0)
-    if version != FORMAT_VERSION:
-        raise ContainerError(f"unsupported format version {version} (this build reads version {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise ContainerError(
+            f"unsupported format version {version} (this build reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; a newer selfvae-codec may read it)"
+        )
     table_end = _FIXED.size + count * _SECTION.size
     if len(data) < table_end + _CRC.size:
         raise ContainerError("truncated file (section table incomplete)")
     (stored_crc,) = _CRC.unpack_from(data, table_end)
     if crc32(data[:table_end]) != stored_crc:
         raise ContainerError("header checksum mismatch (the file is corrupt)")
+    if reserved != _RESERVED:
+        raise ContainerError("reserved header bytes are not zero")
     if mode_code >= len(MODES):
         raise ContainerError(f"unknown mode code {mode_code}")
     header = Header(
-        mode=MODES[mode_code],
+        mode=list(MODES)[mode_code],
         width=width,
         height=height,
         channels=channels,
@@ -192,13 +279,13 @@ def unpack(data: bytes) -> Header:
     for kind_code, level, tile, length, crc in entries:
         if kind_code not in SECTION_KINDS:
             raise ContainerError(f"unknown section kind {kind_code}")
+        kind = SECTION_KINDS[kind_code]
         payload = data[offset : offset + length]
         if crc32(payload) != crc:
-            raise ContainerError(
-                f"section {SECTION_KINDS[kind_code]}{level or ''} (tile {tile}) checksum mismatch (the file is corrupt)"
-            )
-        if length % 4:
+            raise ContainerError(f"section {kind}{level or ''} (tile {tile}) checksum mismatch (the file is corrupt)")
+        if kind in CODED_KINDS and length % 4:
             raise ContainerError("section length is not a whole number of 32-bit words")
-        header.sections.append(Section(SECTION_KINDS[kind_code], level, tile, payload))
+        header.sections.append(Section(kind, level, tile, payload))
         offset += length
+    _validate_section_table(header, version)
     return header

@@ -1,418 +1,383 @@
-"""The `selfvae-codec` command line."""
+"""The `selfvae-codec` command line: the codec commands (encode, decode, info,
+truncate, models) here, the research commands (train, evaluate, ...) in research.py.
+
+Conventions, as in gzip, cwebp and cjxl:
+- `-` is standard input or output; the summary line then goes to standard error.
+- Without `-o`, the output sits beside the input (`a.png` <-> `a.svc`); `-d FOLDER`
+  collects the outputs of many inputs. Outputs are never overwritten without
+  `--force`, never the input itself, and are written whole or not at all.
+- Every option and output is checked before the model is loaded.
+- Errors are one line on standard error starting with `error:`. Exit status: 0 done,
+  1 failed (for a batch: any file failed; the others are still coded), 2 usage
+  error, 130 interrupted.
+
+Torch is imported only by commands that run a model, so `info` and `models` start fast.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
+from ..bitstream import MODES
+from ..errors import CodecError
+from .common import DEVICE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
+from .research import COMMANDS as RESEARCH_COMMANDS
 
-class CliError(click.ClickException):
-    """A clear one-line error with a non-zero exit."""
-
-    def show(self, file=None):
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-MODEL_OPTION = click.option(
-    "--model",
-    "model_name",
-    default=None,
-    help="Pretrained model name or a .safetensors path (default: the shipped default).",
-)
+STDIO = "-"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class CommandLine(click.Group):
+    """A click group whose every failure is one `error:` line and a documented exit
+    status, instead of click's multi-line usage text and its "Aborted!"."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as error:
+            hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+            click.echo(f"error: {error.format_message()}{hint}", err=True)
+            sys.exit(2)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except CodecError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+        except OSError as error:
+            click.echo(f"error: {error.strerror or error}{f': {error.filename}' if error.filename else ''}", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=CommandLine, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="selfvae-codec")
 def cli() -> None:
     """selfvae-codec: a learned image codec built on a self-supervised VAE."""
 
 
-@cli.command()
-@click.argument("train_dirs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Run folder: checkpoint, log, weights.")
-@click.option("--val", "val_dir", type=click.Path(exists=True), help="Held-out folder for periodic validation.")
-@click.option("--steps", default=100_000, show_default=True, help="Train until this many optimiser steps.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--crop", default=128, show_default=True, help="Random crop size (pixels).")
-@click.option("--val-crop", default=256, show_default=True, help="Validation crop size (one per image).")
-@click.option("--lr", default=2e-3, show_default=True, help="AdaMax learning rate after warm-up.")
-@click.option(
-    "--decay-from",
-    type=click.IntRange(min=0),
-    default=None,
-    help="From this step the learning rate falls linearly towards zero at --steps (default: constant).",
+# -- options shared by several commands ---------------------------------------------
+
+FORCE_OPTION = click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+QUIET_OPTION = click.option("--quiet", is_flag=True, help="No summary line, no progress bar, no warnings.")
+VERBOSE_OPTION = click.option("-v", "--verbose", is_flag=True, help="Also print the bytes of every section.")
+OUTPUT_OPTIONS = (
+    click.option("-o", "--output", default=None, help="Output file ('-': standard output); one input only."),
+    click.option(
+        "-d", "--out-dir", default=None, type=click.Path(file_okay=False), help="Folder for the outputs of many inputs."
+    ),
 )
-@click.option("--free-bits", default=0.05, show_default=True, help="Free bits per z element (nats).")
-@click.option(
-    "--ema-decay",
-    default=0.999,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0, max_open=True),
-    help="Moving average of the weights, validated and saved to latest.safetensors (0: off).",
-)
-@click.option(
-    "--native-fraction",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0),
-    help="Share of crops taken at native resolution; the rest are downscaled by 0.6-1 to hide JPEG artefacts.",
-)
-@click.option("--val-every", default=1000, show_default=True)
-@click.option("--checkpoint-every", default=250, show_default=True)
-@click.option("--config", "config_json", default=None, help="Model config as JSON, or a path to a JSON file.")
-@click.option("--threads", default=1, show_default=True, help="torch threads (1 while you work beside it).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option(
-    "--compile",
-    "use_compile",
-    is_flag=True,
-    help="torch.compile the training step: 1.4x faster in training here, after minutes of compiling.",
-)
-@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
-def train(
-    train_dirs,
-    out_dir,
-    val_dir,
-    steps,
-    batch_size,
-    crop,
-    val_crop,
-    lr,
-    decay_from,
-    free_bits,
-    ema_decay,
-    native_fraction,
-    val_every,
-    checkpoint_every,
-    config_json,
-    threads,
-    device,
-    seed,
-    use_compile,
-    no_progress,
-) -> None:
-    """Train a model on folders of images; resumes from OUT/checkpoint.pt if present.
-
-    Ctrl-C (or SIGTERM) saves a checkpoint. Under `torchrun --nproc_per_node N` the
-    same command trains with DistributedDataParallel.
-    """
-    from pathlib import Path
-
-    from ..training.trainer import Trainer, TrainSettings
-
-    config = {}
-    if config_json:
-        text = Path(config_json).read_text() if Path(config_json).is_file() else config_json
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise CliError(f"--config is neither a JSON file nor JSON: {error}") from error
-    settings = TrainSettings(
-        train_dirs=list(train_dirs),
-        out_dir=out_dir,
-        val_dir=val_dir,
-        steps=steps,
-        batch_size=batch_size,
-        crop=crop,
-        val_crop=val_crop,
-        lr=lr,
-        decay_from=decay_from,
-        free_bits=free_bits,
-        ema_decay=ema_decay,
-        native_fraction=native_fraction,
-        val_every=val_every,
-        checkpoint_every=checkpoint_every,
-        threads=threads,
-        device=device,
-        seed=seed,
-        compile=use_compile,
-        progress=not no_progress,
-        config=config,
-    )
-    if decay_from is not None and decay_from >= steps:
-        raise CliError(f"--decay-from ({decay_from}) must be below --steps ({steps})")
-    trainer = Trainer(settings)
-    if trainer.rank == 0:
-        what = "resuming at step" if trainer.resumed else "starting at step"
-        click.echo(f"{what} {trainer.step}; checkpoints in {out_dir}", err=True)
-    try:
-        trainer.run()
-    finally:
-        trainer.close()
 
 
-@cli.command()
-@click.argument("folder", type=click.Path(exists=True))
-@click.option("--samples", default=16, show_default=True, help="Posterior samples per image (importance weights).")
-@click.option("--limit", type=int, default=None, help="Only the first N images.")
-@click.option("--tile-size", default=512, show_default=True, help="Images larger than this are scored in tiles.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write per-image rows here.")
-@MODEL_OPTION
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(1, 255), default=None)
-@click.option("--seed", default=0, show_default=True)
-def evaluate(folder, samples, limit, tile_size, csv_path, model_name, device, threads, seed) -> None:
-    """Negative ELBO and importance-weighted bits per dimension on a folder of images."""
-    import csv
+# -- planning a batch: every check before the model is loaded ------------------------
 
-    import torch
-    from tqdm import tqdm
 
-    from ..models.io import ModelLoadError, load_model
-    from ..models.pretrained import load_pretrained
-    from ..training.data import list_images, load_rgb
-    from ..training.evaluate import evaluate_image
+@dataclass
+class Job:
+    source: str  # a path, or "-" for standard input
+    destination: str  # a path, or "-" for standard output
 
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    try:
-        files = list_images([folder])[:limit]
-        if model_name and model_name.endswith(".safetensors"):
-            model = load_model(model_name, device=device)
+    @property
+    def name(self) -> str:
+        return "stdin" if self.source == STDIO else self.source
+
+
+def plan_jobs(inputs, output, out_dir, suffix: str, input_suffixes, force: bool) -> list[Job]:
+    """The (input, output) pairs of a command, or a one-line error: outputs named by
+    -o, put into -d, or beside each input with `suffix`."""
+    from ..codec.images import check_output
+
+    if STDIO in inputs and len(inputs) > 1:
+        raise CliError("'-' (standard input) must be the only input")
+    if output is not None and out_dir is not None:
+        raise CliError("give -o or -d, not both")
+    sources = [STDIO] if inputs == (STDIO,) else [str(p) for p in _expand(inputs, input_suffixes)]
+    if output is not None and len(sources) > 1:
+        raise CliError(f"-o takes one input, got {len(sources)}; use -d FOLDER for several")
+    if out_dir is not None and not Path(out_dir).is_dir():
+        raise CliError(f"output folder does not exist: {out_dir}")
+    jobs = []
+    for source in sources:
+        if output is not None:
+            destination = output
+        elif source == STDIO:
+            destination = STDIO
+        elif out_dir is not None:
+            destination = str(Path(out_dir) / (Path(source).stem + suffix))
         else:
-            model = load_pretrained(model_name or "default", device=device)
-    except (ModelLoadError, FileNotFoundError) as error:
-        raise CliError(str(error)) from error
-    scores = []
-    for path in tqdm(files, unit="image", file=sys.stderr):
-        scores.append(evaluate_image(model, load_rgb(path), samples, tile=tile_size, name=path.name))
-    if csv_path:
-        with open(csv_path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            term_names = list(scores[0].terms_bpd)
-            writer.writerow(["image", "width", "height", "elbo_bpd", "iw_bpd", *term_names])
-            for s in scores:
-                writer.writerow(
-                    [
-                        s.name,
-                        s.width,
-                        s.height,
-                        f"{s.elbo_bpd:.5f}",
-                        f"{s.iw_bpd:.5f}",
-                        *(f"{s.terms_bpd[t]:.5f}" for t in term_names),
-                    ]
+            destination = str(Path(source).with_suffix(suffix))
+        jobs.append(Job(source, destination))
+    seen: dict[str, str] = {}
+    for job in jobs:
+        if job.source != STDIO and not Path(job.source).is_file():
+            raise CliError(f"input file not found: {job.source}")
+        if job.destination == STDIO:
+            if sys.stdout.isatty():
+                raise CliError("refusing to write binary data to a terminal; give -o FILE or use a pipe")
+            continue
+        key = str(Path(job.destination).resolve())
+        if key in seen:
+            raise CliError(f"{seen[key]} and {job.source} would both be written to {job.destination}")
+        seen[key] = job.source
+        check_output(job.destination, force, None if job.source == STDIO else job.source)
+    return jobs
+
+
+def _expand(inputs, suffixes) -> list[Path]:
+    files = []
+    for path in map(Path, inputs):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise CliError(f"no {' or '.join(suffixes[:3])} files in {path}")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def _reader(source: str):
+    return click.get_binary_stream("stdin") if source == STDIO else source
+
+
+def _writer(destination: str):
+    return click.get_binary_stream("stdout") if destination == STDIO else destination
+
+
+class Reporter:
+    """Summary lines (standard output, or standard error when the data goes to
+    standard output), warnings, and progress bars that appear after a second."""
+
+    def __init__(self, quiet: bool, data_to_stdout: bool):
+        self.quiet = quiet
+        self.err = data_to_stdout
+        self.bar = None
+
+    def line(self, text: str, err: bool | None = None) -> None:
+        if self.quiet:
+            return
+        err = self.err if err is None else err
+        if self.bar is not None:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr if err else sys.stdout)
+        else:
+            click.echo(text, err=err)
+
+    def warn(self, text: str) -> None:
+        self.line(f"warning: {text}", err=True)
+
+    def error(self, text: str) -> None:
+        click.echo(f"error: {text}", err=True)  # errors show even with --quiet
+
+    def progress(self, label: str, unit: str = "%"):
+        """A callback progress(done, total) drawing one bar; `close()` removes it."""
+        if self.quiet:
+            return None
+
+        def update(done: int, total: int) -> None:
+            from tqdm import tqdm
+
+            if self.bar is None:
+                # disable=None: no bar when standard error is not a terminal (logs, pipes)
+                self.bar = tqdm(
+                    total=total, desc=label, unit=unit, leave=False, delay=1.0, file=sys.stderr, disable=None
                 )
-    mean_elbo = sum(s.elbo_bpd for s in scores) / len(scores)
-    mean_iw = sum(s.iw_bpd for s in scores) / len(scores)
-    terms = {t: sum(s.terms_bpd[t] for s in scores) / len(scores) for t in scores[0].terms_bpd}
-    click.echo("terms (bpd): " + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()), err=True)
-    click.echo(
-        f"{len(scores)} images: negative ELBO {mean_elbo:.4f} bpd, "
-        f"importance-weighted ({samples} samples) {mean_iw:.4f} bpd"
+            self.bar.update(done - self.bar.n)
+
+        return update
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run_jobs(jobs: list[Job], report: Reporter, label: str, code_one) -> int:
+    """Run code_one(job, progress) for every job: one bar over the sections of a
+    single input or over the files of a batch. A failed file is reported and the
+    rest still run; returns the exit status."""
+    failures = 0
+    files_bar = report.progress(label, unit="file") if len(jobs) > 1 else None
+    try:
+        for index, job in enumerate(jobs):
+            progress = report.progress(f"{label} {Path(job.name).name}") if len(jobs) == 1 else None
+            try:
+                code_one(job, progress)
+            except CodecError as error:
+                failures += 1
+                report.error(f"{job.name}: {error}")
+            if files_bar:
+                files_bar(index + 1, len(jobs))
+    finally:
+        report.close()
+    return 1 if failures else 0
+
+
+# -- the commands ---------------------------------------------------------------------
+
+
+def load_codec(model_name, device, threads, tile_size=None):
+    from ..codec.api import DEFAULT_TILE, Codec
+
+    return Codec(model_name, device=device, threads=threads, tile_size=tile_size or DEFAULT_TILE)
+
+
+def _rates(size: int, width: int, height: int, channels: int) -> str:
+    pixels = width * height
+    return f"{size * 8 / pixels:.3f} bpp, {size * 8 / (pixels * channels):.3f} bits/subpixel"
+
+
+def _section_lines(header) -> list[str]:
+    pixels = header.width * header.height
+    totals: dict[str, int] = {}
+    for section in header.sections:
+        totals[section.label] = totals.get(section.label, 0) + len(section.payload)
+    return [f"  section {label:>4}: {size:>9} bytes  {size * 8 / pixels:.4f} bpp" for label, size in totals.items()]
+
+
+def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> str:
+    """One line: what was coded, the file's size and rates, the time."""
+    return (
+        f"{verb} {job.name} -> {'stdout' if job.destination == STDIO else job.destination}: "
+        f"{header.width}x{header.height}x{header.channels}, mode {header.mode}, {size} bytes, "
+        f"{_rates(size, header.width, header.height, header.channels)}, {seconds:.2f} s "
+        f"({header.threads} threads; model loaded in {codec.load_seconds:.2f} s)"
     )
 
 
-# -- coding commands --------------------------------------------------------------------
-
-MODEL_OPTION = click.option(
-    "--model",
-    "model_name",
-    default=None,
-    help="Pretrained model name or a .safetensors path (default: the shipped default).",
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@shared_options(*OUTPUT_OPTIONS)
+@click.option(
+    "--mode",
+    type=click.Choice(list(MODES)),
+    default="full",
+    show_default=True,
+    help="full is lossless; conditional, rs2 and rs1 trade quality for bits.",
 )
-DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
-THREADS_OPTION = click.option(
-    "--threads", type=click.IntRange(1, 255), default=None, help="torch threads (default: torch's choice)."
-)
-FORCE_OPTION = click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
-
-
-def _load_codec(model_name, device, threads, tile_size=None):
-    from ..codec.api import DEFAULT_TILE, Codec, CodecError
-    from ..models.io import ModelLoadError
-
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CliError(f"--device {device}: CUDA is not available on this machine")
-    try:
-        return Codec(model_name, device=device, threads=threads, tile_size=tile_size or DEFAULT_TILE)
-    except (ModelLoadError, CodecError) as error:
-        raise CliError(str(error)) from error
-
-
-def _coding_errors():
-    from ..bitstream import ContainerError
-    from ..codec.api import CodecError
-    from ..models.io import ModelLoadError
-
-    return (CodecError, ContainerError, ModelLoadError, OSError)
-
-
-def _progress_bar(enabled: bool, label: str):
-    """A tqdm bar over tiles, shown only for images of several tiles."""
-    if not enabled:
-        return None, lambda: None
-    from tqdm import tqdm
-
-    state = {"bar": None}
-
-    def update(done: int, total: int) -> None:
-        if total < 2:
-            return
-        if state["bar"] is None:
-            state["bar"] = tqdm(total=total, desc=label, unit="tile", leave=False, file=sys.stderr)
-        state["bar"].update(done - state["bar"].n)
-
-    def close() -> None:
-        if state["bar"] is not None:
-            state["bar"].close()
-
-    return update, close
-
-
-def _refuse_existing(output: str, force: bool) -> None:
-    from pathlib import Path
-
-    if Path(output).exists() and not force:
-        raise CliError(f"{output} exists (use --force to overwrite it)")
-
-
-def _read_svc(svc_file: str):
-    """The file's bytes and its validated header, or a one-line error."""
+@click.option("--step", type=float, default=None, help="Latent quantisation step (expert: the latents' rate).")
+@click.option("--tile-size", type=click.IntRange(16, 65535), default=None, help="Tile side (default 512).")
+@click.option("--strip", is_flag=True, help="Leave out the ICC profile, EXIF and XMP.")
+@shared_options(MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION, FORCE_OPTION, QUIET_OPTION, VERBOSE_OPTION)
+def encode(inputs, output, out_dir, mode, step, tile_size, strip, model_name, device, threads, force, quiet, verbose):
+    """Compress images (files, folders of images, or - for standard input) into .svc
+    files: a.png -> a.svc unless -o or -d says otherwise."""
     from ..bitstream import unpack
-    from ..codec.api import read_file
+    from ..codec.images import IMAGE_SUFFIXES
 
-    try:
-        data = read_file(svc_file)
-        return data, unpack(data)
-    except _coding_errors() as error:
-        raise CliError(f"{svc_file}: {error}") from error
+    jobs = plan_jobs(inputs, output, out_dir, ".svc", IMAGE_SUFFIXES, force)
+    report = Reporter(quiet, data_to_stdout=jobs[0].destination == STDIO)
+    codec = load_codec(model_name, device, threads, tile_size)
+
+    def encode_one(job: Job, progress) -> None:
+        result = codec.compress_file(
+            _reader(job.source), _writer(job.destination), mode, step, force, strip_metadata=strip, progress=progress
+        )
+        header = unpack(result.data)
+        report.line(_summary("encoded", job, len(result.data), header, result.seconds, codec))
+        if verbose:
+            kept = ", ".join(result.metadata.names()) or "none"
+            for text in [*_section_lines(header), f"  metadata kept: {kept}"]:
+                report.line(text)
+
+    return run_jobs(jobs, report, "encoding", encode_one)
 
 
-def _codec_for_file(svc_file: str, header, model_name, device: str):
-    """A codec with the model the file names (by fingerprint) unless --model says otherwise,
-    running at the file's thread count."""
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@shared_options(*OUTPUT_OPTIONS, MODEL_OPTION, DEVICE_OPTION, FORCE_OPTION, QUIET_OPTION, VERBOSE_OPTION)
+def decode(inputs, output, out_dir, model_name, device, force, quiet, verbose):
+    """Decompress .svc files (files, folders, or - for standard input) into images:
+    a.svc -> a.png unless -o or -d says otherwise (.png, .bmp, .tiff, .ppm, .pgm,
+    lossless .webp; PNG on standard output). The file names the model (by fingerprint),
+    the mode and the thread count; the image's metadata is written back."""
+    import io
+    import time
+
+    from ..bitstream import unpack
+    from ..codec.images import output_format, read_input
+
+    jobs = plan_jobs(inputs, output, out_dir, ".png", (".svc",), force)
+    stdin_data = read_input(click.get_binary_stream("stdin")) if jobs[0].source == STDIO else None
+    headers, sizes = {}, {}
+    for job in jobs:  # every file's header and output format, before any model is loaded
+        data = stdin_data if job.source == STDIO else read_input(job.source)
+        try:
+            headers[job.source], sizes[job.source] = unpack(data), len(data)
+        except CodecError as error:
+            raise CliError(f"{job.name}: {error}") from error
+        if job.destination != STDIO:
+            try:
+                output_format(job.destination, headers[job.source].channels)
+            except CodecError as error:
+                raise CliError(f"{job.destination}: {error}") from error
+    report = Reporter(quiet, data_to_stdout=jobs[0].destination == STDIO)
+    codecs: dict[str, object] = {}
+
+    def decode_one(job: Job, progress) -> None:
+        header = headers[job.source]
+        codec = codec_for_file(header, model_name, device, codecs)
+        started = time.perf_counter()
+        source = io.BytesIO(stdin_data) if job.source == STDIO else job.source
+        _, dropped = codec.decompress_file(source, _writer(job.destination), overwrite=force, progress=progress)
+        seconds = time.perf_counter() - started
+        report.line(_summary("decoded", job, sizes[job.source], header, seconds, codec))
+        if dropped:
+            report.warn(f"{job.destination} cannot hold the {' and '.join(dropped)} of the image; left out (use .png)")
+        if verbose:
+            for text in _section_lines(header):
+                report.line(text)
+
+    return run_jobs(jobs, report, "decoding", decode_one)
+
+
+def codec_for_file(header, model_name, device: str, cache: dict):
+    """A codec with the model the file names (by fingerprint) unless --model says
+    otherwise, running at the file's thread count; one per model and thread count."""
     from ..models.pretrained import find_by_fingerprint
 
     if model_name is None:
         model_name = find_by_fingerprint(header.model_fingerprint.hex())
         if model_name is None:
-            raise CliError(
-                f"{svc_file} was encoded with model {header.model_fingerprint.hex()[:12]}, "
+            raise CodecError(
+                f"encoded with model {header.model_fingerprint.hex()[:12]}, "
                 "which is not shipped with this version; pass it with --model PATH"
             )
-    return _load_codec(model_name, device, header.threads)
+    key = f"{model_name}@{header.threads}"
+    if key not in cache:
+        cache[key] = load_codec(model_name, device, header.threads)
+    return cache[key]
 
 
-@cli.command()
-@click.argument("image", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .svc file.")
-@click.option(
-    "--mode",
-    type=click.Choice(["full", "conditional", "rs2", "rs1"]),
-    default="full",
-    show_default=True,
-    help="full is lossless; the others trade quality for bits.",
-)
-@click.option("--step", type=float, default=None, help="Latent quantisation step (rate knob of the latents).")
-@click.option("--tile-size", type=click.IntRange(16, 65535), default=None, help="Tile side (default 512).")
-@MODEL_OPTION
-@DEVICE_OPTION
-@THREADS_OPTION
-@FORCE_OPTION
-@click.option("--quiet", is_flag=True, help="No summary line, no progress bar.")
-def encode(image, output, mode, step, tile_size, model_name, device, threads, force, quiet) -> None:
-    """Compress IMAGE into an .svc file."""
-    from pathlib import Path
+def _read_svc(source: str):
+    """A file's bytes (a path, or - for standard input) and its validated header."""
+    from ..bitstream import unpack
+    from ..codec.images import read_input
 
-    _refuse_existing(output, force)
-    codec = _load_codec(model_name, device, threads, tile_size)
-    update, close = _progress_bar(not quiet, "encoding")
     try:
-        from ..codec.api import write_atomically
-
-        result = codec.encode(image, mode, step, progress=update)
-        write_atomically(Path(output), result.data)
-    except _coding_errors() as error:
-        raise CliError(str(error)) from error
-    finally:
-        close()
-    if not quiet:
-        height, width = result.reconstruction.shape[:2]
-        channels = 3 if result.reconstruction.ndim == 3 else 1
-        _summary(
-            "encoded",
-            output,
-            len(result.data),
-            width,
-            height,
-            channels,
-            mode,
-            result.seconds,
-            codec.load_seconds,
-            codec.threads,
-        )
+        data = read_input(_reader(source))
+        return data, unpack(data)
+    except CodecError as error:
+        raise CliError(f"{'stdin' if source == STDIO else source}: {error}") from error
 
 
 @cli.command()
-@click.argument("svc_file", type=click.Path(dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Output image (.png, .bmp, .tiff, .ppm, lossless .webp).",
-)
-@MODEL_OPTION
-@DEVICE_OPTION
-@FORCE_OPTION
-@click.option("--quiet", is_flag=True, help="No summary line, no progress bar.")
-def decode(svc_file, output, model_name, device, force, quiet) -> None:
-    """Decompress an .svc file into an image. The file says everything needed: the
-    model it needs (by fingerprint), the mode and the thread count."""
-    import time
-    from pathlib import Path
-
-    from ..codec.api import save_image_atomically
-
-    _refuse_existing(output, force)
-    data, header = _read_svc(svc_file)
-    codec = _codec_for_file(svc_file, header, model_name, device)
-    update, close = _progress_bar(not quiet, "decoding")
-    started = time.perf_counter()
-    try:
-        image = codec.decompress(data, progress=update)
-        save_image_atomically(Path(output), image)
-    except _coding_errors() as error:
-        raise CliError(f"{svc_file}: {error}") from error
-    finally:
-        close()
-    if not quiet:
-        channels = 3 if image.ndim == 3 else 1
-        _summary(
-            "decoded",
-            output,
-            len(data),
-            header.width,
-            header.height,
-            channels,
-            header.mode,
-            time.perf_counter() - started,
-            codec.load_seconds,
-            header.threads,
-        )
-
-
-def _summary(verb, path, size, width, height, channels, mode, seconds, load_seconds, threads) -> None:
-    pixels = width * height
-    click.echo(
-        f"{verb} {path}: {width}x{height}x{channels}, mode {mode}, {size} bytes, "
-        f"{size * 8 / pixels:.3f} bpp, {size * 8 / (pixels * 3):.3f} bits/subpixel, "
-        f"{seconds:.2f} s ({threads} threads; model loaded in {load_seconds:.2f} s)"
-    )
-
-
-@cli.command()
-@click.argument("svc_file", type=click.Path(dir_okay=False))
+@click.argument("svc_file")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(svc_file, as_json) -> None:
-    """Show an .svc file's header, sections and bits per section (no model needed)."""
+    """Show an .svc file's header, sections and bits per section (no model needed;
+    - reads standard input)."""
+    from ..bitstream import unpack_metadata
     from ..models.pretrained import find_by_fingerprint
 
     data, header = _read_svc(svc_file)
@@ -420,7 +385,7 @@ def info(svc_file, as_json) -> None:
     sections: dict[str, int] = {}
     for section in header.sections:
         sections[section.label] = sections.get(section.label, 0) + len(section.payload)
-    payload = sum(sections.values())
+    metadata = unpack_metadata(header.metadata_payload)
     record = {
         "file": svc_file,
         "bytes": len(data),
@@ -434,10 +399,11 @@ def info(svc_file, as_json) -> None:
         "latent_step": header.latent_step,
         "tile_size": header.tile_size,
         "threads": header.threads,
-        "tiles": len({s.tile for s in header.sections}),
-        "header_bytes": len(data) - payload,
+        "tiles": header.tile_count,
+        "metadata": {name: len(getattr(metadata, name)) for name in metadata.names()},
+        "header_bytes": len(data) - sum(sections.values()),
         "bpp": len(data) * 8 / pixels,
-        "bits_per_subpixel": len(data) * 8 / (pixels * 3),
+        "bits_per_subpixel": len(data) * 8 / (pixels * header.channels),
         "sections": {label: {"bytes": size, "bpp": size * 8 / pixels} for label, size in sections.items()},
     }
     if as_json:
@@ -451,39 +417,35 @@ def info(svc_file, as_json) -> None:
     click.echo(
         f"  latent step {header.latent_step:g}, tiles {record['tiles']} of {header.tile_size}, threads {header.threads}"
     )
-    click.echo(
-        f"  {len(data)} bytes: {record['bpp']:.3f} bpp, {record['bits_per_subpixel']:.3f} bits/subpixel "
-        f"(header {record['header_bytes']} bytes)"
-    )
-    for label, entry in sections.items():
-        click.echo(f"  section {label:>3}: {entry:>9} bytes  {entry * 8 / pixels:.4f} bpp")
+    kept = ", ".join(f"{name} ({size} bytes)" for name, size in record["metadata"].items()) or "none"
+    click.echo(f"  metadata: {kept}")
+    click.echo(f"  {len(data)} bytes: {_rates(len(data), header.width, header.height, header.channels)}")
+    click.echo(f"  header {record['header_bytes']} bytes")
+    for text in _section_lines(header):
+        click.echo(text)
 
 
 @cli.command()
-@click.argument("svc_file", type=click.Path(dir_okay=False))
+@click.argument("svc_file")
 @click.option("--mode", required=True, type=click.Choice(["conditional", "rs1"]), help="The lower mode to cut down to.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .svc file.")
-@MODEL_OPTION
-@FORCE_OPTION
-def truncate(svc_file, mode, output, model_name, force) -> None:
+@click.option("-o", "--output", required=True, help="Output .svc file ('-': standard output).")
+@shared_options(MODEL_OPTION, FORCE_OPTION, QUIET_OPTION)
+def truncate(svc_file, mode, output, model_name, force, quiet) -> None:
     """Cut an .svc file down to a lower mode without re-encoding
     (full -> conditional or rs1, conditional -> rs1, rs2 -> rs1)."""
-    from pathlib import Path
+    from ..codec.images import write_output
 
-    from ..codec.api import write_atomically
-
-    _refuse_existing(output, force)
+    (job,) = plan_jobs((svc_file,), output, None, ".svc", (".svc",), force)
     data, header = _read_svc(svc_file)
-    codec = _codec_for_file(svc_file, header, model_name, "cpu")
+    codec = codec_for_file(header, model_name, "cpu", {})
     try:
         cut = codec.truncate(data, mode)
-        write_atomically(Path(output), cut)
-    except _coding_errors() as error:
-        raise CliError(f"{svc_file}: {error}") from error
-    pixels = header.width * header.height
-    click.echo(
-        f"cut {svc_file} ({header.mode}, {len(data)} bytes) to {output} ({mode}, {len(cut)} bytes, "
-        f"{len(cut) * 8 / pixels:.3f} bpp)"
+    except CodecError as error:
+        raise CliError(f"{job.name}: {error}") from error
+    write_output(_writer(output), cut)
+    Reporter(quiet, data_to_stdout=output == STDIO).line(
+        f"cut {job.name} ({header.mode}, {len(data)} bytes) to {'stdout' if output == STDIO else output} "
+        f"({mode}, {len(cut)} bytes, {len(cut) * 8 / (header.width * header.height):.3f} bpp)"
     )
 
 
@@ -502,52 +464,14 @@ def models() -> None:
         click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
 
 
-@cli.command(hidden=True)
-@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
-@click.option("--name", default="default", show_default=True)
-@click.option("--description", required=True)
-@click.option("--validation-bpd", type=float, default=None)
-def publish(weights, name, description, validation_bpd) -> None:
-    """(developers) Ship WEIGHTS inside the package as pretrained model NAME."""
-    from ..models.pretrained import publish as publish_model
-
-    entry = publish_model(weights, name, description, validation_bpd=validation_bpd)
-    click.echo(json.dumps(entry, indent=2))
-
-
-@cli.command(hidden=True)
-@click.argument("source", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", "target", required=True, type=click.Path(), help="New run folder.")
-@click.option("--head-blocks", help="Residual blocks per likelihood head, per level: e.g. 0,0,1.")
-@click.option("--trunk-blocks", help="Wide residual blocks after each likelihood trunk, per level: e.g. 0,1,2.")
-def grow(source, target, head_blocks, trunk_blocks) -> None:
-    """(developers) Grow the run SOURCE into a larger model with the same output;
-    `train -o OUT` continues it."""
-    from ..models.selfvae import parameter_count
-    from ..training.grow import grow_run
-
-    blocks = {}
-    for name, text in (("head_blocks", head_blocks), ("trunk_blocks", trunk_blocks)):
-        if text is None:
-            continue
-        try:
-            blocks[name] = tuple(int(count) for count in text.split(","))
-        except ValueError as error:
-            option = "--" + name.replace("_", "-")
-            raise CliError(f"{option} must be comma-separated integers, got {text!r}") from error
-    if not blocks:
-        raise CliError("give --head-blocks, --trunk-blocks or both")
-    try:
-        model = grow_run(source, target, **blocks)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        raise CliError(str(error)) from error
-    click.echo(f"grown run in {target}: {parameter_count(model):,} parameters")
+for _command in RESEARCH_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=True)
-    except KeyboardInterrupt:
+        cli.main(prog_name="selfvae-codec")
+    except KeyboardInterrupt:  # outside a command (click turns the rest into Abort)
         click.echo("interrupted", err=True)
         sys.exit(130)
 

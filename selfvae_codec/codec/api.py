@@ -6,45 +6,57 @@
     image = codec.decompress(data)                # numpy uint8, H x W x 3 (or H x W)
 
 `compress` / `decompress` at module level use one shared default Codec, loaded on
-first use, so a batch of images does not reload the model.
+first use, so a batch of images does not reload the model. Every error is a
+CodecError with a one-line message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from ..bitstream import ContainerError, Header, Section, crc32, pack, unpack
+from ..bitstream import (
+    MODES,
+    ContainerError,
+    Header,
+    ImageMetadata,
+    Section,
+    crc32,
+    pack,
+    pack_metadata,
+    section_order,
+    unpack,
+    unpack_metadata,
+)
+from ..errors import CodecError
+from ..models.io import ModelLoadError
 from ..models.selfvae import SelfVAE
 from ..models.transforms import tile_boxes, to_grayscale
-from .engine import MODES, walk
+from .engine import walk
 from .entropy import CodingError, DecoderStream, EncoderStream
+from .images import check_output, encode_image_file, load_image, output_format, read_input, write_output
 
 DEFAULT_TILE = 512
-DEFAULT_STEP = {"full": 1.0, "conditional": 1.0, "rs2": 1.0, "rs1": 1.0}
-MAX_INPUT_PIXELS = 1 << 28
+DEFAULT_STEP = 1.0
 # (from mode, to mode) -> the section kinds the lower mode keeps. u is coded the
 # same way in every mode; y's and z's of full / conditional files are coded with the
 # true y's, which rs2 does not have, so full -> rs2 is impossible.
 TRUNCATIONS = {
-    ("full", "conditional"): {"u", "y", "z"},
-    ("full", "rs1"): {"u"},
-    ("conditional", "rs1"): {"u"},
-    ("rs2", "rs1"): {"u"},
+    ("full", "conditional"): {"meta", "u", "y", "z"},
+    ("full", "rs1"): {"meta", "u"},
+    ("conditional", "rs1"): {"meta", "u"},
+    ("rs2", "rs1"): {"meta", "u"},
 }
-
-
-class CodecError(Exception):
-    """Anything that stops an image from being coded or decoded (one-line message)."""
+# progress(done, total): called as coding advances, in sections (several per tile).
+Progress = Callable[[int, int], None]
 
 
 class ModelMismatchError(CodecError):
@@ -55,57 +67,25 @@ class ModelMismatchError(CodecError):
 class EncodeResult:
     data: bytes
     reconstruction: np.ndarray  # what decoding will return, bit for bit
-    estimated_bits: dict[str, float]  # -log2 p of the coded pixel symbols, per section
+    estimated_bits: dict[str, float]  # -log2 p of the coded symbols, per section
     seconds: float
+    metadata: ImageMetadata  # what the file carries (empty when stripped)
 
 
-def image_to_array(image) -> tuple[np.ndarray, int]:
-    """An RGB uint8 array [H, W, 3] and the original channel count (1 or 3).
-
-    Accepts a path, a PIL image or a numpy uint8 array ([H, W], [H, W, 1|3|4]).
-    Grayscale is coded as RGB with three equal channels and returned as grayscale.
-    Palette images are expanded to RGB. An alpha channel is dropped only when it is
-    fully opaque; otherwise the image is refused (the codec does not code alpha).
-    """
-    if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as opened:
-                opened.load()
-                return image_to_array(opened)
-        except FileNotFoundError as error:
-            raise CodecError(f"input file not found: {image}") from error
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-            raise CodecError(f"cannot read {image} as an image: {error}") from error
-    if isinstance(image, Image.Image):
-        if image.mode == "P":
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        if image.mode in ("1", "L", "LA", "RGB", "RGBA"):
-            array = np.asarray(image.convert("L") if image.mode == "1" else image)
-        else:
-            raise CodecError(
-                f"unsupported image mode {image.mode!r}: only 8-bit grayscale and RGB "
-                "(with an opaque alpha) are coded; convert it first"
-            )
-        return image_to_array(array)
-    if not isinstance(image, np.ndarray):
-        raise CodecError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise CodecError(f"expected 8-bit pixels (uint8), got {image.dtype}")
-    if image.ndim == 3 and image.shape[2] in (2, 4):  # gray+alpha or RGB+alpha
-        if (image[..., -1] != 255).any():
-            raise CodecError("the image has transparency; the codec does not code an alpha channel")
-        image = image[..., :-1]
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2), 1
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise CodecError(f"unsupported image shape {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise CodecError("the image is empty")
-    if image.shape[0] * image.shape[1] > MAX_INPUT_PIXELS or max(image.shape[:2]) > 65536:
-        raise CodecError(f"image of {image.shape[1]}x{image.shape[0]} pixels is too large to code")
-    return np.array(image, dtype=np.uint8, order="C", copy=True), 3
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device the codec runs on (cpu, cuda, cuda:N), or a one-line error."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise CodecError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from error
+    if parsed.type not in ("cpu", "cuda"):
+        raise CodecError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CodecError(f"device {device!r}: CUDA is not available on this machine")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise CodecError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return parsed
 
 
 def _output_image(reconstruction: np.ndarray, channels: int) -> np.ndarray:
@@ -113,6 +93,20 @@ def _output_image(reconstruction: np.ndarray, channels: int) -> np.ndarray:
         return reconstruction
     rgb = torch.from_numpy(reconstruction).permute(2, 0, 1)[None]
     return to_grayscale(rgb)[0, 0].numpy().astype(np.uint8)
+
+
+def _as_bytes(data) -> bytes:
+    """.svc bytes from bytes-like data or a path to a file."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, (str, os.PathLike)):
+        return read_input(data)
+    raise CodecError(f"expected .svc bytes or a path to an .svc file, got {type(data).__name__}")
+
+
+def file_metadata(data) -> ImageMetadata:
+    """The ICC profile, EXIF and XMP an .svc file carries (bytes or a path)."""
+    return unpack_metadata(unpack(_as_bytes(data)).metadata_payload)
 
 
 @contextlib.contextmanager
@@ -125,6 +119,18 @@ def _torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+class _SectionCounter:
+    """Turns per-section callbacks into progress(done, total) calls."""
+
+    def __init__(self, progress: Progress | None, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
 class Codec:
     """A loaded model plus coding settings; reuse one for many images."""
 
@@ -135,47 +141,56 @@ class Codec:
         threads: int | None = None,
         tile_size: int = DEFAULT_TILE,
     ):
-        from ..models.pretrained import load_pretrained
+        from ..models.pretrained import load_named_model
 
         started = time.perf_counter()
-        if model is None or (isinstance(model, str) and not Path(model).suffix):
-            model = load_pretrained(model or "default", device=device)
-        elif isinstance(model, (str, Path)):
-            from ..models.io import load_model
-
-            model = load_model(model, device=device)
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
-        self.threads = threads or torch.get_num_threads()
-        if not 1 <= self.threads <= 255:
-            raise CodecError("threads must be between 1 and 255")
+        self.device = resolve_device(device)
+        if threads is not None and not (isinstance(threads, int) and 1 <= threads <= 255):
+            raise CodecError(f"threads must be a whole number from 1 to 255, got {threads!r}")
         if not 16 <= tile_size <= 65535:
-            raise CodecError("tile size must be between 16 and 65535")
+            raise CodecError(f"tile size must be between 16 and 65535, got {tile_size}")
+        if not isinstance(model, SelfVAE):
+            model = load_named_model(model, device=str(self.device))
+        self.model = model.to(self.device).eval()
+        self.threads = threads if threads is not None else min(255, torch.get_num_threads())
         self.tile_size = tile_size
         self.fingerprint = self.model.fingerprint()
         self.load_seconds = time.perf_counter() - started
 
+    def _sections_per_tile(self, mode: str) -> int:
+        return len(section_order(mode, len(self.model.levels)))
+
     # -- encoding ------------------------------------------------------------------
     def encode(
-        self, image, mode: str = "full", step: float | None = None, progress: Callable[[int, int], None] | None = None
+        self,
+        image,
+        mode: str = "full",
+        step: float | None = None,
+        progress: Progress | None = None,
+        strip_metadata: bool = False,
     ) -> EncodeResult:
+        """Encode an image (path, file bytes, PIL image or uint8 array). Its ICC
+        profile, EXIF and XMP go into the file unless `strip_metadata`."""
         if mode not in MODES:
             raise CodecError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-        step = DEFAULT_STEP[mode] if step is None else float(step)
+        step = DEFAULT_STEP if step is None else float(step)
         if not 1e-3 <= step <= 1e3:
             raise CodecError("the latent quantisation step must be between 0.001 and 1000")
         started = time.perf_counter()
-        array, channels = image_to_array(image)
+        loaded = load_image(image)
+        array = loaded.pixels
+        metadata = ImageMetadata() if strip_metadata else loaded.metadata
         height, width = array.shape[:2]
         x = torch.from_numpy(array).permute(2, 0, 1)[None].to(self.device, torch.int64)
         reconstruction = np.empty_like(array)
-        sections: list[Section] = []
+        sections = [Section("meta", 0, 0, pack_metadata(metadata))] if metadata else []
         estimated: dict[str, float] = {}
         tiles = tile_boxes(height, width, self.tile_size)
+        counter = _SectionCounter(progress, len(tiles) * self._sections_per_tile(mode))
         with _torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 tile = x[..., top:bottom, left:right]
-                stream = EncoderStream(tile=index)
+                stream = EncoderStream(tile=index, on_section=counter)
                 result = walk(
                     self.model, stream, mode, (bottom - top, right - left), step, truth=self.model.infer(tile)
                 )
@@ -183,16 +198,14 @@ class Codec:
                 for label, bits in stream.estimated_bits.items():
                     estimated[label] = estimated.get(label, 0.0) + bits
                 reconstruction[top:bottom, left:right] = result[0].permute(1, 2, 0).cpu().numpy()
-                if progress:
-                    progress(index + 1, len(tiles))
         if mode == "full" and not np.array_equal(reconstruction, array):
             raise CodecError("internal error: the lossless walk did not reproduce the image")
-        output = _output_image(reconstruction, channels)
+        output = _output_image(reconstruction, loaded.channels)
         header = Header(
             mode=mode,
             width=width,
             height=height,
-            channels=channels,
+            channels=loaded.channels,
             model_fingerprint=bytes.fromhex(self.fingerprint),
             latent_step=step,
             tile_size=self.tile_size,
@@ -200,16 +213,15 @@ class Codec:
             threads=self.threads,
             sections=sections,
         )
-        return EncodeResult(pack(header), output, estimated, time.perf_counter() - started)
+        return EncodeResult(pack(header), output, estimated, time.perf_counter() - started, metadata)
 
-    def compress(self, image, mode: str = "full", step: float | None = None) -> bytes:
-        return self.encode(image, mode, step).data
+    def compress(self, image, mode: str = "full", step: float | None = None, strip_metadata: bool = False) -> bytes:
+        return self.encode(image, mode, step, strip_metadata=strip_metadata).data
 
     # -- decoding ------------------------------------------------------------------
-    def decompress(
-        self, data: bytes, progress: Callable[[int, int], None] | None = None, verify: bool = True
-    ) -> np.ndarray:
-        header = unpack(data)
+    def decompress(self, data, progress: Progress | None = None, verify: bool = True) -> np.ndarray:
+        """Decode .svc bytes (or the file at a path): uint8 [H, W, 3] or [H, W]."""
+        header = unpack(_as_bytes(data))
         if header.model_fingerprint.hex() != self.fingerprint:
             raise ModelMismatchError(
                 f"the file was encoded with model {header.model_fingerprint.hex()[:12]}, "
@@ -218,13 +230,13 @@ class Codec:
         tiles = tile_boxes(header.height, header.width, header.tile_size)
         by_tile: dict[int, list[Section]] = {}
         for section in header.sections:
-            if section.tile >= len(tiles):
-                raise CodecError(f"section for tile {section.tile}, but the image has {len(tiles)} tiles")
-            by_tile.setdefault(section.tile, []).append(section)
+            if section.kind != "meta":
+                by_tile.setdefault(section.tile, []).append(section)
+        counter = _SectionCounter(progress, len(tiles) * self._sections_per_tile(header.mode))
         reconstruction = np.empty((header.height, header.width, 3), dtype=np.uint8)
         with _torch_threads(header.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
-                stream = DecoderStream(by_tile.get(index, []))
+                stream = DecoderStream(by_tile.get(index, []), on_section=counter)
                 try:
                     result = walk(self.model, stream, header.mode, (bottom - top, right - left), header.latent_step)
                     stream.finish()
@@ -235,8 +247,6 @@ class Codec:
                         raise
                     raise CodecError(f"cannot decode tile {index}: corrupt data ({type(error).__name__})") from error
                 reconstruction[top:bottom, left:right] = result[0].permute(1, 2, 0).cpu().numpy()
-                if progress:
-                    progress(index + 1, len(tiles))
         output = _output_image(reconstruction, header.channels)
         if verify and crc32(output.tobytes()) != header.image_crc:
             raise CodecError(
@@ -246,11 +256,12 @@ class Codec:
         return output
 
     # -- cutting files down ------------------------------------------------------------
-    def truncate(self, data: bytes, mode: str) -> bytes:
+    def truncate(self, data, mode: str) -> bytes:
         """Cut a file down to a lower mode without re-encoding: keep the sections the
         lower mode uses (they are a prefix of each tile's sections) and record the
         checksum of the image it decodes to. The result is byte-identical to encoding
         the image in that mode directly with the same settings."""
+        data = _as_bytes(data)
         header = unpack(data)
         if mode == header.mode:
             return data
@@ -270,71 +281,46 @@ class Codec:
     # -- files -----------------------------------------------------------------------
     def compress_file(
         self,
-        source: str | Path,
-        destination: str | Path,
+        source: str | Path | BinaryIO,
+        destination: str | Path | BinaryIO,
         mode: str = "full",
         step: float | None = None,
         overwrite: bool = False,
+        strip_metadata: bool = False,
+        progress: Progress | None = None,
     ) -> EncodeResult:
-        destination = Path(destination)
-        if destination.exists() and not overwrite:
-            raise CodecError(f"{destination} exists (use --force / overwrite=True to replace it)")
-        result = self.encode(source, mode, step)
-        write_atomically(destination, result.data)
+        """Encode an image file (or binary stream) into an .svc file (or stream);
+        a path destination is checked before any work and written atomically."""
+        if not hasattr(destination, "write"):
+            check_output(destination, overwrite, source if not hasattr(source, "read") else None)
+        image = source if not hasattr(source, "read") else source.read()
+        result = self.encode(image, mode, step, progress=progress, strip_metadata=strip_metadata)
+        write_output(destination, result.data)
         return result
 
-    def decompress_file(self, source: str | Path, destination: str | Path, overwrite: bool = False) -> np.ndarray:
-        destination = Path(destination)
-        if destination.exists() and not overwrite:
-            raise CodecError(f"{destination} exists (use --force / overwrite=True to replace it)")
-        image = self.decompress(read_file(source))
-        save_image_atomically(destination, image)
-        return image
-
-
-def read_file(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError as error:
-        raise CodecError(f"input file not found: {path}") from error
-    except IsADirectoryError as error:
-        raise CodecError(f"{path} is a directory") from error
-
-
-def write_atomically(destination: Path, data: bytes) -> None:
-    """Write to a temporary file beside the destination, then rename: never a half file."""
-    directory = destination.resolve().parent
-    if not directory.is_dir():
-        raise CodecError(f"output folder does not exist: {directory}")
-    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def save_image_atomically(destination: Path, image: np.ndarray) -> None:
-    import io
-
-    suffix = destination.suffix.lower()
-    formats = {
-        ".png": "PNG",
-        ".bmp": "BMP",
-        ".tif": "TIFF",
-        ".tiff": "TIFF",
-        ".ppm": "PPM",
-        ".pgm": "PPM",
-        ".webp": "WEBP",
-    }
-    if suffix not in formats:
-        raise CodecError(f"cannot write {suffix or 'extension-less'} files; use .png (or .bmp, .tiff, .ppm)")
-    buffer = io.BytesIO()
-    options = {"lossless": True} if formats[suffix] == "WEBP" else {}
-    Image.fromarray(image).save(buffer, format=formats[suffix], **options)
-    write_atomically(destination, buffer.getvalue())
+    def decompress_file(
+        self,
+        source: str | Path | BinaryIO,
+        destination: str | Path | BinaryIO,
+        overwrite: bool = False,
+        image_format: str | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[np.ndarray, list[str]]:
+        """Decode an .svc file (or stream) into a lossless image file with the metadata
+        the .svc carries. The format follows the destination's extension (PNG for a
+        stream unless `image_format` says otherwise). Returns the image and the names
+        of metadata pieces the output format could not hold."""
+        data = read_input(source)
+        header = unpack(data)
+        if hasattr(destination, "write"):
+            image_format = image_format or "PNG"
+        else:
+            image_format = image_format or output_format(destination, header.channels)
+            check_output(destination, overwrite, source if not hasattr(source, "read") else None)
+        image = self.decompress(data, progress=progress)
+        encoded, dropped = encode_image_file(image, image_format, unpack_metadata(header.metadata_payload))
+        write_output(destination, encoded)
+        return image, dropped
 
 
 _DEFAULT_CODEC: Codec | None = None
@@ -348,13 +334,24 @@ def default_codec() -> Codec:
 
 
 def compress(image, mode: str = "full", step: float | None = None) -> bytes:
-    """Compress an image (path, PIL image or uint8 array) with the default model."""
+    """Compress an image (path, file bytes, PIL image or uint8 array) with the default model."""
     return default_codec().compress(image, mode, step)
 
 
-def decompress(data: bytes) -> np.ndarray:
-    """Decompress .svc bytes with the default model: uint8 [H, W, 3] or [H, W]."""
+def decompress(data) -> np.ndarray:
+    """Decompress .svc bytes (or the file at a path) with the default model:
+    uint8 [H, W, 3] or [H, W]."""
     return default_codec().decompress(data)
 
 
-__all__ = ["Codec", "CodecError", "ContainerError", "ModelMismatchError", "compress", "decompress"]
+__all__ = [
+    "Codec",
+    "CodecError",
+    "ContainerError",
+    "EncodeResult",
+    "ModelLoadError",
+    "ModelMismatchError",
+    "compress",
+    "decompress",
+    "file_metadata",
+]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..bitstream import MODES
 from ..models.distributions import DiscretizedLogisticMixture
 from ..models.selfvae import (
     GROUP_OFFSETS,
@@ -38,7 +39,6 @@ from ..models.selfvae import (
 from ..models.transforms import pad_to_even
 from .entropy import scale_indices
 
-MODES = ("full", "conditional", "rs2", "rs1")
 RECONSTRUCTION = "mean"  # how the decoder fills in what was not sent
 TABLE_BUDGET = 1 << 23  # floats per probability-table chunk (32 MB)
 
@@ -156,12 +156,10 @@ def walk(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     levels = len(model.levels)
-    sends_z = mode in ("full", "conditional", "rs2")
-    sends_y = mode in ("full", "conditional")
-    sends_x = mode == "full"
+    spec = MODES[mode]
 
     def sends(index: int) -> bool:
-        return sends_x if index == levels else sends_y
+        return spec.sends_x if index == levels else spec.sends_y
 
     device = next(model.parameters()).device
     stream.begin_section("u")
@@ -176,7 +174,7 @@ def walk(
     prev = u
     for k, level in enumerate(model.levels):
         prior = level.prior(y, prev, model.z_size(k, image_size))
-        if sends_z:
+        if spec.sends_z:
             stream.begin_section("z", k + 1)
             z = _code_z(stream, prior, step, truth.zs[k] if truth else None)
         else:

@@ -89,10 +89,11 @@ class _OpenSection:
 class EncoderStream:
     """Records what the walk codes; `finish()` returns the ANS-coded sections."""
 
-    def __init__(self, tile: int = 0):
+    def __init__(self, tile: int = 0, on_section: Callable[[], None] | None = None):
         self.tile = tile
         self.sections: list[Section] = []
         self._open: _OpenSection | None = None
+        self._on_section = on_section
         self.estimated_bits: dict[str, float] = {}
 
     def begin_section(self, kind: str, level: int = 0) -> None:
@@ -137,6 +138,8 @@ class EncoderStream:
         self.estimated_bits[label] = self.estimated_bits.get(label, 0.0) + bits
         payload = coder.get_compressed().astype("<u4").tobytes()
         self.sections.append(Section(section.kind, section.level, self.tile, payload))
+        if self._on_section:
+            self._on_section()
 
     def finish(self) -> list[Section]:
         self._close()
@@ -146,12 +149,15 @@ class EncoderStream:
 class DecoderStream:
     """Decodes the sections of one tile in order, as the walk asks for them."""
 
-    def __init__(self, sections: list[Section]):
+    def __init__(self, sections: list[Section], on_section: Callable[[], None] | None = None):
         self._pending = list(sections)
         self._coder = None
+        self._on_section = on_section
 
     def begin_section(self, kind: str, level: int = 0) -> None:
         self._check_exhausted()
+        if self._coder is not None and self._on_section:
+            self._on_section()
         if not self._pending:
             raise CodingError(f"the file has no section {kind}{level or ''} where one is needed")
         section = self._pending.pop(0)
@@ -184,5 +190,7 @@ class DecoderStream:
 
     def finish(self) -> None:
         self._check_exhausted()
+        if self._coder is not None and self._on_section:
+            self._on_section()
         if self._pending:
             raise CodingError(f"{len(self._pending)} unexpected extra section(s) in the file")

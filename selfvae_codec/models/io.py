@@ -10,13 +10,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import CodecError
 from .config import ModelConfig
 from .selfvae import SelfVAE
 
-PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
-
-class ModelLoadError(Exception):
+class ModelLoadError(CodecError):
     """A weights file is missing, corrupt, or does not match its recorded hash."""
 
 

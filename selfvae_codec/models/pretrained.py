@@ -1,4 +1,8 @@
-"""The pretrained models shipped inside the package (no network needed)."""
+"""The pretrained models shipped inside the package (no network needed).
+
+Reading the registry needs no torch (`selfvae-codec info` and `models` use it);
+loading a model imports it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from .io import PRETRAINED_DIR, ModelLoadError, load_model
-from .selfvae import SelfVAE
-
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 REGISTRY_FILE = PRETRAINED_DIR / "models.json"
 
 
@@ -20,7 +22,10 @@ def registry() -> dict[str, dict]:
     return json.loads(REGISTRY_FILE.read_text())
 
 
-def load_pretrained(name: str = "default", device: str = "cpu") -> SelfVAE:
+def load_pretrained(name: str = "default", device: str = "cpu"):
+    """A shipped model by name, checked against its recorded hash and fingerprint."""
+    from .io import ModelLoadError, load_model
+
     entries = registry()
     if name not in entries:
         known = ", ".join(sorted(entries)) or "none"
@@ -30,6 +35,19 @@ def load_pretrained(name: str = "default", device: str = "cpu") -> SelfVAE:
     if model.fingerprint() != entry["fingerprint"]:
         raise ModelLoadError(f"pretrained model {name!r} does not match its recorded fingerprint")
     return model
+
+
+def load_named_model(name: str | Path | None = None, device: str = "cpu"):
+    """The one rule for `--model` and `Codec(model=...)`: a path to an existing file or
+    anything ending in .safetensors is a weights file; anything else names a shipped
+    model; None is the shipped default."""
+    from .io import load_model
+
+    if name is None:
+        return load_pretrained("default", device)
+    if Path(name).is_file() or str(name).endswith(".safetensors"):
+        return load_model(name, device=device)
+    return load_pretrained(str(name), device)
 
 
 def find_by_fingerprint(fingerprint: str) -> str | None:
@@ -45,7 +63,7 @@ def publish(weights: str | Path, name: str, description: str, **numbers) -> dict
     measured numbers in models.json (a developer tool: the result is committed)."""
     import shutil
 
-    from .io import file_sha256
+    from .io import file_sha256, load_model
 
     model = load_model(weights)
     target = PRETRAINED_DIR / f"{name}.safetensors"

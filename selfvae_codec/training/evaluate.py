@@ -58,3 +58,16 @@ def evaluate_image(
         iw_nats += float(-(torch.logsumexp(log_weights, 0) - math.log(samples)))
     scale = 1.0 / (dims * math.log(2))
     return ImageScore(name, width, height, elbo_nats * scale, iw_nats * scale, {k: v * scale for k, v in terms.items()})
+
+
+def write_scores_csv(path, scores: list[ImageScore]) -> None:
+    """One row per image: size, both bounds and every term, in bits per dimension."""
+    import csv
+
+    term_names = list(scores[0].terms_bpd)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "width", "height", "elbo_bpd", "iw_bpd", *term_names])
+        for s in scores:
+            terms = (f"{s.terms_bpd[t]:.5f}" for t in term_names)
+            writer.writerow([s.name, s.width, s.height, f"{s.elbo_bpd:.5f}", f"{s.iw_bpd:.5f}", *terms])

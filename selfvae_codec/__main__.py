@@ -1,0 +1,5 @@
+"""`python -m selfvae_codec` runs the command line."""
+
+from .cli.main import main
+
+main()

@@ -1,0 +1,35 @@
+"""What the codec and the research commands share: the error type and options."""
+
+from __future__ import annotations
+
+import click
+
+
+class CliError(click.ClickException):
+    """A clear one-line error with exit status 1."""
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+MODEL_OPTION = click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Pretrained model name or a .safetensors path (default: the shipped default; decode: the file's).",
+)
+DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+THREADS_OPTION = click.option(
+    "--threads", type=click.IntRange(1, 255), default=None, help="torch threads (default: torch's choice)."
+)
+
+
+def shared_options(*options):
+    """Apply several click options at once, in the order given."""
+
+    def apply(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return apply

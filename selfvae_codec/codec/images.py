@@ -1,0 +1,246 @@
+"""Reading images in and writing them out (Pillow, numpy; no torch here).
+
+What the codec accepts: 8-bit grayscale and RGB (any format Pillow reads, PIL images
+or numpy uint8 arrays), palette images expanded to RGB, and an alpha channel only
+when it is fully opaque. Everything else is refused with a one-line reason, never
+silently reduced: transparency, 16-bit or float samples (whatever Pillow would turn
+them into), CMYK, animations. The ICC profile, EXIF and XMP come along as metadata.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from ..bitstream import ImageMetadata
+from ..errors import CodecError
+
+MAX_SIDE = 65536
+MAX_PIXELS = 1 << 28
+# Files a folder of inputs contributes (by extension, case-insensitive).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".gif")
+# Decoded images are written losslessly, in the format the extension names.
+OUTPUT_FORMATS = {
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".ppm": "PPM",
+    ".pgm": "PPM",
+    ".webp": "WEBP",
+}
+# Which metadata each output format can hold (through Pillow's save options).
+FORMAT_METADATA = {
+    "PNG": ("icc_profile", "exif", "xmp"),
+    "WEBP": ("icc_profile", "exif", "xmp"),
+    "TIFF": ("icc_profile", "exif"),
+    "BMP": (),
+    "PPM": (),
+}
+_HIGH_BIT_DEPTH = re.compile(r";(16|32)[BLN]?$")  # Pillow raw modes of 16/32-bit samples
+
+
+@dataclass
+class LoadedImage:
+    pixels: np.ndarray  # uint8 [H, W, 3] (grayscale repeated into three channels)
+    channels: int  # 1 or 3: what the source had and what decoding gives back
+    metadata: ImageMetadata = field(default_factory=ImageMetadata)
+
+
+def load_image(source) -> LoadedImage:
+    """Read a path, file bytes, a binary file object, a PIL image or a uint8 array."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _load_file(io.BytesIO(bytes(source)), "the input")
+    if isinstance(source, (str, os.PathLike)):
+        return _load_file(Path(source), str(source))
+    if hasattr(source, "read"):
+        return _load_file(source, getattr(source, "name", "the input"))
+    if isinstance(source, Image.Image):
+        return _from_pil(source)
+    if isinstance(source, np.ndarray):
+        pixels, channels = _from_array(source)
+        return LoadedImage(pixels, channels)
+    raise CodecError(f"expected a path, image file bytes, PIL image or numpy array, got {type(source).__name__}")
+
+
+def _load_file(file, name: str) -> LoadedImage:
+    try:
+        with Image.open(file) as opened:
+            return _from_pil(opened)
+    except FileNotFoundError as error:
+        raise CodecError(f"input file not found: {name}") from error
+    except IsADirectoryError as error:
+        raise CodecError(f"{name} is a folder, not an image") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise CodecError(f"cannot read {name} as an image: {error}") from error
+
+
+def _raw_modes(image: Image.Image) -> list[str]:
+    modes = []
+    for tile in getattr(image, "tile", None) or []:
+        args = tile[3] if len(tile) > 3 else None
+        if isinstance(args, tuple) and args:
+            args = args[0]
+        if isinstance(args, str):
+            modes.append(args)
+    return modes
+
+
+def _from_pil(image: Image.Image) -> LoadedImage:
+    if getattr(image, "n_frames", 1) > 1:
+        raise CodecError(f"the image is animated ({image.n_frames} frames); only still images are coded")
+    # Pillow reduces 16-bit RGB(A) to 8 bits while loading; only the file's raw mode,
+    # seen before loading, tells.
+    if any(_HIGH_BIT_DEPTH.search(mode) for mode in _raw_modes(image)):
+        raise CodecError("the image has 16-bit samples; only 8-bit images are coded (coding 8 bits would lose data)")
+    image.load()
+    xmp = image.info.get("xmp")
+    metadata = ImageMetadata(
+        icc_profile=image.info.get("icc_profile") or None,
+        exif=image.info.get("exif") or None,
+        xmp=(xmp.encode("utf-8") if isinstance(xmp, str) else xmp) or None,
+    )
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode == "1":
+        image = image.convert("L")
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        raise CodecError(
+            f"unsupported image mode {image.mode!r}: only 8-bit grayscale and RGB "
+            "(with an opaque alpha) are coded; convert it first"
+        )
+    pixels, channels = _from_array(np.asarray(image))
+    return LoadedImage(pixels, channels, metadata)
+
+
+def _from_array(image: np.ndarray) -> tuple[np.ndarray, int]:
+    if image.dtype != np.uint8:
+        raise CodecError(f"expected 8-bit pixels (uint8), got {image.dtype}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+        raise CodecError(f"unsupported image shape {image.shape}: expected H x W or H x W x 1|2|3|4")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise CodecError("the image is empty")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS or max(image.shape[:2]) > MAX_SIDE:
+        raise CodecError(f"image of {image.shape[1]}x{image.shape[0]} pixels is too large to code")
+    if image.ndim == 3 and image.shape[2] in (2, 4):  # gray+alpha or RGB+alpha
+        if (image[..., -1] != 255).any():
+            raise CodecError("the image has transparency; the codec does not code an alpha channel")
+        image = image[..., :-1]
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2), 1
+    return np.array(image, dtype=np.uint8, order="C", copy=True), 3
+
+
+def list_images(paths) -> list[Path]:
+    """The image files named, with every image below a named folder (sorted)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise CodecError(f"no images found in {path}")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+# -- outputs -------------------------------------------------------------------------
+
+
+def output_format(destination: str | Path, channels: int | None = None) -> str:
+    """The Pillow format an image output path asks for, or a one-line error."""
+    suffix = Path(destination).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        known = ", ".join(OUTPUT_FORMATS)
+        raise CodecError(f"cannot write {suffix or 'extension-less'} image files; use one of {known}")
+    if suffix == ".pgm" and channels == 3:
+        raise CodecError("a .pgm file holds grayscale and this image is RGB; use .ppm or .png")
+    return OUTPUT_FORMATS[suffix]
+
+
+def check_output(destination: str | Path, overwrite: bool, source: str | Path | None = None) -> None:
+    """Refuse, before any work, an output that exists (unless overwrite), that is the
+    input itself, or whose folder does not exist."""
+    destination = Path(destination)
+    if source is not None and destination.exists() and Path(source).exists():
+        if os.path.samefile(source, destination):
+            raise CodecError(f"the output {destination} is the input file itself")
+    if destination.is_dir():
+        raise CodecError(f"the output {destination} is a folder")
+    if destination.exists() and not overwrite:
+        raise CodecError(f"{destination} exists (use --force / overwrite=True to replace it)")
+    if not destination.resolve().parent.is_dir():
+        raise CodecError(f"output folder does not exist: {destination.resolve().parent}")
+
+
+def encode_image_file(image: np.ndarray, fmt: str, metadata: ImageMetadata) -> tuple[bytes, list[str]]:
+    """The bytes of a lossless image file, with the metadata the format can hold, and
+    the names of the metadata pieces it could not."""
+    options: dict = {"lossless": True, "quality": 100} if fmt == "WEBP" else {}
+    kept = [name for name in metadata.names() if name in FORMAT_METADATA[fmt]]
+    for name in kept:
+        options[name] = getattr(metadata, name)
+    if fmt == "PNG" and "xmp" in kept:  # Pillow writes XMP into PNG as an iTXt chunk
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", options.pop("xmp").decode("utf-8", "replace"))
+        options["pnginfo"] = info
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt, **options)
+    return buffer.getvalue(), [name for name in metadata.names() if name not in kept]
+
+
+def write_output(destination: str | Path | BinaryIO, data: bytes) -> None:
+    """Write to a binary stream, or atomically to a path."""
+    if hasattr(destination, "write"):
+        destination.write(data)
+        destination.flush()
+    else:
+        write_atomically(Path(destination), data)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(destination: Path, data: bytes) -> None:
+    """Write to a temporary file beside the destination, then rename: never a half
+    file. The file gets the permissions a new file gets (0666 less the umask)."""
+    directory = destination.resolve().parent
+    if not directory.is_dir():
+        raise CodecError(f"output folder does not exist: {directory}")
+    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, destination)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_input(source: str | Path | BinaryIO) -> bytes:
+    """The bytes of a file (path or binary stream), or a one-line error."""
+    if hasattr(source, "read"):
+        return source.read()
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError as error:
+        raise CodecError(f"input file not found: {source}") from error
+    except IsADirectoryError as error:
+        raise CodecError(f"{source} is a folder") from error
+    except PermissionError as error:
+        raise CodecError(f"cannot read {source}: permission denied") from error

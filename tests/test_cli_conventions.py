@@ -1,0 +1,354 @@
+"""The command line's conventions (stdin/stdout, batches, default names, exit codes,
+metadata, checks before any work) and the API's error contract."""
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, PngImagePlugin
+
+import selfvae_codec
+from selfvae_codec.bitstream import unpack
+from selfvae_codec.cli import main as cli_main
+from selfvae_codec.cli.main import cli
+from selfvae_codec.codec.api import Codec, CodecError, compress, decompress, file_metadata
+
+DATA = Path(__file__).parent / "data"
+CHELSEA = DATA / "chelsea_75x50.png"
+GRAY = DATA / "camera_gray_64x64.png"
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def write_png16_rgb(path: Path, width: int = 4, height: int = 3) -> None:
+    """A 16-bit RGB PNG (colour type 2), which Pillow opens as 8-bit mode RGB."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    samples = (np.arange(width * 3, dtype=">u2") * 257 + 1).tobytes()
+    rows = b"".join(b"\x00" + samples for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a command loads a model (checks must come first)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli_main, "load_codec", refuse)
+
+
+# -- silent data loss and checks before any work -------------------------------------
+
+
+def test_16_bit_rgb_png_is_refused_not_reduced(tmp_path):
+    source = tmp_path / "deep.png"
+    write_png16_rgb(source)
+    assert Image.open(source).mode == "RGB"  # what hid the loss
+    result = run("encode", source)
+    assert result.exit_code == 1
+    assert error_lines(result) == [
+        f"error: {source}: the image has 16-bit samples; only 8-bit images are coded (coding 8 bits would lose data)"
+    ]
+    assert not (tmp_path / "deep.svc").exists()
+    with pytest.raises(CodecError, match="16-bit"):
+        Codec(threads=1).compress(source)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["encode", CHELSEA, "-o", "{tmp}/nodir/x.svc"], "output folder does not exist"),
+        (["encode", "{tmp}/missing.png"], "input file not found"),
+        (["encode", CHELSEA, "-o", CHELSEA, "--force"], "is the input file itself"),
+        (["encode", CHELSEA, GRAY, "-o", "{tmp}/x.svc"], "-o takes one input"),
+        (["encode", CHELSEA, "-o", "{tmp}/x.svc", "-d", "{tmp}"], "give -o or -d, not both"),
+        (["encode", CHELSEA, "-d", "{tmp}/nodir"], "output folder does not exist"),
+        (["encode", CHELSEA, "{tmp}/sub/chelsea_75x50.png", "-d", "{tmp}"], "would both be written"),
+    ],
+)
+def test_bad_arguments_fail_before_the_model_is_loaded(tmp_path, no_model, args, message):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "chelsea_75x50.png").write_bytes(CHELSEA.read_bytes())
+    result = run(*[str(a).format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
+
+
+def test_decode_checks_the_output_format_before_the_model_is_loaded(tmp_path, no_model):
+    svc = tmp_path / "c.svc"
+    svc.write_bytes(Codec(threads=1).compress(CHELSEA))
+    result = run("decode", svc, "-o", tmp_path / "c.jpg")
+    assert result.exit_code == 1
+    assert ".webp" in result.stderr and ".pgm" in result.stderr  # every format that works is listed
+    result = run("decode", svc, "-o", tmp_path / "c.pgm")
+    assert result.exit_code == 1 and "holds grayscale" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.svc"]
+
+
+# -- standard input and output --------------------------------------------------------
+
+
+def test_dash_reads_stdin_and_writes_stdout_with_the_summary_on_stderr(tmp_path):
+    encoded = run("encode", "-", "-o", "-", input=CHELSEA.read_bytes())
+    assert encoded.exit_code == 0, encoded.stderr
+    assert unpack(encoded.stdout_bytes).width == 75
+    assert "encoded stdin -> stdout" in encoded.stderr
+    decoded = run("decode", "-", input=encoded.stdout_bytes)  # stdin without -o: stdout, as gzip -d
+    assert decoded.exit_code == 0, decoded.stderr
+    (tmp_path / "out.png").write_bytes(decoded.stdout_bytes)
+    assert np.array_equal(pixels(tmp_path / "out.png"), pixels(CHELSEA))
+    assert "decoded stdin -> stdout" in decoded.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "out.png"]  # no file named '-'
+
+
+def test_a_file_named_dash_is_not_read_for_stdin(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("-").write_bytes(b"not this")
+    result = run("info", "-", input=Codec(threads=1).compress(GRAY))
+    assert result.exit_code == 0 and "64x64x1" in result.output
+
+
+# -- interrupts, exit codes, usage errors --------------------------------------------
+
+
+def test_ctrl_c_exits_130_and_leaves_no_output(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (1536, 1536, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "big.png")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfvae_codec", "encode", str(tmp_path / "big.png"), "--threads", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    time.sleep(6)
+    assert proc.poll() is None, "the encode finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "interrupted" and "Aborted" not in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["encode"],
+        ["encode", CHELSEA, "--mode", "lossy"],
+        ["encode", CHELSEA, "--bogus"],
+        ["evaluate", DATA, "--limit", "0"],
+        ["evaluate", DATA, "--limit", "-1"],
+        ["evaluate", DATA, "--samples", "0"],
+        ["nonsense"],
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args):
+    result = run(*args)
+    assert result.exit_code == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("device, message", [("foo", "unknown device"), ("mps", "not supported")])
+def test_bad_devices_are_one_line_errors(device, message):
+    result = run("encode", CHELSEA, "-o", "-", "--device", device)
+    assert result.exit_code == 1 and error_lines(result) == [error_lines(result)[0]]
+    assert message in result.stderr
+    with pytest.raises(CodecError, match=message):
+        Codec(device=device)
+
+
+def test_python_dash_m_runs_the_command_line():
+    proc = subprocess.run([sys.executable, "-m", "selfvae_codec", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and selfvae_codec.__version__ in proc.stdout
+
+
+def test_info_does_not_import_torch(tmp_path):
+    svc = tmp_path / "g.svc"
+    svc.write_bytes(Codec(threads=1).compress(GRAY))
+    code = (
+        "import sys; from selfvae_codec.cli.main import cli\n"
+        f"try: cli.main(['info', {str(svc)!r}])\n"
+        "except SystemExit: pass\n"
+        "print('torch' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+# -- many files, default names, summaries ----------------------------------------------
+
+
+def test_batch_with_default_names_and_one_bad_file(tmp_path):
+    for source in (CHELSEA, GRAY):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    (tmp_path / "broken.png").write_text("not an image")
+    result = run("encode", tmp_path, "--quiet")  # a folder: every image in it
+    assert result.exit_code == 1  # one file failed; the others are coded
+    assert error_lines(result) == [
+        f"error: {tmp_path / 'broken.png'}: cannot read {tmp_path / 'broken.png'} as an "
+        f"image: {error_lines(result)[0].split('as an image: ')[1]}"
+    ]
+    assert sorted(p.name for p in tmp_path.glob("*.svc")) == ["camera_gray_64x64.svc", "chelsea_75x50.svc"]
+    out = tmp_path / "decoded"
+    out.mkdir()
+    result = run("decode", tmp_path / "chelsea_75x50.svc", tmp_path / "camera_gray_64x64.svc", "-d", out)
+    assert result.exit_code == 0, result.stderr
+    for source in (CHELSEA, GRAY):
+        assert np.array_equal(pixels(out / source.name), pixels(source))
+    assert run("encode", tmp_path / "chelsea_75x50.png").exit_code == 1  # exists: never silently overwritten
+
+
+def test_grayscale_summary_counts_one_channel(tmp_path):
+    result = run("encode", GRAY, "-o", tmp_path / "g.svc")
+    size = (tmp_path / "g.svc").stat().st_size
+    assert f"{size * 8 / (64 * 64):.3f} bits/subpixel" in result.output
+
+
+def test_quiet_prints_nothing_and_verbose_prints_sections(tmp_path):
+    quiet = run("encode", GRAY, "-o", tmp_path / "q.svc", "--quiet")
+    assert quiet.exit_code == 0 and quiet.output == ""
+    verbose = run("encode", GRAY, "-o", tmp_path / "v.svc", "-v")
+    assert "section    x:" in verbose.output and "metadata kept: none" in verbose.output
+
+
+def test_outputs_respect_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        run("encode", GRAY, "-o", tmp_path / "g.svc")
+        run("decode", tmp_path / "g.svc", "-o", tmp_path / "g.png")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "g.svc").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "g.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_animated_images_are_refused(tmp_path):
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    result = run("encode", tmp_path / "anim.gif")
+    assert result.exit_code == 1 and "animated (2 frames)" in result.stderr
+    assert not (tmp_path / "anim.svc").exists()
+
+
+# -- metadata ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def photo_with_metadata(tmp_path) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees when shown
+    exif[0x010F] = "TestCam"
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta>test</x:xmpmeta>")
+    path = tmp_path / "tagged.png"
+    icc = Image.open(CHELSEA).info["icc_profile"]
+    Image.open(CHELSEA).save(path, exif=exif.tobytes(), icc_profile=icc, pnginfo=info)
+    return path
+
+
+def test_icc_exif_and_xmp_survive_a_round_trip(photo_with_metadata, tmp_path):
+    assert run("encode", photo_with_metadata, "-o", tmp_path / "t.svc").exit_code == 0
+    assert file_metadata(tmp_path / "t.svc").names() == ["icc_profile", "exif", "xmp"]
+    assert run("decode", tmp_path / "t.svc", "-o", tmp_path / "back.png").exit_code == 0
+    original, back = Image.open(photo_with_metadata), Image.open(tmp_path / "back.png")
+    assert back.info["icc_profile"] == original.info["icc_profile"]
+    assert back.getexif()[0x0112] == 6 and back.getexif()[0x010F] == "TestCam"
+    assert back.info["xmp"] == original.info["xmp"]
+    assert np.array_equal(np.asarray(back), np.asarray(original))
+    cut = run("truncate", tmp_path / "t.svc", "--mode", "rs1", "-o", tmp_path / "cut.svc")
+    assert cut.exit_code == 0 and file_metadata(tmp_path / "cut.svc") == file_metadata(tmp_path / "t.svc")
+
+
+def test_strip_drops_the_metadata_and_formats_without_it_warn(photo_with_metadata, tmp_path):
+    run("encode", photo_with_metadata, "-o", tmp_path / "s.svc", "--strip")
+    assert not file_metadata(tmp_path / "s.svc")
+    assert all(s.kind != "meta" for s in unpack((tmp_path / "s.svc").read_bytes()).sections)
+    run("encode", photo_with_metadata, "-o", tmp_path / "t.svc")
+    result = run("decode", tmp_path / "t.svc", "-o", tmp_path / "t.bmp")
+    assert result.exit_code == 0 and "warning: " in result.stderr and "icc_profile and exif and xmp" in result.stderr
+
+
+# -- the API's error contract ------------------------------------------------------------
+
+
+def test_every_user_error_is_a_codec_error(tmp_path):
+    from selfvae_codec import ContainerError, ModelLoadError
+
+    assert issubclass(ContainerError, CodecError) and issubclass(ModelLoadError, CodecError)
+    assert selfvae_codec.CodecError is CodecError
+    bad = tmp_path / "bad.svc"
+    bad.write_bytes(b"SVC\x89junk")
+    with pytest.raises(CodecError, match="truncated"):
+        decompress(bad)
+    with pytest.raises(CodecError, match="model file not found"):
+        Codec(tmp_path / "missing.safetensors")
+
+
+def test_decompress_takes_bytes_or_a_path(tmp_path):
+    data = compress(GRAY)
+    (tmp_path / "g.svc").write_bytes(data)
+    expected = pixels(GRAY)
+    for source in (data, bytearray(data), str(tmp_path / "g.svc"), tmp_path / "g.svc"):
+        assert np.array_equal(decompress(source), expected)
+    with pytest.raises(CodecError, match="expected .svc bytes or a path"):
+        decompress(12)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0, 0, 3), (0, 4, 3)])
+def test_empty_arrays_are_refused_alike(shape):
+    with pytest.raises(CodecError, match="the image is empty"):
+        compress(np.zeros(shape, np.uint8))
+
+
+@pytest.mark.parametrize("threads", [0, -1, 256, 2.5])
+def test_bad_thread_counts_are_refused(threads):
+    with pytest.raises(CodecError, match="threads must be"):
+        Codec(threads=threads)
+
+
+# -- evaluate ------------------------------------------------------------------------------
+
+
+def test_evaluate_reports_unreadable_and_refused_images_and_scores_the_rest(tmp_path):
+    (tmp_path / "ok.png").write_bytes(GRAY.read_bytes())
+    (tmp_path / "broken.png").write_text("not an image")
+    Image.fromarray(np.full((16, 16), 60000, np.uint16)).save(tmp_path / "deep_gray.png")
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "transparent.png")
+    result = run("evaluate", tmp_path, "--samples", "1", "--quiet", "--csv", tmp_path / "scores.csv")
+    assert result.exit_code == 1
+    errors = [line for line in error_lines(result) if line.startswith("error:")]
+    assert len(errors) == 3
+    assert any("broken.png" in e for e in errors) and any("16-bit" in e for e in errors)
+    assert any("transparency" in e for e in errors)
+    assert "1 images: negative ELBO" in result.stdout and "3 image(s) could not be read" in result.stdout
+    rows = (tmp_path / "scores.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("ok.png,64,64,")
