@@ -179,22 +179,24 @@ class Reporter:
     def error(self, text: str) -> None:
         click.echo(f"error: {text}", err=True)  # errors show even with --quiet
 
-    def progress(self, label: str, unit: str = "%"):
-        """A callback progress(done, total) drawing one bar; `close()` removes it."""
+    def show_progress(self, description: str, fraction: float) -> None:
+        """Draw (or move) the one progress bar: `fraction` of the work is done. It
+        appears only on a terminal, once the work has taken a second."""
         if self.quiet:
-            return None
+            return
+        from tqdm import tqdm
 
-        def update(done: int, total: int) -> None:
-            from tqdm import tqdm
-
-            if self.bar is None:
-                # disable=None: no bar when standard error is not a terminal (logs, pipes)
-                self.bar = tqdm(
-                    total=total, desc=label, unit=unit, leave=False, delay=1.0, file=sys.stderr, disable=None
-                )
-            self.bar.update(done - self.bar.n)
-
-        return update
+        if self.bar is None:
+            self.bar = tqdm(
+                total=1.0,
+                leave=False,
+                delay=1.0,
+                file=sys.stderr,
+                disable=None,  # None: no bar when standard error is not a terminal (logs, pipes)
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+            )
+        self.bar.set_description_str(description, refresh=False)
+        self.bar.update(fraction - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -203,21 +205,22 @@ class Reporter:
 
 
 def run_jobs(jobs: list[Job], report: Reporter, label: str, code_one) -> int:
-    """Run code_one(job, progress) for every job: one bar over the sections of a
-    single input or over the files of a batch. A failed file is reported and the
-    rest still run; returns the exit status."""
+    """Run code_one(job, progress) for every job under one progress bar over all of
+    them (advanced section by section). A failed file is reported and the rest still
+    run; returns the exit status."""
     failures = 0
-    files_bar = report.progress(label, unit="file") if len(jobs) > 1 else None
     try:
         for index, job in enumerate(jobs):
-            progress = report.progress(f"{label} {Path(job.name).name}") if len(jobs) == 1 else None
+            description = f"{label} {Path(job.name).name}" + (f" ({index + 1}/{len(jobs)})" if len(jobs) > 1 else "")
+
+            def progress(done: int, total: int, index=index, description=description) -> None:
+                report.show_progress(description, (index + done / total) / len(jobs))
+
             try:
                 code_one(job, progress)
             except CodecError as error:
                 failures += 1
                 report.error(f"{job.name}: {error}")
-            if files_bar:
-                files_bar(index + 1, len(jobs))
     finally:
         report.close()
     return 1 if failures else 0

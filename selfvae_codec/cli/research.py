@@ -154,7 +154,7 @@ def evaluate(folders, samples, limit, tile_size, csv_path, quiet, model_name, de
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     scores, failed = [], 0
-    for path in tqdm(files, unit="image", file=sys.stderr, disable=quiet, delay=1.0):
+    for path in tqdm(files, unit="image", file=sys.stderr, disable=True if quiet else None, delay=1.0):
         try:
             image = load_image(path).pixels
         except CodecError as error:
