@@ -89,6 +89,25 @@ def machine_description(threads: int) -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU used, torch threads {threads}"
 
 
+def read_run_log(path: Path) -> list[dict]:
+    """A training log's records: a run folder or its log.jsonl, or the compact CSV
+    that benchmarks/compact_log.py keeps of it (numbers come back as numbers)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "log.jsonl"
+    if path.suffix == ".csv":
+        with open(path, newline="") as handle:
+            return [
+                {
+                    key: value if key == "kind" else (int(value) if key == "step" else float(value))
+                    for key, value in row.items()
+                    if value != ""
+                }
+                for row in csv.DictReader(handle)
+            ]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def write_json(path: Path, payload) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")

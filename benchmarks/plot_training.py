@@ -1,20 +1,21 @@
-"""Plot a training run's curve (bits per dimension against training hours) from
-its log.jsonl: training total (window averages), validation total of the raw weights
-and of their moving average where the run kept one, and the validation terms.
+"""Plot a training run's curve (bits per dimension against training hours) from its
+log (a run folder, its log.jsonl, or a compact log benchmarks/results/runs/*.csv):
+training total (window averages), validation total of the raw weights and of their
+moving average where the run kept one, and the validation terms.
 
-    python benchmarks/plot_training.py runs/default/log.jsonl -o benchmarks/results/training_curve.png
+    python benchmarks/plot_training.py runs/extend -o benchmarks/results/training_curve.png
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from common import read_run_log  # noqa: E402
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
     parser.add_argument("log")
     parser.add_argument("-o", "--output", default="training_curve.png")
     args = parser.parse_args()
-    records = [json.loads(line) for line in Path(args.log).read_text().splitlines() if line.strip()]
+    records = read_run_log(Path(args.log))
     train = [r for r in records if r["kind"] == "train"]
     val = [r for r in records if r["kind"] == "val"]
     val_average = [r for r in records if r["kind"] == "val_ema"]

@@ -313,3 +313,22 @@ def test_growing_refuses_a_taken_folder_and_a_wrong_shape(tmp_path):
     garbled = runner.invoke(cli, ["grow", str(source), "-o", str(tmp_path / "g"), "--trunk-blocks", "0,x,1"])
     assert garbled.exit_code != 0 and "--trunk-blocks must be comma-separated integers" in garbled.output
     assert not (tmp_path / "g" / "checkpoint.pt").exists()
+
+
+def test_a_run_resumes_from_the_shipped_copy_of_its_average(tmp_path):
+    """A committed run keeps only its checkpoint when its moving average was shipped:
+    the average is then read from the package (matched by fingerprint), never guessed."""
+    from selfvae_codec.models.io import read_metadata
+    from selfvae_codec.models.pretrained import PRETRAINED_DIR, registry
+    from selfvae_codec.training.trainer import stored_average
+
+    shipped = registry()["default"]
+    average = stored_average(tmp_path, {"ema_fingerprint": shipped["fingerprint"]})
+    weights = PRETRAINED_DIR / shipped["file"]
+    assert read_metadata(weights)["fingerprint"] == shipped["fingerprint"]
+    from safetensors.torch import load_file
+
+    expected = load_file(str(weights))
+    assert average is not None and set(average) == set(expected)
+    assert all(torch.equal(average[name], expected[name]) for name in expected)
+    assert stored_average(tmp_path, {"ema_fingerprint": "0" * 64}) is None

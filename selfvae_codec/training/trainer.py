@@ -116,12 +116,17 @@ def save_checkpoint_file(state: dict, path: Path) -> None:
 
 
 def stored_average(run_dir: Path, state: dict) -> dict[str, torch.Tensor] | None:
-    """The moving average's tensors from RUN_DIR/latest.safetensors, or None when that
-    file is not the average the checkpoint `state` names (a crash between the writes)."""
-    path = run_dir / AVERAGE_FILE
-    if not path.is_file() or read_metadata(path).get("fingerprint") != state["ema_fingerprint"]:
-        return None
-    return load_file(str(path))
+    """The moving average's tensors the checkpoint `state` names (by fingerprint):
+    RUN_DIR/latest.safetensors, or the shipped model's weights when that average was
+    shipped (so a committed run need not keep a second copy of them); None when
+    neither is it (a crash between the writes)."""
+    from ..models.pretrained import PRETRAINED_DIR, registry
+
+    shipped = [PRETRAINED_DIR / entry["file"] for entry in registry().values()]
+    for path in [run_dir / AVERAGE_FILE, *shipped]:
+        if path.is_file() and read_metadata(path).get("fingerprint") == state["ema_fingerprint"]:
+            return load_file(str(path))
+    return None
 
 
 def _rng_state(sampler: RandomCropSampler) -> dict:
