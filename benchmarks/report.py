@@ -1,7 +1,8 @@
-"""Regenerate the README's results section from the committed benchmark outputs
-(benchmarks/results/): the tables there are copied from these files, never typed.
+"""Write benchmarks/results/README.md (every table and plot) and the short results
+summary in the top README from the committed benchmark outputs in
+benchmarks/results/: the tables are copied from these files, never typed.
 
-    python benchmarks/report.py --readme README.md
+    python benchmarks/report.py
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from selfvae_codec.models.pretrained import registry
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARK_COMMAND = "python benchmarks/benchmark.py ../shared/data/val/bsds500 --threads 2"
+BENCHMARK_COMMAND = "python benchmarks/benchmark.py $DATA/val/bsds500 --threads 2"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -45,15 +46,15 @@ def model_section() -> list[str]:
     if evaluation.is_file():
         terms, summary = evaluation.read_text().strip().splitlines()[-2:]
         lines += [
-            "Validation on `../shared/data/val/bsds500` (whole photos, never trained on), "
-            "`selfvae-codec evaluate ../shared/data/val/bsds500 --samples 8 --threads 2`:",
+            "Validation on `$DATA/val/bsds500` (whole photos, never trained on), "
+            "`selfvae-codec evaluate $DATA/val/bsds500 --samples 8 --threads 2`:",
             "",
             f"    {summary}",
             f"    {terms}",
             "",
         ]
     if (RESULTS / "training_curve.png").is_file():
-        lines += ["![training curve](benchmarks/results/training_curve.png)", ""]
+        lines += ["![training curve](training_curve.png)", ""]
     for comparison in sorted(RESULTS.glob("compare_*.md")):
         lines += [comparison.read_text().strip(), ""]
     if (RESULTS / "step_sweep_full.md").is_file():
@@ -73,7 +74,7 @@ def speed_section() -> list[str]:
     lines = [
         "### Speed and memory",
         "",
-        "`python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2`:",
+        "`python benchmarks/speed.py $DATA/train/wikipedia/001.png --threads 2`:",
         "",
         *("    " + line for line in speed.read_text().strip().splitlines()),
         "",
@@ -115,7 +116,7 @@ def lossless_section() -> list[str]:
         f"model loading {summary['model_load_s']:.2f} s ({summary['machine']}).",
         "- Every result, ours and the classical codecs', was checked to round-trip exactly.",
         "",
-        "![lossless](benchmarks/results/lossless/lossless.png)",
+        "![lossless](lossless/lossless.png)",
         "",
     ]
     return lines
@@ -154,9 +155,9 @@ def rd_section() -> list[str]:
         "BD-rate in PSNR against the anchors (negative is better; `None` where the curves do not "
         "overlap in PSNR or a curve's PSNR barely moves): `" + json.dumps(summary["bd_rate_percent_psnr"]) + "`",
         "",
-        "![rate-distortion](benchmarks/results/rd/rate_distortion.png)",
+        "![rate-distortion](rd/rate_distortion.png)",
         "",
-        "The anchors' full curves (JPEG, WebP, AVIF, JPEG XL) are in `benchmarks/results/rd/*.json`.",
+        "The anchors' full curves (JPEG, WebP, AVIF, JPEG XL) are in `rd/*.json`.",
         "",
     ]
     for diagnostic in ("latent_use.md", "conditional_ceiling.md"):
@@ -165,18 +166,62 @@ def rd_section() -> list[str]:
     return lines
 
 
+INTRODUCTION = """# Results
+
+Every table here is written by `benchmarks/report.py` from the files in this folder;
+`bash benchmarks/run_all.sh DATA_DIR` measures them again (`$DATA` below is that data
+folder: `train/`, `val/bsds500`). Machine: 2 CPU cores (x86-64), no GPU, torch 2.13.0
+CPU build, 2 torch threads unless stated. Times from different sessions on this
+nominal machine differ (the same architecture encoded a validation photo in 2.63 s
+one day and 1.08 s the next), so compare times only within one table. The logs of
+finished training runs are the compact CSVs in `runs/` here; how the runs came about
+is in [docs/training.md](../../docs/training.md).
+"""
+
+
+def results_document() -> str:
+    body = "\n".join(model_section() + lossless_section() + speed_section() + rd_section())
+    return INTRODUCTION + "\n" + body.replace("../shared/data", "$DATA").rstrip() + "\n"
+
+
+def summary_section() -> list[str]:
+    """The top README's few lines: the lossless table, speed, the plots."""
+    summary = load(RESULTS / "lossless" / "summary.json")
+    if summary is None:
+        return []
+    names = {"selfvae": "selfvae-codec `full`"}
+    lines = [
+        f"Lossless, on {summary['images']} held-out photos (BSDS500 validation), "
+        "bits per subpixel (lower is better):",
+        "",
+        *earlier_model_note(summary),
+        "| codec | bits per subpixel |",
+        "| --- | --- |",
+        *(f"| {names.get(k, k)} | {v:.3f} |" for k, v in summary["bits_per_subpixel"].items()),
+        "",
+        f"Encode {summary['selfvae_encode_s']:.2f} s and decode {summary['selfvae_decode_s']:.2f} s per photo "
+        f"(about 481x321) at 2 threads on 2 CPU cores; the lossy modes are below JPEG (plot). Every table, "
+        "the lossy modes' and the training curve: [benchmarks/results](benchmarks/results/README.md).",
+        "",
+        "![lossless](benchmarks/results/lossless/lossless.png)",
+        "![rate-distortion](benchmarks/results/rd/rate_distortion.png)",
+    ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--readme", default="README.md")
+    parser.add_argument("--readme", default="README.md", help="the README whose results summary to update")
     args = parser.parse_args()
+    (RESULTS / "README.md").write_text(results_document())
     readme = Path(args.readme)
     text = readme.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{readme} has no {START} ... {END} markers")
-    body = "\n".join(model_section() + lossless_section() + speed_section() + rd_section())
+    body = "\n".join(summary_section())
     text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{body}\n{END}", text, flags=re.S)
     readme.write_text(text)
-    print(f"updated {readme}")
+    print(f"wrote {RESULTS / 'README.md'} and updated {readme}")
 
 
 if __name__ == "__main__":

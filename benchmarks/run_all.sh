@@ -3,7 +3,8 @@
 # 2 CPU cores, 2 torch threads, nothing else running. Needs `pip install -e ".[bench]"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VAL=${1:-../shared/data/val/bsds500}
+DATA=${1:?usage: run_all.sh DATA_DIR [RUN_DIR] (DATA_DIR holds train/ and val/bsds500)}
+VAL=$DATA/val/bsds500
 # The training run whose log the curve is drawn from: the shipped model's lineage.
 RUN=${2:-runs/extend}
 export OMP_NUM_THREADS=2
@@ -32,6 +33,6 @@ SWEEP="python benchmarks/step_sweep.py $VAL --mode full --limit 5 --steps 0.25,0
     echo
     $SWEEP
 } > benchmarks/results/step_sweep_full.md
-python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2 | tee benchmarks/results/speed.txt
-python benchmarks/plot_training.py "$RUN/log.jsonl" -o benchmarks/results/training_curve.png
-python benchmarks/report.py --readme README.md
+python benchmarks/speed.py "$DATA/train/wikipedia/001.png" --threads 2 | tee benchmarks/results/speed.txt
+python benchmarks/plot_training.py "$RUN" -o benchmarks/results/training_curve.png
+python benchmarks/report.py
