@@ -191,8 +191,7 @@ def summary_section() -> list[str]:
         return []
     names = {"selfvae": "selfvae-codec `full`"}
     lines = [
-        f"Lossless, on {summary['images']} held-out photos (BSDS500 validation), "
-        "bits per subpixel (lower is better):",
+        f"Lossless, on {summary['images']} held-out photos (BSDS500 validation), bits per subpixel (lower is better):",
         "",
         *earlier_model_note(summary),
         "| codec | bits per subpixel |",
