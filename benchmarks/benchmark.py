@@ -22,10 +22,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lossless  # noqa: E402
-import rate_distortion  # noqa: E402
-from common import add_common_arguments, load_codec_and_images, load_rgb, lossless_codecs  # noqa: E402
+import lossless
+import rate_distortion
+from common import add_common_arguments, load_codec_and_images, load_rgb, lossless_codecs
 
 
 def main() -> None:

@@ -13,19 +13,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm"}
-
 
 def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SystemExit(f"no images in {folder}")
-    return files[:limit] if limit else files
+    """The images below a folder, sorted (the codec's own rule), the first `limit`."""
+    from selfvae_codec.codec.images import list_images as codec_list_images
+
+    return codec_list_images([folder])[:limit]
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """An image as the codec codes it: uint8 [H, W, 3] (grayscale repeated)."""
+    from selfvae_codec.codec.images import load_image
+
+    return load_image(path).pixels
 
 
 def pillow_round_trip(array: np.ndarray, fmt: str, **options) -> tuple[bytes, np.ndarray, float, float]:

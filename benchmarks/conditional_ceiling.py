@@ -14,18 +14,14 @@ of a 2x upscaler. This measures, per image and then averaged:
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import list_images, load_rgb, pillow_round_trip
 from PIL import Image
+from rate_distortion import psnr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import list_images, load_rgb, pillow_round_trip  # noqa: E402
-from rate_distortion import psnr  # noqa: E402
-
-from selfvae_codec.models.transforms import downscale  # noqa: E402
+from selfvae_codec.models.transforms import downscale
 
 
 def jpeg_at_rate(image: np.ndarray, bpp: float) -> tuple[float, float]:

@@ -10,15 +10,11 @@ lossy modes cannot gain from sending them.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_arguments, load_codec_and_images, load_rgb  # noqa: E402
-from rate_distortion import psnr  # noqa: E402
+from common import add_common_arguments, load_codec_and_images, load_rgb
+from rate_distortion import psnr
 
 
 def main() -> None:

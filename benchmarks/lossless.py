@@ -8,14 +8,11 @@ encode / decode seconds per image (model loading reported separately).
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     machine_description,
     write_csv,
     write_json,

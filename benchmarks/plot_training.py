@@ -14,8 +14,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from common import read_run_log  # noqa: E402
+import matplotlib.pyplot as plt
+from common import read_run_log
 
 
 def main() -> None:

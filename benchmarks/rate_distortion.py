@@ -13,15 +13,12 @@ against JPEG and WebP, and those anchors' PSNR at each of our points' bpp.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     machine_description,
     pillow_round_trip,
     write_csv,

@@ -7,13 +7,9 @@ to choose the default step.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_arguments, load_codec_and_images, load_rgb  # noqa: E402
+from common import add_common_arguments, load_codec_and_images, load_rgb
 
 
 def main() -> None:

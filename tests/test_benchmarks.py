@@ -1,16 +1,12 @@
 """The benchmark's arithmetic: BD-rate and the anchors' PSNR at a given rate; the report's provenance note."""
 
 import math
-import sys
-from pathlib import Path
 
+import conditional_ceiling
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import conditional_ceiling  # noqa: E402
-import rate_distortion  # noqa: E402
-import report  # noqa: E402
+import rate_distortion
+import report
 
 CURVE = [(0.25, 25.0), (0.5, 28.0), (1.0, 31.5), (2.0, 35.0), (4.0, 38.0)]
 

@@ -76,8 +76,8 @@ def test_info_lists_header_and_sections(encoded):
 
 def test_decoding_twice_gives_identical_files(encoded, tmp_path):
     out, _ = encoded
-    run("decode", out, "-o", tmp_path / "1.png")
-    run("decode", out, "-o", tmp_path / "2.png")
+    assert run("decode", out, "-o", tmp_path / "1.png").exit_code == 0
+    assert run("decode", out, "-o", tmp_path / "2.png").exit_code == 0
     assert (tmp_path / "1.png").read_bytes() == (tmp_path / "2.png").read_bytes()
 
 

@@ -242,8 +242,8 @@ def test_quiet_prints_nothing_and_verbose_prints_sections(tmp_path):
 def test_outputs_respect_the_umask(tmp_path):
     previous = os.umask(0o022)
     try:
-        run("encode", GRAY, "-o", tmp_path / "g.svc")
-        run("decode", tmp_path / "g.svc", "-o", tmp_path / "g.png")
+        assert run("encode", GRAY, "-o", tmp_path / "g.svc").exit_code == 0
+        assert run("decode", tmp_path / "g.svc", "-o", tmp_path / "g.png").exit_code == 0
     finally:
         os.umask(previous)
     assert (tmp_path / "g.svc").stat().st_mode & 0o777 == 0o644
@@ -288,10 +288,10 @@ def test_icc_exif_and_xmp_survive_a_round_trip(photo_with_metadata, tmp_path):
 
 
 def test_strip_drops_the_metadata_and_formats_without_it_warn(photo_with_metadata, tmp_path):
-    run("encode", photo_with_metadata, "-o", tmp_path / "s.svc", "--strip")
+    assert run("encode", photo_with_metadata, "-o", tmp_path / "s.svc", "--strip").exit_code == 0
     assert not file_metadata(tmp_path / "s.svc")
     assert all(s.kind != "meta" for s in unpack((tmp_path / "s.svc").read_bytes()).sections)
-    run("encode", photo_with_metadata, "-o", tmp_path / "t.svc")
+    assert run("encode", photo_with_metadata, "-o", tmp_path / "t.svc").exit_code == 0
     result = run("decode", tmp_path / "t.svc", "-o", tmp_path / "t.bmp")
     assert result.exit_code == 0 and "warning: " in result.stderr and "icc_profile and exif and xmp" in result.stderr
 

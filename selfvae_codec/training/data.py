@@ -7,28 +7,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
-
-
-def list_images(folders: list[str | Path]) -> list[Path]:
-    """Every image file below the given folders, sorted (so runs are reproducible)."""
-    files: list[Path] = []
-    for folder in folders:
-        folder = Path(folder)
-        if folder.is_file():
-            files.append(folder)
-            continue
-        if not folder.is_dir():
-            raise FileNotFoundError(f"no such image folder: {folder}")
-        files += [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise FileNotFoundError(f"no images found in {', '.join(map(str, folders))}")
-    return sorted(files)
+from ..codec.images import load_image
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    """A photo as the codec codes it: uint8 [H, W, 3] (grayscale repeated)."""
+    return load_image(path).pixels
 
 
 class RandomCropSampler:

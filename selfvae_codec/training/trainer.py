@@ -23,10 +23,11 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..codec.images import list_images
 from ..models.config import ModelConfig
 from ..models.io import read_metadata, save_model
 from ..models.selfvae import SelfVAE
-from .data import RandomCropSampler, list_images, validation_crops
+from .data import RandomCropSampler, validation_crops
 
 
 @dataclass
