@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from selfvae_codec.cli.main import cli
 from selfvae_codec.models.io import load_model
-from selfvae_codec.training.trainer import TrainSettings, learning_rate
+from selfvae_codec.training.settings import TrainSettings
+from selfvae_codec.training.trainer import learning_rate
 
 DATA = Path(__file__).parent / "data"
 TINY = json.dumps(

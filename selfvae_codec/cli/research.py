@@ -11,71 +11,40 @@ from ..errors import CodecError
 from .common import DEVICE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
 
 
+def settings_options(function):
+    """One click option for every TrainSettings field with a help text."""
+    from dataclasses import MISSING, fields
+
+    from ..training.settings import TrainSettings
+
+    for item in reversed(fields(TrainSettings)):
+        if "help" not in item.metadata:
+            continue
+        flag = "--" + item.name.replace("_", "-")
+        default = None if item.default is MISSING else item.default
+        if isinstance(default, bool):
+            option = click.option(flag, item.name, is_flag=True, help=item.metadata["help"])
+        else:
+            option = click.option(
+                flag,
+                item.name,
+                default=default,
+                show_default=default is not None,
+                help=item.metadata["help"],
+                **item.metadata["option"],
+            )
+        function = option(function)
+    return function
+
+
 @click.command()
 @click.argument("train_dirs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Run folder: checkpoint, log, weights.")
 @click.option("--val", "val_dir", type=click.Path(exists=True), help="Held-out folder for periodic validation.")
-@click.option("--steps", default=100_000, show_default=True, help="Train until this many optimiser steps.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--crop", default=128, show_default=True, help="Random crop size (pixels).")
-@click.option("--val-crop", default=256, show_default=True, help="Validation crop size (one per image).")
-@click.option("--lr", default=2e-3, show_default=True, help="AdaMax learning rate after warm-up.")
-@click.option(
-    "--decay-from",
-    type=click.IntRange(min=0),
-    default=None,
-    help="From this step the learning rate falls linearly towards zero at --steps (default: constant).",
-)
-@click.option("--free-bits", default=0.05, show_default=True, help="Free bits per z element (nats).")
-@click.option(
-    "--ema-decay",
-    default=0.999,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0, max_open=True),
-    help="Moving average of the weights, validated and saved to latest.safetensors (0: off).",
-)
-@click.option(
-    "--native-fraction",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0),
-    help="Share of crops taken at native resolution; the rest are downscaled by 0.6-1 to hide JPEG artefacts.",
-)
-@click.option("--val-every", default=1000, show_default=True)
-@click.option("--checkpoint-every", default=250, show_default=True)
 @click.option("--config", "config_json", default=None, help="Model config as JSON, or a path to a JSON file.")
-@click.option("--threads", default=1, show_default=True, help="torch threads (1 while you work beside it).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option(
-    "--compile",
-    "use_compile",
-    is_flag=True,
-    help="torch.compile the training step: 1.4x faster in training here, after minutes of compiling.",
-)
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
-def train(
-    train_dirs,
-    out_dir,
-    val_dir,
-    steps,
-    batch_size,
-    crop,
-    val_crop,
-    lr,
-    decay_from,
-    free_bits,
-    ema_decay,
-    native_fraction,
-    val_every,
-    checkpoint_every,
-    config_json,
-    threads,
-    device,
-    seed,
-    use_compile,
-    no_progress,
-) -> None:
+@settings_options
+def train(train_dirs, out_dir, val_dir, config_json, no_progress, **settings) -> None:
     """Train a model on folders of images; resumes from OUT/checkpoint.pt if present.
 
     Ctrl-C (or SIGTERM) saves a checkpoint. Under `torchrun --nproc_per_node N` the
@@ -83,7 +52,7 @@ def train(
     """
     from pathlib import Path
 
-    from ..training.trainer import Trainer, TrainSettings
+    from ..training.settings import TrainSettings
 
     config = {}
     if config_json:
@@ -92,30 +61,14 @@ def train(
             config = json.loads(text)
         except json.JSONDecodeError as error:
             raise CliError(f"--config is neither a JSON file nor JSON: {error}") from error
-    settings = TrainSettings(
-        train_dirs=list(train_dirs),
-        out_dir=out_dir,
-        val_dir=val_dir,
-        steps=steps,
-        batch_size=batch_size,
-        crop=crop,
-        val_crop=val_crop,
-        lr=lr,
-        decay_from=decay_from,
-        free_bits=free_bits,
-        ema_decay=ema_decay,
-        native_fraction=native_fraction,
-        val_every=val_every,
-        checkpoint_every=checkpoint_every,
-        threads=threads,
-        device=device,
-        seed=seed,
-        compile=use_compile,
-        progress=not no_progress,
-        config=config,
-    )
-    if decay_from is not None and decay_from >= steps:
-        raise CliError(f"--decay-from ({decay_from}) must be below --steps ({steps})")
+    try:
+        settings = TrainSettings(
+            list(train_dirs), out_dir, val_dir, progress=not no_progress, config=config, **settings
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    from ..training.trainer import Trainer
+
     trainer = Trainer(settings)
     if trainer.rank == 0:
         what = "resuming at step" if trainer.resumed else "starting at step"

@@ -94,8 +94,8 @@ class ResidualBlock(nn.Module):
 
     The second conv is a plain one with zero weights, not a weight-norm one with a
     zero gain: at gain 0 the gradient of a weight-norm direction is 0, so the block
-    could only learn through its per-channel gains and stayed shut (gains ~7e-4
-    after 940 steps). Zero weights get the full gradient from the first step."""
+    could only learn through its per-channel gains. Zero weights get the full
+    gradient from the first step."""
 
     def __init__(self, width: int, hidden: int | None = None):
         super().__init__()

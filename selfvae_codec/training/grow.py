@@ -72,13 +72,10 @@ def grow_run(source: str | Path, target: str | Path, **blocks: tuple[int, ...]) 
     target.mkdir(parents=True, exist_ok=True)
     grown = dict(state, model=model.state_dict(), config=config.to_json())
     grown["optimizer"] = _grown_optimizer_state(state["optimizer"], old_names, new_names)
-    # The learning rate warms up again from this step. AdaMax moves a parameter
-    # without moments by the full rate in every coordinate on its first step; at the
-    # rate the source had reached, that moved the new blocks' outputs so far that a
-    # run grown without the warm-up scored 4.93 bpd over its first 17 steps, where
-    # the source on the same batches scored 3.29, and was still 0.13 bpd behind
-    # 900 steps later (README, Training).
-    # Warmed up, the new moments form while the steps are small.
+    # The learning rate warms up again from this step: AdaMax moves a parameter
+    # without moments by the full rate in every coordinate on its first step, which
+    # would throw the new blocks' outputs far off (docs/training.md); warmed up, the
+    # new moments form while the steps are small.
     grown["warmup_start"] = state["step"]
     if "ema_fingerprint" in state:
         source_average = stored_average(source, state)

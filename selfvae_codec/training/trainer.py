@@ -15,7 +15,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -28,49 +28,7 @@ from ..models.config import ModelConfig
 from ..models.io import read_metadata, save_model
 from ..models.selfvae import SelfVAE
 from .data import RandomCropSampler, validation_crops
-
-
-@dataclass
-class TrainSettings:
-    train_dirs: list[str]
-    out_dir: str
-    val_dir: str | None = None
-    steps: int = 100_000
-    batch_size: int = 8
-    # Crops must be large enough that the coarsest grids (1/16 of the crop for the
-    # default model) have an interior: with 64x64 crops every low-resolution position
-    # touched a border and the model failed on whole photos (KL_z2 20x larger).
-    crop: int = 128
-    val_crop: int = 256
-    lr: float = 2e-3
-    warmup_steps: int = 500
-    # From this step on the learning rate falls linearly towards zero at `steps`
-    # (None: constant after the warm-up). A constant rate keeps a run easy to
-    # continue; a decay branched off at the end brought the raw weights to their
-    # moving average's score (README, Training), no further.
-    decay_from: int | None = None
-    kl_warmup_steps: int = 2000
-    free_bits: float = 0.05  # nats per z element, per channel on average
-    # Gradient-norm clip on the per-dimension loss. The shipped run used 2.0, which
-    # clipped every step (norms settle at 50-60); AdaMax is nearly invariant to a
-    # steady rescaling, so it mostly normalised steps. 200 catches spikes only.
-    grad_clip: float = 200.0
-    # Moving average of the weights (0 turns it off). Step to step the validation bpd
-    # of the raw weights swung by 0.1 at a constant learning rate; the average smooths
-    # that noise away, and it is what latest.safetensors holds (the weights to ship).
-    ema_decay: float = 0.999
-    val_every: int = 1000
-    checkpoint_every: int = 250
-    log_every: int = 25
-    val_images: int = 50
-    seed: int = 0
-    min_scale: float = 0.6
-    native_fraction: float = 0.0  # share of crops not downscaled (see RandomCropSampler)
-    threads: int = 1
-    device: str = "cpu"
-    compile: bool = False  # torch.compile the training step (1.4x faster here, after minutes of compiling)
-    progress: bool = True
-    config: dict = field(default_factory=dict)
+from .settings import TrainSettings
 
 
 def learning_rate(settings: TrainSettings, step: int, warmup_start: int = 0) -> float:

@@ -1,0 +1,52 @@
+"""The training settings, declared once: `selfvae-codec train` makes one command-line
+option of every field that has a help text (no torch here, so the CLI starts fast).
+Why the defaults are what they are is in docs/training.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def setting(default, help: str, **option):
+    """A settings field with its command-line help (and extra click arguments)."""
+    return field(default=default, metadata={"help": help, "option": option})
+
+
+@dataclass
+class TrainSettings:
+    train_dirs: list[str]
+    out_dir: str
+    val_dir: str | None = None
+    steps: int = setting(100_000, "Train until this many optimiser steps.")
+    batch_size: int = setting(8, "Crops per optimiser step.")
+    crop: int = setting(128, "Side of the random training crops (the coarsest grid must keep an interior).")
+    val_crop: int = setting(256, "Side of the validation crop (one per held-out image).")
+    val_images: int = setting(50, "Held-out images validated on.")
+    lr: float = setting(2e-3, "AdaMax learning rate after the warm-up.")
+    warmup_steps: int = setting(500, "Steps of linear learning-rate warm-up (again after growing).")
+    decay_from: int | None = setting(
+        None, "From this step the learning rate falls linearly to zero at --steps (default: constant).", type=int
+    )
+    kl_warmup_steps: int = setting(2000, "Steps over which the KL terms' weight rises from 0 to 1.")
+    free_bits: float = setting(0.05, "Free bits per z element (nats): no KL penalty below this.")
+    grad_clip: float = setting(200.0, "Clip the gradient norm of the per-dimension loss (catches spikes).")
+    ema_decay: float = setting(0.999, "Moving average of the weights, validated and shipped (0: off).")
+    min_scale: float = setting(0.6, "Crops are downscaled by a random factor in [min-scale, 1].")
+    native_fraction: float = setting(0.0, "Share of crops taken at native resolution instead.")
+    val_every: int = setting(1000, "Validate every this many steps.")
+    checkpoint_every: int = setting(250, "Write the checkpoint every this many steps.")
+    log_every: int = setting(25, "Log training losses every this many steps.")
+    seed: int = setting(0, "Seed of every random choice (runs are reproducible).")
+    threads: int = setting(1, "torch threads (1 while you work beside it).")
+    device: str = setting("cpu", "cpu, cuda or cuda:N.")
+    compile: bool = setting(False, "torch.compile the training step: faster after minutes of compiling.")
+    progress: bool = True
+    config: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.decay_from is not None and self.decay_from >= self.steps:
+            raise ValueError(f"--decay-from ({self.decay_from}) must be below --steps ({self.steps})")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.native_fraction <= 1.0:
+            raise ValueError(f"--native-fraction must be in [0, 1], got {self.native_fraction}")
