@@ -24,19 +24,7 @@ import torch
 
 from ..bitstream import MODES
 from ..models.distributions import DiscretizedLogisticMixture
-from ..models.selfvae import (
-    GROUP_OFFSETS,
-    GROUPS,
-    LAST_GROUP_VALUES,
-    Inference,
-    Level,
-    SelfVAE,
-    real_group_masks,
-    refill_padding,
-    spatial_size,
-    split_blocks,
-)
-from ..models.transforms import pad_to_even
+from ..models.selfvae import GroupStep, Inference, Level, SelfVAE
 from .entropy import scale_indices
 
 RECONSTRUCTION = "mean"  # how the decoder fills in what was not sent
@@ -100,24 +88,18 @@ def _all_real(size: tuple[int, int], device) -> torch.Tensor:
 def code_level_pixels(
     stream, level: Level, coarse: torch.Tensor, z: torch.Tensor, fine_size: tuple[int, int], truth: torch.Tensor | None
 ) -> torch.Tensor:
-    """Code y_{k+1} under p(y_{k+1} | y_k, z_k): four block groups when grouped."""
+    """Code y_{k+1} under p(y_{k+1} | y_k, z_k): four block groups when grouped, the
+    last one as an offset among the few values its block allows."""
     context = level.context(coarse, z)
     if not level.grouped:
         return code_pixels(stream, level.head(context), truth, _all_real(fine_size, coarse.device))
-    block_h, block_w = spatial_size(coarse)
-    fine_even = torch.zeros(1, level.fine_channels, 2 * block_h, 2 * block_w, dtype=torch.int64, device=coarse.device)
-    true_groups = split_blocks(pad_to_even(truth)) if truth is not None else [None] * GROUPS
-    masks = real_group_masks(fine_size, device=coarse.device)
-    for g in range(GROUPS):
-        dist, lo, hi = level.group_distribution(g, context, split_blocks(fine_even)[:g], coarse)
-        if g == GROUPS - 1:
-            values = code_pixels(stream, dist, true_groups[g], masks[g], lo, hi, LAST_GROUP_VALUES)
-        else:
-            values = code_pixels(stream, dist, true_groups[g], masks[g])
-        dy, dx = GROUP_OFFSETS[g]
-        fine_even[..., dy::2, dx::2] = values
-        fine_even = refill_padding(fine_even, fine_size)
-    return fine_even[..., : fine_size[0], : fine_size[1]]
+
+    def code_group(step: GroupStep) -> torch.Tensor:
+        if step.last:
+            return code_pixels(stream, step.distribution, step.truth, step.mask, step.lo, step.hi, step.count)
+        return code_pixels(stream, step.distribution, step.truth, step.mask)
+
+    return level.walk_groups(coarse, context, fine_size, code_group, truth)
 
 
 def _code_u(

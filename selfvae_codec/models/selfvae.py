@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -256,17 +257,49 @@ class Level(nn.Module):
         context = self.context(coarse, z)
         if not self.grouped:
             return self.head(context).generate(method)
+        return self.walk_groups(
+            coarse, context, fine_size, lambda step: step.distribution.generate(method, step.lo, step.hi, step.count)
+        )
+
+    def walk_groups(
+        self,
+        coarse: torch.Tensor,
+        context: torch.Tensor,
+        fine_size: tuple[int, int],
+        choose: Callable[[GroupStep], torch.Tensor],
+        truth: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The one loop over the four pixel groups of the 2x2 blocks, in order: group
+        g's distribution given the groups before it, then `choose(step)` returns its
+        values (generated, coded or decoded). Returns y_{k+1}, [B, C, *fine_size]."""
         block_h, block_w = spatial_size(coarse)
         fine_even = coarse.new_zeros(coarse.shape[0], self.fine_channels, 2 * block_h, 2 * block_w)
+        true_groups = split_blocks(pad_to_even(truth)) if truth is not None else [None] * GROUPS
+        masks = real_group_masks(fine_size, device=coarse.device)
         for g in range(GROUPS):
-            earlier = split_blocks(fine_even)[:g]
-            dist, lo, hi = self.group_distribution(g, context, earlier, coarse)
-            count = LAST_GROUP_VALUES if g == GROUPS - 1 else 256
-            values = dist.generate(method, lo, hi, count)
+            distribution, lo, hi = self.group_distribution(g, context, split_blocks(fine_even)[:g], coarse)
+            last = g == GROUPS - 1
+            count = LAST_GROUP_VALUES if last else 256
             dy, dx = GROUP_OFFSETS[g]
-            fine_even[..., dy::2, dx::2] = values
+            fine_even[..., dy::2, dx::2] = choose(
+                GroupStep(distribution, lo, hi, last, count, masks[g], true_groups[g])
+            )
             fine_even = refill_padding(fine_even, fine_size)
         return fine_even[..., : fine_size[0], : fine_size[1]]
+
+
+@dataclass
+class GroupStep:
+    """One group of the 2x2-block walk: its distribution, the values each block can
+    still take (lo..hi), and, for coding, which positions are real and their truth."""
+
+    distribution: DiscretizedLogisticMixture
+    lo: torch.Tensor
+    hi: torch.Tensor
+    last: bool  # the last group: at most `count` values are left per block
+    count: int
+    mask: torch.Tensor  # [h', w'] bools: real pixels (not padding)
+    truth: torch.Tensor | None  # the true values (encoder only)
 
 
 @dataclass
