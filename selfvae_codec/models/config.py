@@ -6,7 +6,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-FAMILIES = ("selfvae-downscale", "selfvae-sketch", "vae")
+from .families import FAMILIES
+
 PRIORS = ("realnvp", "standard", "mog")
 # Per-level counts of residual blocks a trained model can grow by (see training/grow.py).
 BLOCK_FIELDS = ("head_blocks", "trunk_blocks")
@@ -57,7 +58,7 @@ class ModelConfig:
             # No blocks anywhere is spelt () whatever the input, so equal models have equal configs.
             object.__setattr__(self, name, blocks if any(blocks) else ())
         if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+            raise ValueError(f"family must be one of {tuple(FAMILIES)}, got {self.family!r}")
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if self.u_stride < 1 or self.u_stride & (self.u_stride - 1):
@@ -67,20 +68,12 @@ class ModelConfig:
                 f"{self.family} with {self.num_levels} level(s) needs that many level_widths, "
                 f"got {len(self.level_widths)}"
             )
-        if self.family == "selfvae-downscale" and not 1 <= self.levels <= 4:
-            raise ValueError("selfvae-downscale supports 1 to 4 levels")
-        # The prior of z_1 upsamples u onto z_1's grid, so u must not be finer than it.
-        if self.family == "selfvae-downscale" and self.u_stride < 2:
-            raise ValueError("selfvae-downscale needs u_stride >= 2")
-        if self.family == "selfvae-sketch" and self.u_stride < 4:
-            raise ValueError("selfvae-sketch needs u_stride >= 4")
+        FAMILIES[self.family].check(self)
 
     @property
     def num_levels(self) -> int:
         """Number of z levels (and of likelihoods below the top one)."""
-        if self.family == "selfvae-downscale":
-            return self.levels
-        return 1 if self.family == "selfvae-sketch" else 0
+        return FAMILIES[self.family].num_levels(self.levels)
 
     @property
     def level_head_blocks(self) -> tuple[int, ...]:
@@ -137,8 +130,7 @@ def tiny_config(**overrides) -> ModelConfig:
         dense_layers=1,
     )
     base.update(overrides)
-    family = base.get("family", "selfvae-downscale")
     if "level_widths" not in overrides:
-        levels = base.get("levels", 3) if family == "selfvae-downscale" else (1 if family == "selfvae-sketch" else 0)
-        base["level_widths"] = (16, 12, 8, 8)[:levels]
+        family = FAMILIES[base.get("family", "selfvae-downscale")]
+        base["level_widths"] = (16, 12, 8, 8)[: family.num_levels(base.get("levels", 3))]
     return ModelConfig(**base)

@@ -33,8 +33,9 @@ from .distributions import (
     StandardNormalPrior,
     normalize_pixels,
 )
+from .families import FAMILIES
 from .layers import DenseBlock, Downsample, Upsample, WNConv2d, data_dependent_init
-from .transforms import block_sum_bounds, downscale_pyramid, pad_to_even, size_at_stride, sketch
+from .transforms import block_sum_bounds, pad_to_even, size_at_stride
 
 GROUPS = 4  # the pixels of a 2x2 block: top-left, top-right, bottom-left, bottom-right
 GROUP_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -315,17 +316,9 @@ class SelfVAE(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        c = config.image_channels
-        if config.family == "selfvae-downscale":
-            self.y_strides = [2 ** (config.levels - k) for k in range(config.levels + 1)]
-            y_channels = [c] * (config.levels + 1)
-        elif config.family == "selfvae-sketch":
-            self.y_strides = [1, 1]
-            y_channels = [1, c]
-        else:
-            self.y_strides = [1]
-            y_channels = [c]
-        self.y_channels = y_channels
+        self.family = FAMILIES[config.family]
+        self.y_strides = self.family.y_strides(config)
+        self.y_channels = y_channels = self.family.y_channels(config)
         self.u_stride = self.y_strides[0] * config.u_stride
         self.z_strides = [Level.Z_STRIDE * s for s in self.y_strides[1:]]
         self.top = TopLatent(config, y_channels[0])
@@ -362,12 +355,7 @@ class SelfVAE(nn.Module):
 
     def representations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[y_1, ..., y_L, x] as int64 tensors."""
-        x = x.to(torch.int64)
-        if self.config.family == "selfvae-downscale":
-            return downscale_pyramid(x, self.config.levels)
-        if self.config.family == "selfvae-sketch":
-            return [sketch(x, self.config.sketch_blur_passes), x]
-        return [x]
+        return self.family.representations(x.to(torch.int64), self.config)
 
     def u_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         return size_at_stride(image_size, self.u_stride)
