@@ -92,21 +92,23 @@ def speed_section() -> list[str]:
     return lines
 
 
+def lossless_table(summary: dict) -> list[str]:
+    names = {"selfvae": "selfvae-codec `full`"}
+    rows = [f"| {names.get(k, k)} | {v:.3f} |" for k, v in summary["bits_per_subpixel"].items()]
+    return [*earlier_model_note(summary), "| codec | bits per subpixel |", "| --- | --- |", *rows]
+
+
 def lossless_section() -> list[str]:
     summary = load(RESULTS / "lossless" / "summary.json")
     if summary is None:
         return []
-    names = {"selfvae": "selfvae-codec `full`"}
     lines = [
         f"### Lossless ({summary['images']} images of `{summary['folder']}`)",
         "",
         f"`{BENCHMARK_COMMAND}` (lossless and lossy in one run, 38-42 minutes here):",
         "",
-        *earlier_model_note(summary),
-        "| codec | bits per subpixel |",
-        "| --- | --- |",
+        *lossless_table(summary),
     ]
-    lines += [f"| {names.get(k, k)} | {v:.3f} |" for k, v in summary["bits_per_subpixel"].items()]
     lines += [
         "",
         f"- Model estimate (-log2 p of the coded symbols): {summary['selfvae_estimate_bpsp']:.3f} bits "
@@ -189,14 +191,10 @@ def summary_section() -> list[str]:
     summary = load(RESULTS / "lossless" / "summary.json")
     if summary is None:
         return []
-    names = {"selfvae": "selfvae-codec `full`"}
     lines = [
         f"Lossless, on {summary['images']} held-out photos (BSDS500 validation), bits per subpixel (lower is better):",
         "",
-        *earlier_model_note(summary),
-        "| codec | bits per subpixel |",
-        "| --- | --- |",
-        *(f"| {names.get(k, k)} | {v:.3f} |" for k, v in summary["bits_per_subpixel"].items()),
+        *lossless_table(summary),
         "",
         f"Encode {summary['selfvae_encode_s']:.2f} s and decode {summary['selfvae_decode_s']:.2f} s per photo "
         f"(about 481x321) at 2 threads on 2 CPU cores; the lossy modes are below JPEG (plot). Every table, "

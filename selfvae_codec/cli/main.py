@@ -94,13 +94,13 @@ class Job:
 def plan_jobs(inputs, output, out_dir, suffix: str, input_suffixes, force: bool) -> list[Job]:
     """The (input, output) pairs of a command, or a one-line error: outputs named by
     -o, put into -d, or beside each input with `suffix`."""
-    from ..codec.images import check_output
+    from ..codec.images import check_output, list_images
 
     if STDIO in inputs and len(inputs) > 1:
         raise CliError("'-' (standard input) must be the only input")
     if output is not None and out_dir is not None:
         raise CliError("give -o or -d, not both")
-    sources = [STDIO] if inputs == (STDIO,) else [str(p) for p in _expand(inputs, input_suffixes)]
+    sources = [STDIO] if inputs == (STDIO,) else [str(p) for p in list_images(inputs, input_suffixes)]
     if output is not None and len(sources) > 1:
         raise CliError(f"-o takes one input, got {len(sources)}; use -d FOLDER for several")
     if out_dir is not None and not Path(out_dir).is_dir():
@@ -130,19 +130,6 @@ def plan_jobs(inputs, output, out_dir, suffix: str, input_suffixes, force: bool)
         seen[key] = job.source
         check_output(job.destination, force, None if job.source == STDIO else job.source)
     return jobs
-
-
-def _expand(inputs, suffixes) -> list[Path]:
-    files = []
-    for path in map(Path, inputs):
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-            if not found:
-                raise CliError(f"no {' or '.join(suffixes[:3])} files in {path}")
-            files += found
-        else:
-            files.append(path)
-    return files
 
 
 def _reader(source: str):

@@ -141,14 +141,15 @@ def _from_array(image: np.ndarray) -> tuple[np.ndarray, int]:
     return np.array(image, dtype=np.uint8, order="C", copy=True), 3
 
 
-def list_images(paths) -> list[Path]:
-    """The image files named, with every image below a named folder (sorted)."""
+def list_images(paths, suffixes=IMAGE_SUFFIXES) -> list[Path]:
+    """The files named, with every file below a named folder whose extension is one
+    of `suffixes` (images by default), sorted."""
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
-                raise CodecError(f"no images found in {path}")
+                raise CodecError(f"no {' or '.join(suffixes[:3])}{' ...' if len(suffixes) > 3 else ''} files in {path}")
             files += found
         else:
             files.append(path)
