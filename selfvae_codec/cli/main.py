@@ -1,5 +1,6 @@
 """The `selfvae-codec` command line: the codec commands (encode, decode, info,
-truncate, models) here, the research commands (train, evaluate, ...) in research.py.
+truncate, models) here, upscale and sample in generation.py, the research commands
+(train, evaluate, ...) in research.py.
 
 Conventions, as in gzip, cwebp and cjxl:
 - `-` is standard input or output; the summary line then goes to standard error.
@@ -25,6 +26,7 @@ from ..bitstream import MODES
 from ..errors import CodecError
 from .batch import STDIO, Job, Reporter, plan_jobs, reader, run_jobs, writer
 from .common import DEVICE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
+from .generation import COMMANDS as GENERATION_COMMANDS
 from .research import COMMANDS as RESEARCH_COMMANDS
 
 
@@ -316,7 +318,7 @@ def models() -> None:
         click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
 
 
-for _command in RESEARCH_COMMANDS:
+for _command in GENERATION_COMMANDS + RESEARCH_COMMANDS:
     cli.add_command(_command)
 
 

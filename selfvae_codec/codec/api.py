@@ -55,6 +55,7 @@ TRUNCATIONS = {
     ("conditional", "rs1"): {"meta", "u"},
     ("rs2", "rs1"): {"meta", "u"},
 }
+GENERATION_METHODS = ("mean", "mode", "sample")
 # progress(done, total): called as coding advances, in sections (several per tile).
 Progress = Callable[[int, int], None]
 
@@ -107,6 +108,14 @@ def _as_bytes(data) -> bytes:
 def file_metadata(data) -> ImageMetadata:
     """The ICC profile, EXIF and XMP an .svc file carries (bytes or a path)."""
     return unpack_metadata(unpack(_as_bytes(data)).metadata_payload)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """torch's random numbers from `seed`, leaving the caller's generator as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 @contextlib.contextmanager
@@ -254,6 +263,66 @@ class Codec:
                 "(different torch build or device, or corrupt data); nothing was written"
             )
         return output
+
+    # -- the model as a generator ------------------------------------------------------
+    def upscale(
+        self,
+        image,
+        factor: int,
+        method: str = "mean",
+        seed: int = 0,
+        size: tuple[int, int] | None = None,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """An image `factor` (2, 4, 8, ...) times larger: the input is taken as the
+        model's own downscale of it, and the levels above it are generated ('mean',
+        'mode' or 'sample', the last seeded by `seed`), tile by tile like the codec.
+        `size` (width, height) crops the result to an original size that downscales
+        to the input. Grayscale in, grayscale out."""
+        if method not in GENERATION_METHODS:
+            raise CodecError(f"unknown method {method!r}; choose from {', '.join(GENERATION_METHODS)}")
+        largest = self.model.max_upscale()
+        if factor < 2 or factor & (factor - 1):
+            raise CodecError(f"the factor must be a power of two (2, 4, 8, ...), got {factor}")
+        if factor > largest:
+            raise CodecError(f"this model upscales at most {largest}x (one doubling per level), not {factor}x")
+        loaded = load_image(image)
+        height, width = loaded.pixels.shape[:2]
+        out_width, out_height = size if size is not None else (width * factor, height * factor)
+        if -(-out_height // factor) != height or -(-out_width // factor) != width:
+            raise CodecError(
+                f"a {out_width}x{out_height} image downscales {factor}x to "
+                f"{-(-out_width // factor)}x{-(-out_height // factor)}, not to the input's {width}x{height}"
+            )
+        if max(out_width, out_height) > 65536 or out_width * out_height > (1 << 28):
+            raise CodecError(f"a {out_width}x{out_height} output is too large")
+        small = torch.from_numpy(loaded.pixels).permute(2, 0, 1)[None].to(self.device, torch.int64)
+        output = np.empty((out_height, out_width, 3), dtype=np.uint8)
+        tile = max(factor, self.tile_size - self.tile_size % factor)  # tiles of the input must align
+        tiles = tile_boxes(out_height, out_width, tile)
+        with _seeded(seed), _torch_threads(self.threads), torch.no_grad():
+            for index, (top, bottom, left, right) in enumerate(tiles):
+                part = small[..., top // factor : -(-bottom // factor), left // factor : -(-right // factor)]
+                result = self.model.upscale(part, factor, (bottom - top, right - left), method)
+                output[top:bottom, left:right] = result[0].permute(1, 2, 0).cpu().numpy()
+                if progress:
+                    progress(index + 1, len(tiles))
+        return _output_image(output, loaded.channels)
+
+    def sample(
+        self, count: int = 1, size: tuple[int, int] = (256, 256), method: str = "sample", seed: int = 0
+    ) -> np.ndarray:
+        """`count` unconditional samples of `size` (width, height): uint8 [count, H, W, 3]."""
+        if method not in GENERATION_METHODS:
+            raise CodecError(f"unknown method {method!r}; choose from {', '.join(GENERATION_METHODS)}")
+        if not 1 <= count <= 256:
+            raise CodecError(f"count must be from 1 to 256, got {count}")
+        width, height = size
+        if not (1 <= width <= 2048 and 1 <= height <= 2048):
+            raise CodecError(f"sample sizes go from 1x1 to 2048x2048, got {width}x{height}")
+        with _seeded(seed), _torch_threads(self.threads), torch.no_grad():
+            samples = self.model.sample(count, (height, width), method)
+        return samples.permute(0, 2, 3, 1).cpu().numpy()
 
     # -- cutting files down ------------------------------------------------------------
     def truncate(self, data, mode: str) -> bytes:

@@ -17,6 +17,7 @@ def register_family(cls):
 class Family:
     name = ""
     min_u_stride = 1  # u must not be finer than the grid the first z prior reads it on
+    downscales = False  # each level doubles the size: the model can upscale by 2^k
 
     def num_levels(self, levels: int) -> int:
         """Number of z levels (and of likelihoods below the top one), given the
@@ -45,6 +46,7 @@ class Downscale(Family):
 
     name = "selfvae-downscale"
     min_u_stride = 2
+    downscales = True
 
     def num_levels(self, levels: int) -> int:
         return levels

@@ -35,7 +35,7 @@ from .distributions import (
 )
 from .families import FAMILIES
 from .layers import DenseBlock, Downsample, Upsample, WNConv2d, data_dependent_init
-from .transforms import block_sum_bounds, pad_to_even, size_at_stride
+from .transforms import block_sum_bounds, downscale_pyramid, pad_to_even, size_at_stride
 
 GROUPS = 4  # the pixels of a 2x2 block: top-left, top-right, bottom-left, bottom-right
 GROUP_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -475,6 +475,34 @@ class SelfVAE(nn.Module):
         u = self.top.posterior(y_top).mean
         ys = [y_top.to(torch.int64)] + [None] * len(self.levels)
         return self._generate_from(u, image_size, [None] * len(self.levels), ys, method, "sample")
+
+    def max_upscale(self) -> int:
+        """The largest factor `upscale` takes: 2 per downscale level (1: none)."""
+        return 2 ** len(self.levels) if self.family.downscales else 1
+
+    @torch.no_grad()
+    def upscale(
+        self, small: torch.Tensor, factor: int, image_size: tuple[int, int], method: str = "mean"
+    ) -> torch.Tensor:
+        """An image of `image_size` whose factor-times downscale (factor = 2^k) is
+        `small` ([B, C, h, w] integers): `small` is taken as the representation k
+        levels above x. What lies below it (its own downscales and their z's) is
+        inferred; the k levels above it are generated, their z's at the prior means
+        ('mean', 'mode') or sampled ('sample')."""
+        if factor < 2 or factor & (factor - 1) or factor > self.max_upscale():
+            raise ValueError(f"the factor must be a power of two from 2 to {self.max_upscale()}, got {factor}")
+        steps = factor.bit_length() - 1
+        known = len(self.levels) + 1 - steps  # ys[0 .. known-1] are given or inferred
+        expected = self.y_size(known - 1, image_size)
+        if spatial_size(small) != expected:
+            raise ValueError(
+                f"a {image_size} image downscales to {expected} at factor {factor}, not {spatial_size(small)}"
+            )
+        ys = downscale_pyramid(small, known - 1)
+        u = self.top.posterior(ys[0]).mean
+        zs = [level.posterior(ys[k + 1]).mean if k + 1 < known else None for k, level in enumerate(self.levels)]
+        latent_method = "sample" if method == "sample" else "mean"
+        return self._generate_from(u, image_size, zs, ys + [None] * steps, method, latent_method)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, mode: str, method: str = "mean", z_from_prior: bool = False) -> torch.Tensor:
