@@ -12,6 +12,9 @@ mkdir -p benchmarks/results
 selfvae-codec evaluate "$VAL" --samples 8 --threads 2 --csv benchmarks/results/evaluate.csv \
     2>&1 | tail -2 | tee benchmarks/results/evaluate.txt
 python benchmarks/benchmark.py "$VAL" --threads 2 --out benchmarks/results
+python benchmarks/benchmark.py "$DATA/val/classic" --threads 2 --out benchmarks/results/classic --only lossless
+selfvae-codec evaluate "$DATA/val/classic" --samples 8 --threads 2 --csv benchmarks/results/evaluate_classic.csv \
+    2>&1 | tail -2 | tee benchmarks/results/evaluate_classic.txt
 {
     echo "#### Does the decoder use the z's?"
     echo

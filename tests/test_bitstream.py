@@ -188,10 +188,25 @@ def test_section_tables_out_of_the_modes_order_are_rejected(mode, labels, messag
 def test_sections_of_the_wrong_tile_or_a_missing_tile_are_rejected():
     sections = _sections("u y1 z1 x", tiles=2)
     swapped = sections[4:] + sections[:4]
-    with pytest.raises(ContainerError, match="out of order at tile 0"):
+    with pytest.raises(ContainerError, match="names tile 0 after tile 1"):
         pack(make_header(width=20, height=16, tile_size=16, sections=swapped))
-    with pytest.raises(ContainerError, match="5 coded sections for 2 tile"):
-        pack(make_header(width=20, height=16, tile_size=16, sections=sections[:5]))
+    with pytest.raises(ContainerError, match="out of order at tile 1: found nothing"):
+        pack(make_header(width=20, height=16, tile_size=16, sections=sections[:4]))
+    extra = Section("u", 0, 2, b"\x00" * 4)
+    with pytest.raises(ContainerError, match="names tile 2"):
+        pack(make_header(width=20, height=16, tile_size=16, sections=[*sections, extra]))
+
+
+def test_a_full_file_may_hold_a_tile_as_classical_pixels():
+    pixels = [Section("pixels", 0, 1, b"PNG bytes")]
+    third = [Section(s.kind, s.level, 2, s.payload) for s in _sections("u y1 z1 x")]
+    sections = _sections("u y1 z1 x") + pixels + third
+    header = make_header(width=48, height=16, tile_size=16, sections=sections)
+    assert unpack(pack(header)).sections == sections
+    for mode, labels in (("conditional", "u y1 z1"), ("rs2", "u z1")):
+        lossy = [*_sections(labels), Section("pixels", 0, 1, b"x")]
+        with pytest.raises(ContainerError, match="out of order at tile 1"):
+            pack(make_header(mode=mode, width=32, height=16, tile_size=16, sections=lossy))
 
 
 def test_metadata_section_must_come_first():

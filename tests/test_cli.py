@@ -60,17 +60,26 @@ def test_summary_line_reports_rates_from_the_real_file(encoded):
     assert "bits/subpixel" in line and "model loaded in" in line
 
 
-def test_info_lists_header_and_sections(encoded):
-    out, _ = encoded
+def test_info_lists_header_and_sections(tmp_path):
+    from selfvae_codec.codec.api import Codec
+
+    out = tmp_path / "model.svc"  # coded by the model in every tile, with the photo's ICC profile
+    out.write_bytes(Codec(threads=1).compress(DATA / "chelsea_75x50.png", classical_tiles=False))
     result = run("info", out, "--json")
     assert result.exit_code == 0
     record = json.loads(result.output)
     assert (record["width"], record["height"], record["mode"]) == (75, 50, "full")
     assert record["bytes"] == out.stat().st_size
-    # the test photo carries an ICC profile, which the file keeps in its meta section
     icc_size = len(Image.open(DATA / "chelsea_75x50.png").info["icc_profile"])
     assert record["metadata"] == {"icc_profile": icc_size}
     assert list(record["sections"]) == ["meta", "u", "y1", "z1", "y2", "z2", "y3", "z3", "x"]
+    assert record["header_bytes"] + sum(s["bytes"] for s in record["sections"].values()) == record["bytes"]
+
+
+def test_info_shows_tiles_stored_as_classical_pixels(encoded):
+    out, _ = encoded  # the CLI's default: this small photo codes smaller as lossless WebP
+    record = json.loads(run("info", out, "--json").output)
+    assert list(record["sections"]) == ["meta", "pixels"]
     assert record["header_bytes"] + sum(s["bytes"] for s in record["sections"].values()) == record["bytes"]
 
 
@@ -175,11 +184,20 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "o.png").exists()
 
 
-def test_truncate_command_cuts_full_to_conditional(encoded, tmp_path):
-    out, _ = encoded
+def test_truncate_command_cuts_full_to_conditional(tmp_path):
+    from selfvae_codec.codec.api import Codec
+
+    out = tmp_path / "model.svc"
+    out.write_bytes(Codec(threads=1).compress(DATA / "chelsea_75x50.png", classical_tiles=False))
     cut = tmp_path / "cut.svc"
     result = run("truncate", out, "--mode", "conditional", "-o", cut)
     assert result.exit_code == 0, result.output
     info = json.loads(run("info", cut, "--json").output)
     assert info["mode"] == "conditional" and "x" not in info["sections"]
     assert run("decode", cut, "-o", tmp_path / "cut.png").exit_code == 0
+
+
+def test_truncate_refuses_files_with_classical_tiles(encoded, tmp_path):
+    out, _ = encoded
+    target = tmp_path / "cut.svc"
+    assert_clean_failure(run("truncate", out, "--mode", "rs1", "-o", target), "classical lossless images", target)

@@ -236,7 +236,7 @@ def test_quiet_prints_nothing_and_verbose_prints_sections(tmp_path):
     quiet = run("encode", GRAY, "-o", tmp_path / "q.svc", "--quiet")
     assert quiet.exit_code == 0 and quiet.output == ""
     verbose = run("encode", GRAY, "-o", tmp_path / "v.svc", "-v")
-    assert "section    x:" in verbose.output and "metadata kept: none" in verbose.output
+    assert "  section " in verbose.output and "metadata kept: none" in verbose.output
 
 
 def test_outputs_respect_the_umask(tmp_path):
@@ -283,7 +283,9 @@ def test_icc_exif_and_xmp_survive_a_round_trip(photo_with_metadata, tmp_path):
     assert back.getexif()[0x0112] == 6 and back.getexif()[0x010F] == "TestCam"
     assert back.info["xmp"] == original.info["xmp"]
     assert np.array_equal(np.asarray(back), np.asarray(original))
-    cut = run("truncate", tmp_path / "t.svc", "--mode", "rs1", "-o", tmp_path / "cut.svc")
+    coded = Codec(threads=1).compress(photo_with_metadata, classical_tiles=False)  # a file truncate can cut
+    (tmp_path / "m.svc").write_bytes(coded)
+    cut = run("truncate", tmp_path / "m.svc", "--mode", "rs1", "-o", tmp_path / "cut.svc")
     assert cut.exit_code == 0 and file_metadata(tmp_path / "cut.svc") == file_metadata(tmp_path / "t.svc")
 
 

@@ -140,13 +140,13 @@ def test_estimated_bits_track_the_file_size(codec):
 )
 def test_truncation_gives_the_bytes_of_direct_encoding(tiny_codec, source, target):
     image = load(DATA / "chelsea_75x50.png")
-    cut = tiny_codec.truncate(tiny_codec.compress(image, mode=source, step=0.5), target)
-    assert cut == tiny_codec.compress(image, mode=target, step=0.5)
+    cut = tiny_codec.truncate(tiny_codec.compress(image, mode=source, step=0.5, classical_tiles=False), target)
+    assert cut == tiny_codec.compress(image, mode=target, step=0.5, classical_tiles=False)
     assert unpack(cut).mode == target
 
 
 def test_impossible_truncation_is_refused(tiny_codec):
-    data = tiny_codec.compress(load(DATA / "chelsea_75x50.png"), mode="full")
+    data = tiny_codec.compress(load(DATA / "chelsea_75x50.png"), mode="full", classical_tiles=False)
     with pytest.raises(CodecError, match="cannot be cut down to rs2"):
         tiny_codec.truncate(data, "rs2")
 
@@ -155,3 +155,77 @@ def test_lossy_rates_are_below_lossless(tiny_codec):
     image = load(DATA / "astronaut_128x128.png")
     sizes = {mode: len(tiny_codec.compress(image, mode=mode)) for mode in ("rs1", "rs2", "conditional", "full")}
     assert sizes["rs1"] < sizes["rs2"] < sizes["conditional"] < sizes["full"]
+
+
+def _png_size(image: np.ndarray) -> int:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    return len(buffer.getvalue())
+
+
+def _screenshot() -> np.ndarray:
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (300, 200), "white")
+    draw = ImageDraw.Draw(image)
+    for line in range(12):
+        draw.text((10, 10 + 15 * line), f"line {line}: the quick brown fox jumps over", fill=(20, 20, 20))
+    draw.rectangle((200, 20, 280, 90), fill=(30, 90, 200))
+    return np.asarray(image)
+
+
+def _palette_photo(colours: int = 200) -> np.ndarray:
+    photo = Image.open(DATA / "astronaut_128x128.png").convert("RGB")
+    return np.asarray(photo.quantize(colours).convert("RGB"))
+
+
+def _smooth_photo() -> np.ndarray:
+    """A photo the model codes better than PNG and WebP (a bicubic 2x enlargement)."""
+    photo = Image.open(DATA / "astronaut_128x128.png").convert("RGB")
+    return np.asarray(photo.resize((256, 256), Image.Resampling.BICUBIC))
+
+
+@pytest.mark.parametrize(
+    "make, stored_as", [(_screenshot, "pixels"), (_palette_photo, "pixels"), (_smooth_photo, "model")]
+)
+def test_full_files_are_never_larger_than_png(codec, make, stored_as):
+    image = make()
+    if stored_as == "pixels":
+        assert len(np.unique(image.reshape(-1, 3), axis=0)) <= 256  # few colours
+    data = codec.compress(image)
+    kinds = {s.kind for s in unpack(data).sections}
+    assert kinds == ({"pixels"} if stored_as == "pixels" else {"u", "y", "z", "x"})
+    assert len(data) <= _png_size(image)
+    assert np.array_equal(codec.decompress(data), image)
+
+
+def test_classical_tiles_mix_with_model_tiles_and_decode_exactly(codec):
+    tiled = Codec(codec.model, threads=2, tile_size=128)
+    image = np.concatenate([_smooth_photo()[:128], _screenshot()[:128, :256]], axis=0)  # 256 x 256
+    data = tiled.compress(image)
+    kinds = [[s.kind for s in unpack(data).sections if s.tile == tile] for tile in range(4)]
+    assert kinds[:2] == [["u", "y", "z", "y", "z", "y", "z", "x"]] * 2 and kinds[2:] == [["pixels"]] * 2
+    assert np.array_equal(tiled.decompress(data), image)
+
+
+def test_a_corrupt_pixels_section_is_refused(codec):
+    from selfvae_codec.bitstream import Section, pack
+
+    header = unpack(codec.compress(_screenshot()))
+    (section,) = header.sections
+    header.sections = [Section("pixels", 0, 0, section.payload[:-30] + bytes(30))]
+    with pytest.raises(CodecError, match="pixels section|checksum"):
+        codec.decompress(pack(header))
+    header.sections = [Section("pixels", 0, 0, png_bytes(np.zeros((10, 10, 3), np.uint8)))]
+    with pytest.raises(CodecError, match="not the tile's 300x200"):
+        codec.decompress(pack(header))
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()

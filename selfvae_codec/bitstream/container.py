@@ -18,12 +18,15 @@ All integers little-endian. Layout (byte offsets):
     58  2  section count    u16
     60  4  image CRC-32     of the decoded image's bytes (H x W x channels, uint8)
     64  12*N section table, per section:
-            kind u8 (1 u, 2 z, 3 y, 4 x, 5 meta), level u8, tile u16, length u32, CRC-32 u32
+            kind u8 (1 u, 2 z, 3 y, 4 x, 5 meta, 6 pixels), level u8, tile u16,
+            length u32, CRC-32 u32
     ..  4  header CRC-32    of every byte before it
-    ..     payloads, in table order (ANS streams of 32-bit words; meta: see metadata.py)
+    ..     payloads, in table order (ANS streams of 32-bit words; meta: see metadata.py;
+           pixels: a PNG or lossless WebP file of the tile)
 
 The section table must follow the mode's order (`section_order`) tile by tile, after
-an optional single `meta` section (version 2 only). The file must end exactly after
+an optional single `meta` section (version 2 only); in a `full` file (version 2) a tile
+may instead be one `pixels` section. The file must end exactly after
 the last payload. No torch here.
 """
 
@@ -59,9 +62,12 @@ MODES: dict[str, Mode] = {
     "rs2": Mode(sends_z=True, sends_y=False, sends_x=False, summary="every level generated from u and the z's"),
     "rs1": Mode(sends_z=False, sends_y=False, sends_x=False, summary="everything generated from u alone"),
 }
-SECTION_KINDS = {1: "u", 2: "z", 3: "y", 4: "x", 5: "meta"}
+SECTION_KINDS = {1: "u", 2: "z", 3: "y", 4: "x", 5: "meta", 6: "pixels"}
 KIND_CODES = {name: code for code, name in SECTION_KINDS.items()}
-CODED_KINDS = ("u", "z", "y", "x")  # ANS streams; meta holds the image's metadata
+CODED_KINDS = ("u", "z", "y", "x")  # ANS streams of the model's symbols
+# A `full` file may hold a tile as `pixels` instead: a classical lossless image file
+# (PNG or WebP lossless) of the tile, where that is smaller than the model's coding.
+CLASSICAL_TILE = [("pixels", 0)]
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28  # 268 megapixels
 MAX_SECTIONS = 65535
@@ -158,8 +164,9 @@ def _labels(order: list[tuple[str, int]]) -> str:
 
 
 def _validate_section_table(header: Header, version: int) -> None:
-    """Sections must be an optional meta section, then every tile's sections in the
-    mode's order, tiles in order, with the same number of levels in every tile."""
+    """Sections must be an optional meta section, then every tile's sections, tiles in
+    order: the mode's order with the same number of levels in every tile, or (in a
+    `full` file) one `pixels` section."""
     sections = header.sections
     if sections and sections[0].kind == "meta":
         if version < 2:
@@ -167,15 +174,23 @@ def _validate_section_table(header: Header, version: int) -> None:
         if sections[0].level or sections[0].tile:
             raise ContainerError("the metadata section must have level 0 and tile 0")
         sections = sections[1:]
-    tiles = header.tile_count
-    if not sections or len(sections) % tiles:
-        raise ContainerError(f"the section table has {len(sections)} coded sections for {tiles} tile(s)")
-    per_tile = len(sections) // tiles
-    expected = section_order(header.mode, levels=sum(s.kind == "z" for s in sections[:per_tile]))
-    for tile in range(tiles):
-        found = sections[tile * per_tile : (tile + 1) * per_tile]
+    by_tile: list[list[Section]] = [[] for _ in range(header.tile_count)]
+    for position, section in enumerate(sections):
+        previous = sections[position - 1].tile if position else 0
+        if not previous <= section.tile < header.tile_count:
+            raise ContainerError(
+                f"section {section.label} names tile {section.tile} after tile {previous} "
+                f"(the image has {header.tile_count} tile(s), in order)"
+            )
+        by_tile[section.tile].append(section)
+    expected = None
+    for tile, found in enumerate(by_tile):
         order = [(s.kind, s.level) for s in found]
-        if order != expected or any(s.tile != tile for s in found):
+        if order == CLASSICAL_TILE and header.mode == "full" and version >= 2:
+            continue
+        if expected is None:  # the first tile coded by the model sets the number of levels
+            expected = section_order(header.mode, levels=sum(kind == "z" for kind, _ in order))
+        if order != expected:
             raise ContainerError(
                 f"section table out of order at tile {tile}: found {_labels(order)}, "
                 f"a {header.mode} file needs {_labels(expected)} in every tile"

@@ -156,6 +156,39 @@ def list_images(paths, suffixes=IMAGE_SUFFIXES) -> list[Path]:
     return files
 
 
+# -- tiles stored by a classical lossless coder -------------------------------------
+
+
+def classical_lossless(pixels: np.ndarray, grayscale: bool) -> bytes:
+    """The smaller of a PNG and a lossless WebP file of an RGB tile (one channel
+    when the image is grayscale): what a `pixels` section holds."""
+    image = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if grayscale else pixels))
+    files = []
+    # WebP's method 4 (0.27 s for a 512x512 photo tile on 2 cores) makes files 2.4%
+    # smaller than method 2 (0.09 s) on clean photos; PNG at its default level is
+    # there for the guarantee "never larger than PNG" (0.07 s).
+    for fmt, options in (("PNG", {"compress_level": 6}), ("WEBP", {"lossless": True, "quality": 100, "method": 4})):
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
+        files.append(buffer.getvalue())
+    return min(files, key=len)
+
+
+def read_classical_tile(payload: bytes, height: int, width: int) -> np.ndarray:
+    """The RGB pixels [height, width, 3] of a `pixels` section, or a one-line error."""
+    try:
+        with Image.open(io.BytesIO(payload), formats=["PNG", "WEBP"]) as image:
+            if image.size != (width, height) or image.mode not in ("L", "RGB"):
+                raise CodecError(
+                    f"a pixels section holds a {image.mode} {image.size[0]}x{image.size[1]} image, "
+                    f"not the tile's {width}x{height}"
+                )
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise CodecError(f"a pixels section is not a readable PNG or WebP image ({error})") from error
+    return np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array
+
+
 # -- outputs -------------------------------------------------------------------------
 
 
