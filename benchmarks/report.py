@@ -79,6 +79,16 @@ def speed_section() -> list[str]:
         *("    " + line for line in speed.read_text().strip().splitlines()),
         "",
     ]
+    profile = RESULTS / "speed_profile.txt"
+    if profile.is_file():
+        lines += [
+            "Where the time goes, `python benchmarks/speed_profile.py $DATA/train/wikipedia/001.png --threads 2` "
+            "(every tile coded by the model): building the 256-value probability tables of the pixels dominates, "
+            "above all at full resolution (x); the networks and the ANS coder take the rest.",
+            "",
+            *("    " + line.replace("../shared/data", "$DATA") for line in profile.read_text().strip().splitlines()),
+            "",
+        ]
     large = RESULTS / "speed_large.txt"
     if large.is_file():
         note, *output = large.read_text().strip().splitlines()

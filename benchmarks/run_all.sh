@@ -37,6 +37,7 @@ SWEEP="python benchmarks/step_sweep.py $VAL --mode full --limit 5 --steps 0.25,0
     $SWEEP
 } > benchmarks/results/step_sweep_full.md
 python benchmarks/speed.py "$DATA/train/wikipedia/001.png" --threads 2 | tee benchmarks/results/speed.txt
+python benchmarks/speed_profile.py "$DATA/train/wikipedia/001.png" --threads 2 | tee benchmarks/results/speed_profile.txt
 python benchmarks/upscale.py "$VAL" --threads 2 --out benchmarks/results/upscale
 python benchmarks/plot_training.py "$RUN" -o benchmarks/results/training_curve.png
 python benchmarks/report.py

@@ -1,0 +1,82 @@
+"""Where the time of one `full` encode and decode goes: per section (the level being
+coded, networks and probability tables and ANS together) and per kind of work
+(cProfile: building probability tables, ANS coding, the networks and the rest).
+Every tile is coded by the model (no PNG / WebP tiles), at the given thread count.
+
+    python benchmarks/speed_profile.py $DATA/train/wikipedia/001.png --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+
+import numpy as np
+import torch
+from common import load_rgb
+
+from selfvae_codec.bitstream import unpack
+from selfvae_codec.codec.api import Codec
+
+# the kind of work -> (substrings of) the cProfile function names doing it, outermost
+KINDS = {
+    "probability tables": ("channel_probabilities", "_check_table"),
+    "ANS coding": ("'encode_reverse' of 'builtins.AnsCoder'", "'decode' of 'builtins.AnsCoder'"),
+}
+
+
+def per_section(codec: Codec, image: np.ndarray, data: bytes, direction: str) -> tuple[float, dict[str, float]]:
+    stamps = [time.perf_counter()]
+
+    def mark(done: int, total: int) -> None:
+        stamps.append(time.perf_counter())
+
+    if direction == "encode":
+        codec.encode(image, classical_tiles=False, progress=mark)
+    else:
+        codec.decompress(data, progress=mark)
+    seconds: dict[str, float] = {}
+    for section, start, stop in zip(unpack(data).sections, stamps[:-1], stamps[1:], strict=True):
+        seconds[section.label] = seconds.get(section.label, 0.0) + stop - start
+    return stamps[-1] - stamps[0], seconds
+
+
+def per_kind(codec: Codec, image: np.ndarray, data: bytes, direction: str) -> dict[str, float]:
+    profile = cProfile.Profile()
+    profile.enable()
+    if direction == "encode":
+        codec.encode(image, classical_tiles=False)
+    else:
+        codec.decompress(data)
+    profile.disable()
+    stats = pstats.Stats(profile).stats
+    total = sum(entry[2] for entry in stats.values())  # internal times add up to the whole
+    kinds = {}
+    for kind, names in KINDS.items():
+        kinds[kind] = sum(entry[3] for (_, _, name), entry in stats.items() if any(n in name for n in names))
+    kinds["networks and the rest"] = total - sum(kinds.values())
+    return kinds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("image")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    codec = Codec(threads=args.threads)
+    image = load_rgb(args.image)
+    data = codec.compress(image, classical_tiles=False)
+    print(f"{args.image}: {image.shape[1]}x{image.shape[0]}, full, the model in every tile, {args.threads} threads")
+    for direction in ("encode", "decode"):
+        total, sections = per_section(codec, image, data, direction)
+        kinds = per_kind(codec, image, data, direction)
+        print(f"  {direction} {total:.2f} s")
+        print("    per section: " + ", ".join(f"{label} {seconds:.2f} s" for label, seconds in sections.items()))
+        print("    per kind:    " + ", ".join(f"{kind} {seconds:.2f} s" for kind, seconds in kinds.items()))
+
+
+if __name__ == "__main__":
+    main()
