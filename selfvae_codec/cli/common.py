@@ -19,6 +19,7 @@ MODEL_OPTION = click.option(
     help="Pretrained model name or a .safetensors path (default: the shipped default; decode: the file's).",
 )
 DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+FORCE_OPTION = click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 THREADS_OPTION = click.option(
     "--threads", type=click.IntRange(1, 255), default=None, help="torch threads (default: torch's choice)."
 )

@@ -8,7 +8,7 @@ import re
 import click
 
 from .batch import STDIO, Reporter, writer
-from .common import DEVICE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
+from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
 
 METHOD_OPTION = click.option(
     "--method",
@@ -16,6 +16,9 @@ METHOD_OPTION = click.option(
     help="How each generated level is filled in: its mean, its mode, or a sample (with --seed).",
 )
 SEED_OPTION = click.option("--seed", type=int, default=0, show_default=True, help="Seed of --method sample.")
+GENERATION_OPTIONS = shared_options(
+    METHOD_OPTION, SEED_OPTION, MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION, FORCE_OPTION
+)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -41,10 +44,7 @@ def _check_image_output(output: str, force: bool, source: str | None, channels: 
 @click.option("-o", "--output", default=None, help="Output image ('-': PNG on standard output; default NAME_xF.png).")
 @click.option("--factor", type=int, default=2, show_default=True, help="2, 4, 8, ...: up to 2 per model level.")
 @click.option("--size", default=None, help="Crop to this original size, WxH (it must downscale to the input).")
-@METHOD_OPTION
-@SEED_OPTION
-@shared_options(MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION)
-@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@GENERATION_OPTIONS
 @click.option("--quiet", is_flag=True, help="No summary line, no progress bar.")
 def upscale(image, output, factor, size, method, seed, model_name, device, threads, force, quiet) -> None:
     """Make IMAGE FACTOR times larger with the model: the image is taken as the
@@ -98,10 +98,7 @@ def _no_metadata():
 @click.option("-n", "--count", type=click.IntRange(1, 256), default=8, show_default=True, help="How many samples.")
 @click.option("--size", default="256x256", show_default=True, help="Size of each sample, WxH.")
 @click.option("--columns", type=click.IntRange(min=1), default=None, help="Samples per row (default: near square).")
-@METHOD_OPTION
-@SEED_OPTION
-@shared_options(MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION)
-@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@GENERATION_OPTIONS
 @click.option("--quiet", is_flag=True, help="No summary line.")
 def sample(output, count, size, columns, method, seed, model_name, device, threads, force, quiet) -> None:
     """Draw unconditional samples from the model: u from its prior, then every level."""

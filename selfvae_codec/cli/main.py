@@ -25,7 +25,7 @@ import click
 from ..bitstream import MODES
 from ..errors import CodecError
 from .batch import STDIO, Job, Reporter, plan_jobs, reader, run_jobs, writer
-from .common import DEVICE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
+from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
 from .generation import COMMANDS as GENERATION_COMMANDS
 from .research import COMMANDS as RESEARCH_COMMANDS
 
@@ -66,7 +66,6 @@ def cli() -> None:
 
 # -- options shared by several commands ---------------------------------------------
 
-FORCE_OPTION = click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 QUIET_OPTION = click.option("--quiet", is_flag=True, help="No summary line, no progress bar, no warnings.")
 VERBOSE_OPTION = click.option("-v", "--verbose", is_flag=True, help="Also print the bytes of every section.")
 OUTPUT_OPTIONS = (
