@@ -1,7 +1,7 @@
 """Turn a training run's log.jsonl into a compact CSV that can be kept in the
 repository after the run folder is gone (benchmarks/results/runs/NAME.csv):
-training rows keep step, loss, time, rate and speed; validation rows (`val`, and
-`val_ema` for the moving average of the weights) keep every term.
+training rows keep step, loss, time, rate and speed; validation rows (`val`, `val_ema`
+for the moving average of the weights, `val_NAME` for a second set) keep every term.
 
     python benchmarks/compact_log.py runs/extend -o benchmarks/results/runs/extend.csv
 """
@@ -18,7 +18,7 @@ TRAIN_COLUMNS = ["step", "total", "train_seconds", "lr", "patches_per_s"]
 
 
 def compact_rows(records: list[dict]) -> tuple[list[str], list[dict]]:
-    kept = [r for r in records if r["kind"] in ("train", "val", "val_ema")]
+    kept = [r for r in records if r["kind"] == "train" or r["kind"].startswith("val")]
     terms = sorted({k for r in kept if r["kind"] != "train" for k in r if k.startswith(("re_", "kl_"))})
     columns = ["kind", *TRAIN_COLUMNS, *terms]
     rows = []

@@ -7,8 +7,9 @@ benchmarks/train_throughput.py.
         --title "K=3 against K=2" -o benchmarks/results/compare_levels.md
 
 Each argument is LABEL:LOG, where LOG is a run folder (its log.jsonl) or a compact
-log (benchmarks/results/runs/*.csv), or LABEL:LOG:ema for the validations of the
-run's moving average of the weights (`val_ema` lines) instead of its raw weights. Prints a markdown
+log (benchmarks/results/runs/*.csv), or LABEL:LOG:KIND for other validation lines:
+`ema` for the run's moving average of the weights (`val_ema` lines), or any kind the
+log holds, such as `val_classic` for a second validation set (--extra-val-dir). Prints a markdown
 table; -o also writes it, with its title and command, to a file that
 benchmarks/report.py copies into the README (every benchmarks/results/compare_*.md).
 """
@@ -28,7 +29,7 @@ def validation_by_step(log: Path, kind: str = "val") -> dict[int, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="LABEL:LOG or LABEL:LOG:ema")
+    parser.add_argument("runs", nargs="+", help="LABEL:LOG or LABEL:LOG:KIND (ema, val_classic, ...)")
     parser.add_argument("-o", "--output", default=None, help="also write the table here, under --title")
     parser.add_argument("--title", default="Validation bpd at matched steps")
     parser.add_argument("--since", type=int, default=0, help="only steps from this one on (after a branch point)")
@@ -38,9 +39,10 @@ def main() -> None:
     for item in args.runs:
         label, _, folder = item.partition(":")
         folder, _, weights = folder.partition(":")
-        if not folder or weights not in ("", "ema"):
-            raise SystemExit(f"expected LABEL:LOG or LABEL:LOG:ema, got {item!r}")
-        runs[label] = validation_by_step(Path(folder), "val_ema" if weights else "val")
+        if not folder:
+            raise SystemExit(f"expected LABEL:LOG or LABEL:LOG:KIND, got {item!r}")
+        kind = {"": "val", "ema": "val_ema"}.get(weights, weights)
+        runs[label] = validation_by_step(Path(folder), kind)
     steps = sorted(
         step
         for step in set.intersection(*(set(val) for val in runs.values()))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from selfvae_codec.cli.main import cli
 from selfvae_codec.models.io import load_model
@@ -333,3 +334,45 @@ def test_a_run_resumes_from_the_shipped_copy_of_its_average(tmp_path):
     assert average is not None and set(average) == set(expected)
     assert all(torch.equal(average[name], expected[name]) for name in expected)
     assert stored_average(tmp_path, {"ema_fingerprint": "0" * 64}) is None
+
+
+def _sampler_sources(tmp_path):
+    """A JPEG of fine stripes and a flat red PNG, both 160x160."""
+    stripes = np.zeros((160, 160, 3), np.uint8)
+    stripes[:, ::2] = 255
+    Image.fromarray(stripes).save(tmp_path / "stripes.jpg", quality=95)
+    Image.fromarray(np.full((160, 160, 3), (200, 0, 0), np.uint8)).save(tmp_path / "red.png")
+    return [tmp_path / "stripes.jpg", tmp_path / "red.png"]
+
+
+def test_jpeg_sources_are_always_downscaled_when_asked(tmp_path):
+    from selfvae_codec.training.data import RandomCropSampler
+
+    files = _sampler_sources(tmp_path)[:1]
+    native = RandomCropSampler(files, 32, seed=0, min_scale=1.0, flat_keep=1.0).batch(16)
+    halved = RandomCropSampler(files, 32, seed=0, min_scale=1.0, flat_keep=1.0, jpeg_max_scale=0.5).batch(16)
+    # columns alternate at native resolution; an area downscale by 2 or more averages them out
+    assert native.astype(float).std(axis=(1, 2, 3)).min() > 60
+    assert halved.astype(float).std(axis=(1, 2, 3)).max() < 0.5 * native.astype(float).std(axis=(1, 2, 3)).min()
+
+
+def test_clean_photos_can_be_weighted_up(tmp_path):
+    from selfvae_codec.training.data import RandomCropSampler
+
+    files = _sampler_sources(tmp_path)
+    even = RandomCropSampler(files, 32, seed=0, flat_keep=1.0).batch(200)
+    weighted = RandomCropSampler(files, 32, seed=0, flat_keep=1.0, clean_weight=9.0).batch(200)
+
+    def red_share(batch):
+        return float(np.mean([(crop[0] == 200).all() and (crop[1] == 0).all() for crop in batch]))
+
+    assert 0.35 < red_share(even) < 0.65 and red_share(weighted) > 0.8
+
+
+def test_a_second_validation_set_is_logged_beside_the_first(tmp_path):
+    out = tmp_path / "two_sets"
+    result = CliRunner().invoke(cli, [*train_args(out, 2), "--extra-val-dir", str(DATA)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    kinds = [r["kind"] for r in records(out)]
+    assert kinds.count("val") == kinds.count("val_data") == 1
+    assert kinds.count("val_ema") == kinds.count("val_ema_data") == 1

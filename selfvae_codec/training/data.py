@@ -17,11 +17,15 @@ def load_rgb(path: Path) -> np.ndarray:
 
 class RandomCropSampler:
     """Random crops of whole photos held in memory, with flips, an optional random
-    downscale (factor in [min_scale, 1], hides JPEG block artefacts; a fraction
-    `native_fraction` of the crops is kept at native resolution instead, so that the
-    model also learns photos as they come, JPEG-decoded ones included) and rejection of
-    most nearly flat crops (luminance std below `flat_std`, kept with probability
-    `flat_keep`) so smooth wallpapers do not dominate.
+    downscale (factor in [min_scale, 1]; a fraction `native_fraction` of the crops is
+    kept at native resolution instead) and rejection of most nearly flat crops
+    (luminance std below `flat_std`, kept with probability `flat_keep`) so smooth
+    wallpapers do not dominate.
+
+    JPEG sources carry 8x8 blocks and 4:2:0 chroma that a 0.6-1 downscale does not
+    remove: with `jpeg_max_scale` below 1 their crops are always downscaled by a factor
+    in [jpeg_max_scale / 2, jpeg_max_scale] (area filter). Pixels of the other (clean)
+    photos are picked `clean_weight` times as often as JPEG ones.
 
     All randomness comes from one numpy Generator whose state can be saved.
     """
@@ -35,8 +39,12 @@ class RandomCropSampler:
         native_fraction: float = 0.0,
         flat_std: float = 3.0,
         flat_keep: float = 0.25,
+        jpeg_max_scale: float = 1.0,
+        clean_weight: float = 1.0,
     ):
         self.images = [load_rgb(p) for p in files]
+        self.is_jpeg = [p.suffix.lower() in (".jpg", ".jpeg") for p in files]
+        self.jpeg_max_scale = jpeg_max_scale
         self.crop = crop
         if not 0.0 <= native_fraction <= 1.0:
             raise ValueError(f"native_fraction must be in [0, 1], got {native_fraction}")
@@ -46,13 +54,19 @@ class RandomCropSampler:
         self.flat_keep = flat_keep
         self.rng = np.random.default_rng(seed)
         areas = np.array([img.shape[0] * img.shape[1] for img in self.images], dtype=np.float64)
-        self.pick_probs = areas / areas.sum()  # every pixel is equally likely to be seen
+        if clean_weight != 1.0:
+            areas = areas * np.where(self.is_jpeg, 1.0, clean_weight)
+        self.pick_probs = areas / areas.sum()  # every pixel (of a kind) is equally likely to be seen
 
     def _one_crop(self) -> np.ndarray:
-        image = self.images[self.rng.choice(len(self.images), p=self.pick_probs)]
-        # With native_fraction 0 no extra number is drawn, so older runs resume unchanged.
-        native = self.native_fraction > 0 and self.rng.random() < self.native_fraction
-        scale = self.rng.uniform(self.min_scale, 1.0) if self.min_scale < 1.0 and not native else 1.0
+        index = self.rng.choice(len(self.images), p=self.pick_probs)
+        image = self.images[index]
+        if self.is_jpeg[index] and self.jpeg_max_scale < 1.0:
+            scale = self.rng.uniform(self.jpeg_max_scale / 2, self.jpeg_max_scale)
+        else:
+            # With native_fraction 0 no extra number is drawn, so older runs resume unchanged.
+            native = self.native_fraction > 0 and self.rng.random() < self.native_fraction
+            scale = self.rng.uniform(self.min_scale, 1.0) if self.min_scale < 1.0 and not native else 1.0
         source = min(int(round(self.crop / scale)), image.shape[0], image.shape[1])
         source = max(source, self.crop) if min(image.shape[:2]) >= self.crop else min(image.shape[:2])
         top = self.rng.integers(0, image.shape[0] - source + 1)

@@ -33,6 +33,14 @@ class TrainSettings:
     ema_decay: float = setting(0.999, "Moving average of the weights, validated and shipped (0: off).")
     min_scale: float = setting(0.6, "Crops are downscaled by a random factor in [min-scale, 1].")
     native_fraction: float = setting(0.0, "Share of crops taken at native resolution instead.")
+    jpeg_max_scale: float = setting(
+        1.0,
+        "Crops of JPEG sources are downscaled by a factor in [max/2, max]: 0.5 hides their blocks and 4:2:0 chroma.",
+    )
+    clean_weight: float = setting(1.0, "How much more often a pixel of a non-JPEG photo is picked than a JPEG one.")
+    extra_val_dir: str | None = setting(
+        None, "A second held-out folder, validated beside --val (logged as kind val_FOLDER).", type=str
+    )
     val_every: int = setting(1000, "Validate every this many steps.")
     checkpoint_every: int = setting(250, "Write the checkpoint every this many steps.")
     log_every: int = setting(25, "Log training losses every this many steps.")
@@ -50,3 +58,7 @@ class TrainSettings:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.native_fraction <= 1.0:
             raise ValueError(f"--native-fraction must be in [0, 1], got {self.native_fraction}")
+        if not 0.0 < self.jpeg_max_scale <= 1.0:
+            raise ValueError(f"--jpeg-max-scale must be in (0, 1], got {self.jpeg_max_scale}")
+        if self.clean_weight <= 0:
+            raise ValueError(f"--clean-weight must be positive, got {self.clean_weight}")

@@ -128,11 +128,18 @@ class Trainer:
             seed=settings.seed + 1000 * self.rank,
             min_scale=settings.min_scale,
             native_fraction=settings.native_fraction,
+            jpeg_max_scale=settings.jpeg_max_scale,
+            clean_weight=settings.clean_weight,
         )
-        self.val_batch = None
-        if settings.val_dir:
-            files = list_images([settings.val_dir])[: settings.val_images]
-            self.val_batch = torch.from_numpy(validation_crops(files, settings.val_crop, per_image=1))
+        # log kind suffix -> validation crops: "" for --val, "_NAME" for --extra-val-dir NAME
+        self.val_batches: dict[str, torch.Tensor] = {}
+        for suffix, folder in (
+            ("", settings.val_dir),
+            (f"_{Path(settings.extra_val_dir or '').name}", settings.extra_val_dir),
+        ):
+            if folder:
+                files = list_images([folder])[: settings.val_images]
+                self.val_batches[suffix] = torch.from_numpy(validation_crops(files, settings.val_crop, per_image=1))
         self.step = 0
         self.best_val = math.inf
         self.skipped_steps = 0
@@ -239,14 +246,14 @@ class Trainer:
                 handle.write(json.dumps(record) + "\n")
 
     @torch.no_grad()
-    def validate(self, model: SelfVAE) -> dict[str, float]:
+    def validate(self, model: SelfVAE, crops: torch.Tensor) -> dict[str, float]:
         model.eval()
         sums: dict[str, float] = {}
         count = 0
         generator_state = torch.get_rng_state()
         torch.manual_seed(12345)  # the same posterior samples every time
-        for start in range(0, len(self.val_batch), 8):
-            batch = self.val_batch[start : start + 8].to(self.device)
+        for start in range(0, len(crops), 8):
+            batch = crops[start : start + 8].to(self.device)
             terms = model.elbo_bpd(batch)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value) * len(batch)
@@ -254,6 +261,23 @@ class Trainer:
         torch.set_rng_state(generator_state)
         model.train()
         return {name: value / count for name, value in sums.items()}
+
+    def _validate_all(self) -> str:
+        """Validate the raw weights and their moving average on every held-out set,
+        log each (kinds val / val_ema, with the set's suffix), and say it in a line."""
+        parts = []
+        for suffix, crops in self.val_batches.items():
+            val = self.validate(self.model, crops)
+            self._log({**val, "step": self.step, "kind": f"val{suffix}"})
+            part = f"validation{suffix.replace('_', ' ')} {val['total']:.4f} bpd"
+            if self.ema is not None:
+                val = self.validate(self.ema.module, crops)
+                self._log({**val, "step": self.step, "kind": f"val_ema{suffix}"})
+                part += f" (moving average {val['total']:.4f})"
+            if not suffix:
+                self.best_val = min(self.best_val, val["total"])
+            parts.append(part)
+        return f"step {self.step}: " + ", ".join(parts)
 
     # -- the loop ------------------------------------------------------------------
     def train_step(self) -> dict[str, float] | None:
@@ -342,15 +366,8 @@ class Trainer:
                     )
                     self._log(record)
                     window, window_start = [], time.perf_counter()
-                if self.val_batch is not None and self.step % self.s.val_every == 0 and self.rank == 0:
-                    val = self.validate(self.model)
-                    self._log({**val, "step": self.step, "kind": "val"})
-                    message = f"step {self.step}: validation {val['total']:.4f} bpd"
-                    if self.ema is not None:
-                        val = self.validate(self.ema.module)
-                        self._log({**val, "step": self.step, "kind": "val_ema"})
-                        message += f", moving average {val['total']:.4f}"
-                    self.best_val = min(self.best_val, val["total"])
+                if self.val_batches and self.step % self.s.val_every == 0 and self.rank == 0:
+                    message = self._validate_all()
                     if progress is not None:
                         progress.write(message)
                 if self.step % self.s.checkpoint_every == 0:
