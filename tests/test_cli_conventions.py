@@ -88,6 +88,7 @@ def test_16_bit_rgb_png_is_refused_not_reduced(tmp_path):
         (["encode", CHELSEA, GRAY, "-o", "{tmp}/x.svc"], "-o takes one input"),
         (["encode", CHELSEA, "-o", "{tmp}/x.svc", "-d", "{tmp}"], "give -o or -d, not both"),
         (["encode", CHELSEA, "-d", "{tmp}/nodir"], "output folder does not exist"),
+        (["encode", "-", "-d", "{tmp}"], "with '-' give -o"),
         (["encode", CHELSEA, "{tmp}/sub/chelsea_75x50.png", "-d", "{tmp}"], "would both be written"),
     ],
 )

@@ -35,6 +35,8 @@ def plan_jobs(inputs, output, out_dir, suffix: str, input_suffixes, force: bool)
         raise CliError("'-' (standard input) must be the only input")
     if output is not None and out_dir is not None:
         raise CliError("give -o or -d, not both")
+    if STDIO in inputs and out_dir is not None:
+        raise CliError("-d names outputs after input files; with '-' give -o")
     sources = [STDIO] if inputs == (STDIO,) else [str(p) for p in list_images(inputs, input_suffixes)]
     if output is not None and len(sources) > 1:
         raise CliError(f"-o takes one input, got {len(sources)}; use -d FOLDER for several")
