@@ -34,6 +34,9 @@ class CommandLine(click.Group):
     """A click group whose every failure is one `error:` line and a documented exit
     status, instead of click's multi-line usage text and its "Aborted!"."""
 
+    def list_commands(self, ctx) -> list[str]:
+        return list(self.commands)  # as declared: the codec commands first, then the rest
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
