@@ -3,7 +3,7 @@ repository after the run folder is gone (benchmarks/results/runs/NAME.csv):
 training rows keep step, loss, time, rate and speed; validation rows (`val`, `val_ema`
 for the moving average of the weights, `val_NAME` for a second set) keep every term.
 
-    python benchmarks/compact_log.py runs/extend -o benchmarks/results/runs/extend.csv
+    python benchmarks/compact_log.py runs/clean -o benchmarks/results/runs/clean.csv
 """
 
 from __future__ import annotations

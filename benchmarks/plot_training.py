@@ -3,7 +3,7 @@ log (a run folder, its log.jsonl, or a compact log benchmarks/results/runs/*.csv
 training total (window averages), validation total of the raw weights and of their
 moving average where the run kept one, and the validation terms.
 
-    python benchmarks/plot_training.py runs/extend -o benchmarks/results/training_curve.png
+    python benchmarks/plot_training.py benchmarks/results/runs/extend.csv -o benchmarks/results/training_curve.png
 """
 
 from __future__ import annotations
