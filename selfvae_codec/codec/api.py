@@ -262,7 +262,10 @@ class Codec:
     # -- decoding ------------------------------------------------------------------
     def decompress(self, data, progress: Progress | None = None, verify: bool = True) -> np.ndarray:
         """Decode .svc bytes (or the file at a path): uint8 [H, W, 3] or [H, W]."""
-        header = unpack(_as_bytes(data))
+        return self._decode(unpack(_as_bytes(data)), progress, verify)
+
+    def _decode(self, header: Header, progress: Progress | None = None, verify: bool = True) -> np.ndarray:
+        """The image of a parsed file; with `verify`, checked against its image CRC."""
         if header.model_fingerprint.hex() != self.fingerprint:
             raise ModelMismatchError(
                 f"the file was encoded with model {header.model_fingerprint.hex()[:12]}, "
@@ -386,8 +389,7 @@ class Codec:
             )
         header.sections = [s for s in header.sections if s.kind in kept_kinds]
         header.mode = mode
-        header.image_crc = 0
-        image = self.decompress(pack(header), verify=False)
+        image = self._decode(header, verify=False)
         header.image_crc = crc32(image.tobytes())
         return pack(header)
 
@@ -430,7 +432,7 @@ class Codec:
         else:
             image_format = image_format or output_format(destination, header.channels)
             check_output(destination, overwrite, source if not hasattr(source, "read") else None)
-        image = self.decompress(data, progress=progress)
+        image = self._decode(header, progress=progress)
         encoded, dropped = encode_image_file(image, image_format, unpack_metadata(header.metadata_payload))
         write_output(destination, encoded)
         return image, dropped
