@@ -15,6 +15,9 @@ Sections, in decoding order (a prefix of a file is a valid file of a lower mode)
 Latents: u is quantised in the prior's base space v = f^-1(u) on a grid of step
 `step` and coded under N(0, 1); each z_k is coded as round((mu_q - mu_p) / step)
 under the discretized N(0, sigma_p / step), sigma_p taken from a fixed scale table.
+Exact models do the same in integers: the step is rounded to a multiple of 2^-12,
+and the latents are coded under discretized logistics from integer tables
+(`latent_table`) with the same standard deviation.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import numpy as np
 import torch
 
 from ..bitstream import MODES
+from ..models import fixed_point
 from ..models.distributions import DiscretizedLogisticMixture
+from ..models.exact_distributions import latent_scale_index
 from ..models.selfvae import GroupStep, Inference, Level, SelfVAE
 from .entropy import scale_indices
 
@@ -61,8 +66,11 @@ def code_pixels(
             r0, r1 = ranges[i]
             part = dist.crop_rows(r0, r1)
             context = values[..., r0:r1, :]
+            exact = not isinstance(part, DiscretizedLogisticMixture)
             if lo is None:
-                probs = part.channel_probabilities(c, context)
+                probs = part.channel_table(c, context) if exact else part.channel_probabilities(c, context)
+            elif exact:
+                probs = part.interval_table(c, context, lo[..., r0:r1, :], hi[..., r0:r1, :], count)
             else:
                 probs = part.interval_probabilities(c, context, lo[..., r0:r1, :], hi[..., r0:r1, :], count)
             return probs[0][mask[r0:r1]].cpu().numpy()
@@ -124,6 +132,32 @@ def _code_z(stream, prior, step: float, posterior_mean: torch.Tensor | None) -> 
     return prior.mean + step * torch.from_numpy(symbols.astype(np.float32)).to(prior.mean.device)
 
 
+def step_q12(step: float) -> int:
+    """An exact model's latent step: `step` rounded to a multiple of 2^-12 (at least one)."""
+    return max(1, round(step * fixed_point.ACT_ONE))
+
+
+def _code_latents_exact(stream, std_q16: torch.Tensor, step: int, center: torch.Tensor, target) -> torch.Tensor:
+    """Code integer latents: symbols round((target - center) / step) under the grid
+    scale nearest std / step; returns center + step * symbols, saturated."""
+    indices = latent_scale_index(std_q16, step)
+    true_symbols = None
+    if target is not None:
+        true_symbols = torch.div(2 * (target - center) + step, 2 * step, rounding_mode="floor").cpu().numpy()
+    symbols = stream.latents(indices.cpu().numpy(), true_symbols)
+    latents = center + step * torch.from_numpy(symbols).to(center.device)
+    return latents.clamp(-fixed_point.ACT_LIMIT, fixed_point.ACT_LIMIT)
+
+
+def _code_u_exact(model: SelfVAE, stream, image_size, step: float, truth: Inference | None, device) -> torch.Tensor:
+    shape = (1, model.config.u_channels, *model.u_size(image_size))
+    unit_std = torch.full(shape, 1 << 16, dtype=torch.int64, device=device)
+    zero = torch.zeros(shape, dtype=torch.int64, device=device)
+    target = model.prior_u.to_base(truth.u) if truth is not None else None
+    base = _code_latents_exact(stream, unit_std, step_q12(step), zero, target)
+    return model.prior_u.from_base(base)
+
+
 def _section_of(model: SelfVAE, index: int) -> tuple[str, int]:
     """Section kind/level of representation ys[index] (the last one is x)."""
     return ("x", 0) if index == len(model.levels) else ("y", index + 1)
@@ -143,9 +177,10 @@ def walk(
     def sends(index: int) -> bool:
         return spec.sends_x if index == levels else spec.sends_y
 
-    device = next(model.parameters()).device
+    device = model.device
+    exact = model.config.exact
     stream.begin_section("u")
-    u = _code_u(model, stream, image_size, step, truth, device)
+    u = (_code_u_exact if exact else _code_u)(model, stream, image_size, step, truth, device)
     size = model.y_size(0, image_size)
     top = model.top.likelihood(u, size)
     if sends(0):
@@ -158,7 +193,10 @@ def walk(
         prior = level.prior(y, prev, model.z_size(k, image_size))
         if spec.sends_z:
             stream.begin_section("z", k + 1)
-            z = _code_z(stream, prior, step, truth.zs[k] if truth else None)
+            if exact:
+                z = _code_latents_exact(stream, prior.std_q16, step_q12(step), prior.mean, truth.zs[k] if truth else None)
+            else:
+                z = _code_z(stream, prior, step, truth.zs[k] if truth else None)
         else:
             z = prior.mean
         fine_size = model.y_size(k + 1, image_size)

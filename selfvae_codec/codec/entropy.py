@@ -6,6 +6,7 @@ object with one interface:
     stream.begin_section(kind, level)
     symbols = stream.categorical(table_fn, chunks, true_symbols)   # 0..K-1 per entry
     symbols = stream.gaussian(scale_indices, true_symbols)         # integers, mean 0
+    symbols = stream.latents(scale_indices, true_symbols)          # the same, exact models
 
 `table_fn(i)` returns chunk i's probability table (float, [n_i, K]). The decoder
 builds each table as it decodes; the encoder records the request and builds the
@@ -19,11 +20,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from functools import lru_cache
+
 import constriction
 import numpy as np
 import torch
 
 from ..bitstream import Section
+from ..models.exact_distributions import latent_symbol_range, latent_table
 
 LATENT_SYMBOL_LIMIT = 4096  # latent symbols are clamped to [-L, L]
 # constriction's leaky models give every symbol at least one quantum of 2^-24, so an
@@ -61,6 +65,22 @@ def gaussian_bits(symbols: np.ndarray, stds: np.ndarray) -> float:
     return float(-torch.log2(mass.clamp(min=MIN_PROBABILITY)).sum())
 
 
+@lru_cache(maxsize=None)
+def latent_model(index: int) -> tuple[constriction.stream.model.Categorical, int, np.ndarray]:
+    """(coder model, symbol range R, probabilities) of the exact models' latent scale
+    `index`: symbols -R..R are coded as 0..2R."""
+    counts = latent_table(index).numpy()
+    model = constriction.stream.model.Categorical(counts.astype(np.float32), perfect=False)
+    return model, latent_symbol_range(index), counts / counts.sum()
+
+
+def _latent_groups(indices: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(scale index, positions) for each scale index present, in increasing order: the
+    order in which an exact model's latents are coded."""
+    flat = indices.ravel()
+    return [(int(index), np.flatnonzero(flat == index)) for index in np.unique(flat)]
+
+
 def _check_table(table: np.ndarray) -> np.ndarray:
     table = np.ascontiguousarray(table, dtype=np.float32)
     if table.ndim != 2 or not np.isfinite(table).all() or (table < 0).any():
@@ -72,11 +92,11 @@ def _check_table(table: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Request:
-    kind: str  # 'categorical' or 'gaussian'
+    kind: str  # 'categorical', 'gaussian' or 'latents'
     chunks: int
     table_fn: Callable[[int], np.ndarray] | None
-    symbols: list[np.ndarray]  # per chunk (categorical) or one array (gaussian)
-    scales: np.ndarray | None = None
+    symbols: list[np.ndarray]  # per chunk (categorical) or one array (gaussian, latents)
+    scales: np.ndarray | None = None  # scale indices (gaussian, latents)
 
 
 @dataclass
@@ -112,6 +132,15 @@ class EncoderStream:
         self._open.requests.append(_Request("gaussian", 1, None, [symbols], scales.astype(np.int64)))
         return symbols
 
+    def latents(self, indices: np.ndarray, true_symbols: np.ndarray) -> np.ndarray:
+        symbols = np.zeros(indices.shape, dtype=np.int64)
+        flat = symbols.reshape(-1)
+        for index, positions in _latent_groups(indices):
+            limit = latent_model(index)[1]
+            flat[positions] = np.clip(true_symbols.reshape(-1)[positions], -limit, limit)
+        self._open.requests.append(_Request("latents", 1, None, [symbols], indices.astype(np.int64)))
+        return symbols
+
     def _close(self) -> None:
         if self._open is None:
             return
@@ -119,6 +148,14 @@ class EncoderStream:
         coder = constriction.stream.stack.AnsCoder()
         bits = 0.0
         for request in reversed(section.requests):
+            if request.kind == "latents":
+                flat = request.symbols[0].reshape(-1)
+                for index, positions in reversed(_latent_groups(request.scales)):
+                    model, limit, probabilities = latent_model(index)
+                    offsets = (flat[positions] + limit).astype(np.int32)
+                    bits -= float(np.log2(np.maximum(probabilities[offsets], MIN_PROBABILITY)).sum())
+                    coder.encode_reverse(offsets, model)
+                continue
             if request.kind == "gaussian":
                 symbols = request.symbols[0].ravel()
                 stds = SCALE_TABLE[request.scales.ravel()]
@@ -182,6 +219,14 @@ class DecoderStream:
             return np.zeros(scales.shape, dtype=np.int32)
         symbols = self._coder.decode(_GAUSSIAN, np.zeros(flat.size), SCALE_TABLE[flat])
         return np.asarray(symbols, dtype=np.int32).reshape(scales.shape)
+
+    def latents(self, indices: np.ndarray, true_symbols=None) -> np.ndarray:
+        symbols = np.zeros(indices.shape, dtype=np.int64)
+        flat = symbols.reshape(-1)
+        for index, positions in _latent_groups(indices):
+            model, limit, _ = latent_model(index)
+            flat[positions] = np.asarray(self._coder.decode(model, positions.size), dtype=np.int64) - limit
+        return symbols
 
     def _check_exhausted(self) -> None:
         # A well-formed section is consumed exactly; leftovers mean a mismatch.

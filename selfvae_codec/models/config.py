@@ -26,6 +26,8 @@ class ModelConfig:
       They start at zero, so a trained model can grow them without changing its output.
     trunk_blocks: wide residual blocks after each level's likelihood trunk, per level,
       shared by its heads; they start at zero too.
+    exact: integer weights and fixed-point arithmetic (models/exact.py): every number
+      that decides a probability is the same on every machine.
     """
 
     family: str = "selfvae-downscale"
@@ -46,6 +48,7 @@ class ModelConfig:
     sketch_blur_passes: int = 4
     head_blocks: tuple[int, ...] = ()
     trunk_blocks: tuple[int, ...] = ()
+    exact: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "level_widths", tuple(self.level_widths))
@@ -93,6 +96,8 @@ class ModelConfig:
                 data[name] = list(getattr(self, name))
             else:
                 del data[name]
+        if not self.exact:
+            del data["exact"]
         return data
 
     def to_json(self) -> str:

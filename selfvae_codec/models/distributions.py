@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fixed_point
+from .layers import ELU
+
 LOG_2PI = math.log(2 * math.pi)
 HALF_BIN = 1.0 / 255.0  # half the width of one of the 256 bins of [-1, 1]
 
@@ -319,9 +322,9 @@ class AffineCoupling(nn.Module):
         self.keep = channels // 2
         self.net = nn.Sequential(
             nn.Conv2d(self.keep, hidden, 3, padding=1),
-            nn.ELU(),
+            ELU(),
             nn.Conv2d(hidden, hidden, 1),
-            nn.ELU(),
+            ELU(),
             nn.Conv2d(hidden, 2 * (channels - self.keep), 3, padding=1),
         )
         nn.init.zeros_(self.net[-1].weight)
@@ -329,7 +332,16 @@ class AffineCoupling(nn.Module):
 
     def _scale_shift(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raw_scale, shift = self.net(kept).chunk(2, dim=1)
-        return torch.tanh(raw_scale), shift
+        if raw_scale.is_floating_point():
+            return torch.tanh(raw_scale), shift
+        return fixed_point.tanh(raw_scale), shift
+
+    @staticmethod
+    def _times_exp(values: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        """values * exp(log_scale), for floats or an exact model's activations."""
+        if values.is_floating_point():
+            return values * torch.exp(log_scale)
+        return fixed_point.round_shift(values * fixed_point.exp(log_scale), 16)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         """Base -> data direction."""
@@ -337,7 +349,7 @@ class AffineCoupling(nn.Module):
             v = v.flip(1)
         kept, moved = v[:, : self.keep], v[:, self.keep :]
         log_scale, shift = self._scale_shift(kept)
-        out = torch.cat([kept, moved * torch.exp(log_scale) + shift], dim=1)
+        out = torch.cat([kept, self._times_exp(moved, log_scale) + shift], dim=1)
         return out.flip(1) if self.flip else out
 
     def inverse(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,7 +358,7 @@ class AffineCoupling(nn.Module):
             u = u.flip(1)
         kept, moved = u[:, : self.keep], u[:, self.keep :]
         log_scale, shift = self._scale_shift(kept)
-        out = torch.cat([kept, (moved - shift) * torch.exp(-log_scale)], dim=1)
+        out = torch.cat([kept, self._times_exp(moved - shift, -log_scale)], dim=1)
         log_det = -log_scale.flatten(1).sum(1)
         return (out.flip(1) if self.flip else out), log_det
 

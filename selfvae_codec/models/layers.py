@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fixed_point
+
 
 class _WeightNormLayer(nn.Module):
     """w = g * v / ||v||, with g and the bias set from the first batch's statistics.
@@ -103,6 +105,16 @@ def data_dependent_init(model: nn.Module) -> Iterator[None]:
             layer.data_init_pending = False
 
 
+def elu(x: torch.Tensor) -> torch.Tensor:
+    """ELU of float activations, or of an exact model's integer ones."""
+    return F.elu(x) if x.is_floating_point() else fixed_point.elu(x)
+
+
+class ELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return elu(x)
+
+
 class ChannelAttention(nn.Module):
     """Squeeze-and-excitation: rescale channels by a gate computed from their means."""
 
@@ -113,9 +125,13 @@ class ChannelAttention(nn.Module):
         self.excite = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = x.mean(dim=(2, 3), keepdim=True)
-        gate = torch.sigmoid(self.excite(F.elu(self.squeeze(gate))))
-        return x * gate
+        if x.is_floating_point():
+            gate = x.mean(dim=(2, 3), keepdim=True)
+            return x * torch.sigmoid(self.excite(F.elu(self.squeeze(gate))))
+        count = x.shape[2] * x.shape[3]
+        gate = torch.div(x.sum(dim=(2, 3), keepdim=True), count, rounding_mode="floor")
+        gate = fixed_point.sigmoid(self.excite(fixed_point.elu(self.squeeze(gate))), fixed_point.ACT_BITS)
+        return fixed_point.round_shift(x * (gate >> 15), 15)
 
 
 class DenseBlock(nn.Module):
@@ -131,8 +147,8 @@ class DenseBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
         for layer in self.layers:
-            features.append(layer(F.elu(torch.cat(features, dim=1))))
-        out = self.transition(F.elu(torch.cat(features, dim=1)))
+            features.append(layer(elu(torch.cat(features, dim=1))))
+        out = self.transition(elu(torch.cat(features, dim=1)))
         return x + self.attention(out)
 
 
@@ -149,6 +165,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     if pad_h == 0 and pad_w == 0:
         return x
+    if not x.is_floating_point():
+        return fixed_point.pad_replicate(x, (0, pad_w, 0, pad_h))
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
 
@@ -168,7 +186,7 @@ class Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.stem(pad_to_multiple(x, self.factor))
         for stage in self.stages:
-            out = stage(F.elu(out) if isinstance(stage, WNConv2d) else out)
+            out = stage(out if isinstance(stage, DenseBlock) else elu(out))
         return out
 
 
@@ -183,5 +201,5 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         out = self.stem(x)
         for stage in self.stages:
-            out = stage(F.elu(out))
+            out = stage(elu(out))
         return out[..., : size[0], : size[1]]

@@ -16,6 +16,7 @@ output, so every size works and no padded pixel is ever counted or coded.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,8 +34,10 @@ from .distributions import (
     StandardNormalPrior,
     normalize_pixels,
 )
+from . import fixed_point
+from .exact_distributions import ExactGaussian, ExactLogisticMixture
 from .families import FAMILIES
-from .layers import DenseBlock, Downsample, Upsample, WNConv2d, data_dependent_init
+from .layers import DenseBlock, Downsample, Upsample, WNConv2d, data_dependent_init, elu
 from .transforms import block_sum_bounds, downscale_pyramid, pad_to_even, size_at_stride
 
 GROUPS = 4  # the pixels of a 2x2 block: top-left, top-right, bottom-left, bottom-right
@@ -64,6 +67,12 @@ def real_group_masks(fine_size: tuple[int, int], device=None) -> list[torch.Tens
     return masks
 
 
+def network_input(values: torch.Tensor, exact: bool) -> torch.Tensor:
+    """Pixel values (integers 0..255) on the networks' [-1, 1] input scale: floats, or
+    an exact model's integer activations."""
+    return fixed_point.pixels_to_activations(2 * values) if exact else normalize_pixels(values)
+
+
 def refill_padding(fine_even: torch.Tensor, fine_size: tuple[int, int]) -> torch.Tensor:
     """Make the padding row / column of an even-sized image copies of the last real
     ones (replicate padding), after some groups were filled in."""
@@ -86,7 +95,8 @@ class GaussianHead(nn.Module):
         self.conv = WNConv2d(width, 2 * channels, 3, init_scale=0.1)
 
     def forward(self, features: torch.Tensor) -> DiagonalGaussian:
-        return DiagonalGaussian.from_params(self.conv(F.elu(features)))
+        params = self.conv(elu(features))
+        return DiagonalGaussian.from_params(params) if params.is_floating_point() else ExactGaussian.from_params(params)
 
 
 class ResidualBlock(nn.Module):
@@ -108,7 +118,7 @@ class ResidualBlock(nn.Module):
         nn.init.zeros_(self.outer.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.outer(F.elu(self.inner(F.elu(h))))
+        return h + self.outer(elu(self.inner(elu(h))))
 
 
 class MixtureHead(nn.Module):
@@ -122,7 +132,9 @@ class MixtureHead(nn.Module):
         self.out = WNConv2d(width, DiscretizedLogisticMixture.num_params(channels, mixtures), 1, init_scale=0.1)
 
     def forward(self, features: torch.Tensor) -> DiscretizedLogisticMixture:
-        params = self.out(F.elu(self.blocks(self.hidden(F.elu(features)))))
+        params = self.out(elu(self.blocks(self.hidden(elu(features)))))
+        if not params.is_floating_point():
+            return ExactLogisticMixture(params, self.channels, self.mixtures)
         return DiscretizedLogisticMixture(params, self.channels, self.mixtures)
 
 
@@ -132,6 +144,7 @@ class TopLatent(nn.Module):
     def __init__(self, cfg: ModelConfig, y_channels: int):
         super().__init__()
         width = cfg.top_width
+        self.exact = cfg.exact
         self.encoder = Downsample(y_channels, width, cfg.u_stride, cfg.growth, cfg.dense_layers)
         self.posterior_head = GaussianHead(width, cfg.u_channels)
         self.decoder = Upsample(cfg.u_channels, width, cfg.u_stride)
@@ -139,7 +152,7 @@ class TopLatent(nn.Module):
         self.likelihood_head = MixtureHead(width, width, y_channels, cfg.mixtures)
 
     def posterior(self, y_top: torch.Tensor) -> DiagonalGaussian:
-        return self.posterior_head(self.encoder(normalize_pixels(y_top)))
+        return self.posterior_head(self.encoder(network_input(y_top, self.exact)))
 
     def likelihood(self, u: torch.Tensor, size: tuple[int, int]) -> DiscretizedLogisticMixture:
         return self.likelihood_head(self.decoder_block(self.decoder(u, size)))
@@ -169,6 +182,7 @@ class Level(nn.Module):
     ):
         super().__init__()
         self.fine_channels = fine_channels
+        self.exact = cfg.exact
         self.grouped = coarse_stride == 2  # code y_{k+1} in 2x2-block groups given its block means
         growth, layers = cfg.growth, cfg.dense_layers
         self.posterior_net = Downsample(fine_channels, width, self.Z_STRIDE, growth, layers)
@@ -202,10 +216,10 @@ class Level(nn.Module):
 
     # -- latents -------------------------------------------------------------------
     def posterior(self, fine: torch.Tensor) -> DiagonalGaussian:
-        return self.posterior_head(self.posterior_net(normalize_pixels(fine)))
+        return self.posterior_head(self.posterior_net(network_input(fine, self.exact)))
 
     def prior(self, coarse: torch.Tensor, prev_latent: torch.Tensor, z_size: tuple[int, int]) -> DiagonalGaussian:
-        from_coarse = self.prior_from_coarse(normalize_pixels(coarse))[..., : z_size[0], : z_size[1]]
+        from_coarse = self.prior_from_coarse(network_input(coarse, self.exact))[..., : z_size[0], : z_size[1]]
         features = from_coarse + self.prior_from_prev(prev_latent, z_size)
         return self.prior_head(self.prior_block(features))
 
@@ -213,7 +227,7 @@ class Level(nn.Module):
     def context(self, coarse: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Trunk features at y_k's resolution, shared by the group heads."""
         size = spatial_size(coarse)
-        features = self.context_from_coarse(normalize_pixels(coarse)) + self.context_from_z(z, size)
+        features = self.context_from_coarse(network_input(coarse, self.exact)) + self.context_from_z(z, size)
         return self.trunk_blocks(self.context_block(features))
 
     def group_distribution(self, g: int, context: torch.Tensor, earlier: list[torch.Tensor], coarse: torch.Tensor):
@@ -225,15 +239,18 @@ class Level(nn.Module):
         values) and generation restricts every group, so generated blocks keep their
         means.
         """
-        inputs = [context] + [normalize_pixels(group) for group in earlier]
+        inputs = [context] + [network_input(group, self.exact) for group in earlier]
         low_sum, high_sum = block_sum_bounds(coarse)
         known = sum(earlier) if earlier else torch.zeros_like(coarse)
         after = GROUPS - 1 - g
         lo = (low_sum - known - 255 * after).clamp(0, 255)
         hi = (high_sum - known).clamp(0, 255)
         if g == GROUPS - 1:
-            remainder = (low_sum + high_sum) / 2 - known  # centre of the feasible range
-            inputs.append(remainder.to(torch.float32) / 127.5 - 1.0)
+            twice_remainder = low_sum + high_sum - 2 * known  # twice the centre of the feasible range
+            if self.exact:
+                inputs.append(fixed_point.pixels_to_activations(twice_remainder))
+            else:
+                inputs.append(twice_remainder.to(torch.float32) / 255.0 - 1.0)
         return self.group_heads[g](torch.cat(inputs, dim=1)), lo, hi
 
     def log_prob(self, fine: torch.Tensor, coarse: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -346,6 +363,10 @@ class SelfVAE(nn.Module):
                 )
             )
         self.levels = nn.ModuleList(levels)
+        if config.exact:
+            from .exact import make_exact_layers
+
+            make_exact_layers(self)
 
     # -- geometry ------------------------------------------------------------------
     @property
@@ -462,7 +483,7 @@ class SelfVAE(nn.Module):
     @torch.no_grad()
     def sample(self, count: int, image_size: tuple[int, int], method: str = "sample") -> torch.Tensor:
         """Unconditional generation: u ~ p(u), then every level."""
-        u = self.prior_u.sample((count, self.config.u_channels, *self.u_size(image_size)), device=self._device())
+        u = self.prior_u.sample((count, self.config.u_channels, *self.u_size(image_size)), device=self.device)
         empty = [None] * len(self.levels)
         return self._generate_from(u, image_size, empty, [None] * (len(self.levels) + 1), method, "sample")
 
@@ -525,8 +546,10 @@ class SelfVAE(nn.Module):
             return self._generate_from(inferred.u, size, zs, ys, method, "mean")
         raise ValueError(f"unknown reconstruction mode {mode!r}")
 
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
+    @property
+    def device(self) -> torch.device:
+        # Exact models hold only buffers.
+        return next(itertools.chain(self.parameters(), self.buffers())).device
 
     # -- identity ------------------------------------------------------------------
     def fingerprint(self) -> str:

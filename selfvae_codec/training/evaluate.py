@@ -37,7 +37,7 @@ def evaluate_image(
 ) -> ImageScore:
     """Score one RGB uint8 image [H, W, 3]."""
     x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].to(torch.int64)
-    device = next(model.parameters()).device
+    device = model.device
     height, width = image.shape[:2]
     dims = 3 * height * width
     elbo_nats = 0.0

@@ -1,0 +1,72 @@
+"""Exact models: a trained float model converted to integer weights and fixed-point
+arithmetic (post-training quantisation, no data needed).
+
+An exact model is a SelfVAE whose config says `exact`: every convolution is an
+`ExactConv` (integer weights, per-channel shifts, integer biases), its networks
+compute on int64 activations, and its heads return ExactLogisticMixture and
+ExactGaussian. Its state dict holds only those integers (plus any float prior
+parameters that never reach the coder), so its fingerprint covers exactly what
+decides the probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from .fixed_point import ExactConv
+from .layers import WNConv2d, WNConvTranspose2d
+from .selfvae import SelfVAE
+
+
+def _conv_layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, (WNConv2d, WNConvTranspose2d, nn.Conv2d))
+    }
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def _geometry(layer: nn.Module) -> tuple[tuple[int, ...], int, int, int, bool]:
+    """(weight shape, output channels, stride, padding, transposed) of a float conv."""
+    if isinstance(layer, WNConvTranspose2d):
+        shape = tuple(layer.weight_v.shape)
+        return shape, shape[1], 2, 1, True
+    if isinstance(layer, WNConv2d):
+        shape = tuple(layer.weight_v.shape)
+        return shape, shape[0], layer.stride, layer.padding, False
+    return tuple(layer.weight.shape), layer.out_channels, layer.stride[0], layer.padding[0], False
+
+
+def make_exact_layers(model: SelfVAE) -> None:
+    """Replace every float convolution by an empty ExactConv of the same geometry (to
+    be filled by load_state_dict or `to_exact`)."""
+    for name, layer in _conv_layers(model).items():
+        shape, out_channels, stride, padding, transpose = _geometry(layer)
+        _replace(model, name, ExactConv(shape, out_channels, stride, padding, transpose))
+
+
+def to_exact(model: SelfVAE) -> SelfVAE:
+    """The exact model of a trained float model: each convolution's effective weights
+    (weight norm folded in) and bias quantised per output channel."""
+    if model.config.exact:
+        return model
+    exact = SelfVAE(dataclasses.replace(model.config, exact=True))
+    for name, layer in _conv_layers(model).items():
+        _, _, stride, padding, transpose = _geometry(layer)
+        weight = layer.weight() if isinstance(layer, (WNConv2d, WNConvTranspose2d)) else layer.weight
+        _replace(exact, name, ExactConv.from_float(weight, layer.bias, stride, padding, transpose))
+    # Parameters outside the convolutions (a mixture-of-Gaussians prior's) are copied.
+    float_state = model.state_dict()
+    with torch.no_grad():
+        for name, tensor in exact.state_dict().items():
+            if tensor.is_floating_point() and name in float_state:
+                tensor.copy_(float_state[name])
+    return exact.eval()

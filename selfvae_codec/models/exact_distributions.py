@@ -1,0 +1,207 @@
+"""The distributions of the exact models, in integer arithmetic (see fixed_point.py).
+
+The parameters are activations (value * 2^12). Probability tables are int64 counts
+whose ratios are the probabilities; they are the same on every machine, and the
+entropy coder quantises them identically wherever it runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import fixed_point as fp
+
+WEIGHT_ONE = 1 << 16  # mixture weights: the largest component has 2^16
+COEFF_BITS = 15  # channel coupling coefficients: tanh * 2^15
+EDGE_BITS = 16  # bin edges and means on the [-1, 1] pixel scale, * 2^16
+LOG_SCALE_RANGE = 7 * fp.ACT_ONE  # log-scales are clamped to [-7, 7]
+MEAN_RANGE = 4 * fp.ACT_ONE  # means are clamped to [-4, 4]
+# Lower edge of pixel value v on the [-1, 1] scale, (2v - 256) / 255, * 2^16, rounded;
+# the edges below 0 and above 255 lie so far out that every CDF is exactly 0 and 1 there.
+BIN_EDGES = torch.div((2 * torch.arange(257, dtype=torch.int64) - 256) * (2 << EDGE_BITS) + 255, 2 * 255, rounding_mode="floor")
+BIN_EDGES[0], BIN_EDGES[256] = -(1 << 30), 1 << 30
+
+
+def _weighted_update(weights: torch.Tensor, likelihoods: torch.Tensor) -> torch.Tensor:
+    """Mixture weights times each component's likelihood, renormalised to 2^16 in
+    total (kept as they were where every likelihood is zero)."""
+    joint = weights * likelihoods  # < 2^46
+    total = joint.sum(dim=1, keepdim=True)
+    updated = torch.div(joint << 16, total.clamp(min=1), rounding_mode="floor")
+    return torch.where(total > 0, updated, weights)
+
+
+class ExactLogisticMixture:
+    """The discretized logistic mixture with channel coupling (as
+    DiscretizedLogisticMixture), on integers: weights exp(logit - max) * 2^16, CDFs
+    from the sigmoid table, tables as int64 counts. Channel c's table uses the
+    weights updated by the values of the channels before it."""
+
+    def __init__(self, params: torch.Tensor, channels: int, mixtures: int):
+        batch, _, height, width = params.shape
+        m, c = mixtures, channels
+        self.channels, self.mixtures = channels, mixtures
+        logits = params[:, :m]
+        self.weights = fp.exp_neg(logits.amax(dim=1, keepdim=True) - logits, fp.ACT_BITS) >> 14
+        means = params[:, m : m + c * m].clamp(-MEAN_RANGE, MEAN_RANGE)
+        self.means = means.reshape(batch, c, m, height, width)
+        log_scales = params[:, m + c * m : m + 2 * c * m].clamp(-LOG_SCALE_RANGE, LOG_SCALE_RANGE)
+        self.inv_scales = fp.exp(-log_scales).reshape(batch, c, m, height, width)  # * 2^16
+        pairs = c * (c - 1) // 2
+        self.coeffs = fp.tanh(params[:, m + 2 * c * m :], COEFF_BITS).reshape(batch, pairs, m, height, width)
+
+    def crop_rows(self, start: int, stop: int) -> ExactLogisticMixture:
+        out = object.__new__(ExactLogisticMixture)
+        out.channels, out.mixtures = self.channels, self.mixtures
+        out.weights = self.weights[..., start:stop, :]
+        out.means = self.means[..., start:stop, :]
+        out.inv_scales = self.inv_scales[..., start:stop, :]
+        out.coeffs = self.coeffs[..., start:stop, :]
+        return out
+
+    def _channel_mean(self, c: int, x: torch.Tensor) -> torch.Tensor:
+        """Channel c's component means given the earlier channels, * 2^16: [B, M, H, W]."""
+        mean = self.means[:, c] << (EDGE_BITS - fp.ACT_BITS)
+        for j in range(c):
+            shifted = fp.pixels_to_activations(2 * x[:, j : j + 1]) << (EDGE_BITS - fp.ACT_BITS)
+            mean = mean + fp.round_shift(self.coeffs[:, c * (c - 1) // 2 + j] * shifted, COEFF_BITS)
+        return mean
+
+    def _component_cdf(self, c: int, mean: torch.Tensor, edge_values: torch.Tensor) -> torch.Tensor:
+        """Each component's CDF * 2^30 at the lower edges of `edge_values` (0..256, a
+        trailing axis broadcast against [B, M, H, W]): [B, M, H, W, E]."""
+        edges = BIN_EDGES.to(mean.device)[edge_values]
+        t = (edges - mean.unsqueeze(-1)) * self.inv_scales[:, c].unsqueeze(-1)  # * 2^32
+        return fp.sigmoid_nearest(t, 32)
+
+    def _weights_for(self, c: int, x: torch.Tensor) -> torch.Tensor:
+        """The mixture weights channel c sees: updated by channels 0..c-1's values."""
+        weights = self.weights
+        for j in range(c):
+            value = x[:, j : j + 1].unsqueeze(-1)
+            cdf = self._component_cdf(j, self._channel_mean(j, x), torch.cat([value, value + 1], dim=-1))
+            weights = _weighted_update(weights, cdf[..., 1] - cdf[..., 0])
+        return weights
+
+    def channel_table(self, c: int, x: torch.Tensor, first: torch.Tensor | None = None, count: int = 256) -> torch.Tensor:
+        """Channel c's counts for the `count` values first..first+count-1 (0..255 without
+        `first`), given x's channels < c: int64 [B, H, W, count]."""
+        x = x.to(torch.int64)
+        weights = self._weights_for(c, x)
+        mean = self._channel_mean(c, x)
+        if first is None:
+            edges = BIN_EDGES.to(x.device)  # the same for every position
+        else:
+            edges = BIN_EDGES.to(x.device)[(first.unsqueeze(-1) + torch.arange(count + 1, device=x.device)).clamp(max=256)]
+        mixed = None
+        for m in range(self.mixtures):  # one component at a time: [B, H, W, count + 1] each
+            t = (edges - mean[:, m].unsqueeze(-1)).mul_(self.inv_scales[:, c, m].unsqueeze(-1))  # * 2^32
+            cdf = fp.sigmoid_nearest(t, 32).mul_(weights[:, m].unsqueeze(-1))  # < 2^46
+            mixed = cdf if mixed is None else mixed.add_(cdf)
+        return mixed[..., 1:] - mixed[..., :-1]
+
+    def interval_table(self, c: int, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int) -> torch.Tensor:
+        """channel_table restricted to lo..hi (entry j: value lo + j when count < 256,
+        value j when count == 256); uniform over the interval where its mass is zero."""
+        first = lo[:, c] if count < 256 else torch.zeros_like(lo[:, c])
+        table = self.channel_table(c, x, first, count)
+        values = first.unsqueeze(-1) + torch.arange(count, device=table.device)
+        allowed = (values >= lo[:, c].unsqueeze(-1)) & (values <= hi[:, c].unsqueeze(-1))
+        table = torch.where(allowed, table, torch.zeros_like(table))
+        return torch.where(table.sum(-1, keepdim=True) > 0, table, allowed.to(torch.int64))
+
+    def generate(self, method: str, lo=None, hi=None, count: int = 4) -> torch.Tensor:
+        """Integer values [B, C, H, W]: 'mean' (the mixture mean rounded, or within a
+        short interval its own expectation), 'mode' or 'sample' (from the counts)."""
+        batch, _, _, height, width = self.means.shape
+        x = torch.zeros(batch, self.channels, height, width, dtype=torch.int64, device=self.means.device)
+        short = lo is not None and count < 256
+        for c in range(self.channels):
+            if method == "mean" and not short:
+                weights = self._weights_for(c, x)
+                mean = (weights * self._channel_mean(c, x)).sum(dim=1)
+                mean = torch.div(mean, weights.sum(dim=1), rounding_mode="floor")  # * 2^16
+                value = torch.div((mean + (1 << EDGE_BITS)) * 255 + (1 << EDGE_BITS), 2 << EDGE_BITS, rounding_mode="floor")
+                value = value.clamp(0, 255)
+                if lo is not None:
+                    value = torch.maximum(torch.minimum(value, hi[:, c]), lo[:, c])
+            else:
+                table = self.channel_table(c, x) if lo is None else self.interval_table(c, x, lo, hi, count)
+                offset = lo[:, c] if short else torch.zeros_like(x[:, 0])
+                if method == "mean":
+                    total = table.sum(-1)
+                    moment = (table * torch.arange(count, device=table.device)).sum(-1)
+                    value = offset + torch.div(2 * moment + total, 2 * total, rounding_mode="floor")
+                elif method == "mode":
+                    value = offset + table.argmax(dim=-1)
+                elif method == "sample":
+                    flat = table.reshape(-1, table.shape[-1]).to(torch.float64)
+                    value = offset + torch.multinomial(flat, 1).reshape(table.shape[:-1])
+                else:
+                    raise ValueError(f"unknown generation method {method!r}")
+            x[:, c] = value
+        return x
+
+
+class ExactGaussian:
+    """A diagonal Gaussian with integer mean and log-std (* 2^12), log-std clamped to
+    [-8, 4] as in DiagonalGaussian."""
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor):
+        self.mean = mean
+        self.log_std = log_std.clamp(-8 * fp.ACT_ONE, 4 * fp.ACT_ONE)
+
+    @classmethod
+    def from_params(cls, params: torch.Tensor) -> ExactGaussian:
+        mean, log_std = params.chunk(2, dim=1)
+        return cls(mean, log_std)
+
+    @property
+    def std_q16(self) -> torch.Tensor:
+        return fp.exp(self.log_std)
+
+
+# Latents are coded under discretized logistics on a fixed grid of scales: the
+# standard deviations (in quantisation steps) exp(LATENT_LOG_STD_FIRST + i * STEP) / 2^12,
+# 0.05 to about 250, chosen by the nearest one in log space.
+LATENT_SCALES = 96
+LATENT_LOG_STD_FIRST = -12271  # round(ln 0.05 * 2^12)
+LATENT_LOG_STD_STEP = 368  # ln(256 / 0.05) / 95 * 2^12, rounded
+LATENT_TAIL_STDS = 12  # each table covers +-12 standard deviations (at least +-2)
+LATENT_SYMBOL_LIMIT = 4096
+PI_OVER_SQRT3_Q30 = 1947552238  # a logistic's scale is its standard deviation * sqrt(3) / pi
+
+
+def latent_log_stds(positions: torch.Tensor) -> torch.Tensor:
+    return LATENT_LOG_STD_FIRST + positions * LATENT_LOG_STD_STEP
+
+
+def latent_scale_bounds(step_q12: int) -> torch.Tensor:
+    """Thresholds on std * 2^16 * 2^12 between consecutive scale indices, for a step of
+    step_q12 / 2^12: the geometric midpoints of the grid, times the step."""
+    twice_log = 2 * LATENT_LOG_STD_FIRST + (2 * torch.arange(LATENT_SCALES - 1, dtype=torch.int64) + 1) * LATENT_LOG_STD_STEP
+    midpoints = fp.exp(twice_log, fp.ACT_BITS + 1)
+    return midpoints * step_q12
+
+
+def latent_scale_index(std_q16: torch.Tensor, step_q12: int) -> torch.Tensor:
+    """The grid index whose standard deviation is nearest std / step (in log space)."""
+    bounds = latent_scale_bounds(step_q12).to(std_q16.device)
+    return torch.searchsorted(bounds, (std_q16 << fp.ACT_BITS).contiguous().reshape(-1), right=True).reshape(std_q16.shape)
+
+
+def latent_symbol_range(index: int) -> int:
+    std_q16 = int(fp.exp(latent_log_stds(torch.tensor([index]))).item())
+    return min(LATENT_SYMBOL_LIMIT, max(2, (LATENT_TAIL_STDS * std_q16 + 0xFFFF) >> 16))
+
+
+def latent_table(index: int) -> torch.Tensor:
+    """Counts of the symbols -R..R under the discretized logistic of grid scale `index`
+    (R = latent_symbol_range(index)); the end symbols take the tails."""
+    limit = latent_symbol_range(index)
+    std_q16 = int(fp.exp(latent_log_stds(torch.tensor([index]))).item())
+    upper_edges = 2 * torch.arange(-limit, limit + 1, dtype=torch.int64) + 1  # 2 (s + 1/2)
+    t_q14 = torch.div(upper_edges * PI_OVER_SQRT3_Q30, 2 * std_q16, rounding_mode="floor")  # (s + 1/2) / scale * 2^14
+    cdf = fp.sigmoid(t_q14, 14)
+    cdf[-1] = fp.ONE_Q30
+    return torch.diff(cdf, prepend=torch.zeros(1, dtype=torch.int64))

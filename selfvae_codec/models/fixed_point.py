@@ -1,0 +1,205 @@
+"""Fixed-point arithmetic for the exact (integer) models.
+
+An exact model computes every number that decides a probability or a lossy
+reconstruction as an integer, so every machine gets the same numbers: any x86
+vector level or ARM, any thread count, any torch version, CPU or CUDA.
+
+- Activations are int64 tensors holding value * 2^ACT_BITS, saturated at
+  +-ACT_LIMIT.
+- A convolution (`ExactConv`) multiplies them by integer weights (at most
+  2^WEIGHT_BITS in magnitude) in float64: every product and partial sum is an
+  integer below 2^53, so the result is exact in any summation order, with or
+  without FMA, on any BLAS. It is rescaled to 2^-ACT_BITS by a per-channel shift
+  that rounds half up.
+- Nonlinear functions are lookup tables with linear interpolation in integer
+  arithmetic. The tables are built at import from integer-only arithmetic (a Taylor
+  series of exp in 2^-30 fixed point), never from float math functions, so they too
+  are the same everywhere.
+
+Rounding rule everywhere: floor, written as an arithmetic right shift or a floor
+division of int64 tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACT_BITS = 12  # activations: value * 2^12
+ACT_ONE = 1 << ACT_BITS
+ACT_LIMIT = 1 << 22  # activations saturate at +-1024
+WEIGHT_BITS = 12  # integer weights are at most 2^12 in magnitude
+ONE_Q30 = 1 << 30  # the unit of the function tables' outputs
+LN2_Q30 = 744261118  # round(ln 2 * 2^30)
+LUT_STEP_BITS = 10  # table entries every 2^-10 of the input
+EXP_RANGE = 40  # exp(-y) is tabulated for y in [0, 40]
+SIGMOID_RANGE = 16  # sigmoid(t) for t in [-16, 16]
+
+
+def round_shift(values: torch.Tensor, bits) -> torch.Tensor:
+    """values / 2^bits rounded half up (bits: an int >= 1 or a broadcastable tensor)."""
+    half = 1 << (bits - 1) if isinstance(bits, int) else torch.bitwise_left_shift(torch.ones_like(bits), bits - 1)
+    return (values + half) >> bits
+
+
+def _exp_neg_q30(y_q30: torch.Tensor) -> torch.Tensor:
+    """exp(-y) * 2^30 for y * 2^30 >= 0, by integer arithmetic only: y = k ln2 + r,
+    exp(-r) by its Taylor series in 2^-30 fixed point, then a shift by k."""
+    k = torch.div(y_q30, LN2_Q30, rounding_mode="floor")
+    r = y_q30 - k * LN2_Q30
+    term = torch.full_like(r, ONE_Q30)
+    total = term.clone()
+    for n in range(1, 16):
+        term = -torch.div(term * r, n * ONE_Q30, rounding_mode="floor")
+        total = total + term
+    return total >> k.clamp(max=62)
+
+
+def _exp_neg_table(step_bits: int, last: int) -> torch.Tensor:
+    """exp(-y) * 2^30 for y = 0, 2^-step_bits, ..., last."""
+    return _exp_neg_q30(torch.arange((last << step_bits) + 1, dtype=torch.int64) << (30 - step_bits))
+
+
+def _sigmoid_table(step_bits: int) -> torch.Tensor:
+    """sigmoid(t) * 2^30 for t = -16, -16 + 2^-step_bits, ..., 16: 2^60 // (2^30 + exp(-t) 2^30)
+    for t >= 0, and 2^30 minus that below."""
+    positive = _exp_neg_table(step_bits, SIGMOID_RANGE)
+    upper = torch.div(torch.full_like(positive, ONE_Q30 * ONE_Q30), ONE_Q30 + positive, rounding_mode="floor")
+    return torch.cat([ONE_Q30 - upper.flip(0)[:-1], upper])
+
+
+EXP_NEG_TABLE = _exp_neg_table(LUT_STEP_BITS, EXP_RANGE)
+SIGMOID_TABLE = _sigmoid_table(LUT_STEP_BITS)
+# The probability tables' sigmoid: looked up without interpolation on a finer grid.
+FINE_STEP_BITS = 12
+FINE_SIGMOID_TABLE = _sigmoid_table(FINE_STEP_BITS)
+FINE_SIGMOID_TABLE[0], FINE_SIGMOID_TABLE[-1] = 0, ONE_Q30  # exactly 0 and 1 beyond |t| = 16
+_TABLE_CACHE: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+
+def _on(name: str, table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    key = (name, device)
+    if key not in _TABLE_CACHE:
+        # One copy of the last entry, so that interpolation at the top end stays in range.
+        _TABLE_CACHE[key] = torch.cat([table, table[-1:]]).to(device)
+    return _TABLE_CACHE[key]
+
+
+def _interpolate(name: str, table: torch.Tensor, x: torch.Tensor, input_bits: int, first: int) -> torch.Tensor:
+    """table at x, where table[i] holds the function at first + i * 2^-LUT_STEP_BITS and
+    x holds value * 2^input_bits; linear between entries, clamped at the ends."""
+    lut = _on(name, table, x.device)
+    fraction_bits = input_bits - LUT_STEP_BITS
+    offset = (x - (first << input_bits)).clamp(0, (table.numel() - 1) << fraction_bits)
+    index = offset >> fraction_bits
+    low = torch.take(lut, index)
+    if fraction_bits == 0:
+        return low
+    fraction = offset - (index << fraction_bits)
+    return low + (((torch.take(lut, index + 1) - low) * fraction) >> fraction_bits)
+
+
+def exp_neg(y: torch.Tensor, input_bits: int) -> torch.Tensor:
+    """exp(-y) * 2^30 for y = y / 2^input_bits >= 0 (y beyond 40 gives exp(-40))."""
+    return _interpolate("exp_neg", EXP_NEG_TABLE, y, input_bits, 0)
+
+
+def sigmoid(t: torch.Tensor, input_bits: int) -> torch.Tensor:
+    """sigmoid(t) * 2^30, saturating beyond |t| = 16."""
+    return _interpolate("sigmoid", SIGMOID_TABLE, t, input_bits, -SIGMOID_RANGE)
+
+
+def sigmoid_nearest(t: torch.Tensor, input_bits: int) -> torch.Tensor:
+    """sigmoid(t) * 2^30 at the nearest multiple of 2^-12 (input_bits > 12); exactly 0 and
+    1 from |t| = 16 on: the fast form for probability tables."""
+    table = _on("sigmoid_fine", FINE_SIGMOID_TABLE, t.device)
+    shift = input_bits - FINE_STEP_BITS
+    start = (SIGMOID_RANGE << input_bits) + (1 << (shift - 1))
+    index = ((t + start) >> shift).clamp_(0, FINE_SIGMOID_TABLE.numel() - 1)
+    return torch.take(table, index)
+
+
+EXP_MAX = 8  # exp(x) is defined up to x = 8
+EXP_MAX_Q16 = int(torch.div(torch.tensor(1 << 46), EXP_NEG_TABLE[EXP_MAX << LUT_STEP_BITS], rounding_mode="floor"))
+
+
+def exp(x: torch.Tensor, input_bits: int = ACT_BITS) -> torch.Tensor:
+    """exp(x) * 2^16 for x = x / 2^input_bits <= 8 (clamped there)."""
+    below = ((EXP_MAX << input_bits) - x).clamp(min=0)
+    return (EXP_MAX_Q16 * exp_neg(below, input_bits)) >> 30
+
+
+def tanh(x: torch.Tensor, out_bits: int = ACT_BITS) -> torch.Tensor:
+    """tanh(x) * 2^out_bits for activations x: 2 sigmoid(2x) - 1."""
+    return round_shift(2 * sigmoid(x, ACT_BITS - 1) - ONE_Q30, 30 - out_bits)
+
+
+def elu(x: torch.Tensor) -> torch.Tensor:
+    """ELU of activations: x above zero, exp(x) - 1 below."""
+    negative = round_shift(exp_neg((-x).clamp(min=0), ACT_BITS) - ONE_Q30, 30 - ACT_BITS)
+    return torch.where(x > 0, x, negative)
+
+
+def pixels_to_activations(twice_values: torch.Tensor) -> torch.Tensor:
+    """The networks' input scale, v / 127.5 - 1, for v = twice_values / 2 (integers or
+    half-integers), as activations: round((2v - 255) * 2^12 / 255)."""
+    return torch.div((twice_values.to(torch.int64) - 255) * (2 * ACT_ONE) + 255, 2 * 255, rounding_mode="floor")
+
+
+def pad_replicate(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """Replicate padding of an int64 tensor (exact through float64: |x| < 2^53)."""
+    return F.pad(x.to(torch.float64), pad, mode="replicate").to(torch.int64)
+
+
+class ExactConv(nn.Module):
+    """An integer convolution (or 2x transposed convolution) of activations.
+
+    out = (conv(x, weight) + bias) >> shift, per output channel, where the weights are
+    integers with |w| <= 2^WEIGHT_BITS and `shift` puts the result back at
+    2^-ACT_BITS (the bias includes the half that makes the shift round)."""
+
+    def __init__(self, weight_shape: tuple[int, ...], out_channels: int, stride: int, padding: int, transpose: bool):
+        super().__init__()
+        self.stride, self.padding, self.transpose = stride, padding, transpose
+        self.register_buffer("weight", torch.zeros(weight_shape, dtype=torch.int32))
+        self.register_buffer("shift", torch.ones(out_channels, dtype=torch.int64))
+        self.register_buffer("bias", torch.zeros(out_channels, dtype=torch.int64))
+        self._weight64: torch.Tensor | None = None
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int, transpose: bool):
+        """Quantise float weights: per output channel, the largest power-of-two scale
+        that keeps every weight within 2^WEIGHT_BITS."""
+        weight = weight.detach().to(torch.float64).cpu()
+        out_dim = 1 if transpose else 0
+        out_channels = weight.shape[out_dim]
+        per_channel = weight.transpose(0, out_dim).reshape(out_channels, -1)
+        largest = per_channel.abs().amax(dim=1).clamp(min=2.0**-20)
+        shift = (WEIGHT_BITS - torch.ceil(torch.log2(largest))).to(torch.int64).clamp(1, 40)
+        scale_shape = [1] * weight.dim()
+        scale_shape[out_dim] = out_channels
+        quantised = torch.round(weight * torch.pow(2.0, shift.to(torch.float64)).view(scale_shape))
+        layer = cls(tuple(weight.shape), out_channels, stride, padding, transpose)
+        layer.weight.copy_(quantised.to(torch.int32))
+        layer.shift.copy_(shift)
+        float_bias = torch.zeros(out_channels, dtype=torch.float64) if bias is None else bias.detach().double().cpu()
+        scaled_bias = torch.round(float_bias * torch.pow(2.0, (shift + ACT_BITS).to(torch.float64)))
+        layer.bias.copy_(scaled_bias.to(torch.int64) + torch.bitwise_left_shift(torch.ones_like(shift), shift - 1))
+        return layer
+
+    def _apply(self, fn, recurse=True):
+        self._weight64 = None  # moved to another device: rebuild the float64 copy
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._weight64 is None:
+            self._weight64 = self.weight.to(torch.float64)
+        # cuDNN may pick transforming algorithms (Winograd, FFT) that are not exact.
+        with torch.backends.cudnn.flags(enabled=False):
+            if self.transpose:
+                acc = F.conv_transpose2d(x.to(torch.float64), self._weight64, None, self.stride, self.padding)
+            else:
+                acc = F.conv2d(x.to(torch.float64), self._weight64, None, self.stride, self.padding)
+        out = (acc.to(torch.int64) + self.bias.view(1, -1, 1, 1)) >> self.shift.view(1, -1, 1, 1)
+        return out.clamp(-ACT_LIMIT, ACT_LIMIT)
