@@ -194,7 +194,9 @@ def walk(
         if spec.sends_z:
             stream.begin_section("z", k + 1)
             if exact:
-                z = _code_latents_exact(stream, prior.std_q16, step_q12(step), prior.mean, truth.zs[k] if truth else None)
+                z = _code_latents_exact(
+                    stream, prior.std_q16, step_q12(step), prior.mean, truth.zs[k] if truth else None
+                )
             else:
                 z = _code_z(stream, prior, step, truth.zs[k] if truth else None)
         else:

@@ -19,8 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from functools import lru_cache
+from functools import cache
 
 import constriction
 import numpy as np
@@ -65,7 +64,7 @@ def gaussian_bits(symbols: np.ndarray, stds: np.ndarray) -> float:
     return float(-torch.log2(mass.clamp(min=MIN_PROBABILITY)).sum())
 
 
-@lru_cache(maxsize=None)
+@cache
 def latent_model(index: int) -> tuple[constriction.stream.model.Categorical, int, np.ndarray]:
     """(coder model, symbol range R, probabilities) of the exact models' latent scale
     `index`: symbols -R..R are coded as 0..2R."""

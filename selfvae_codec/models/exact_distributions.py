@@ -18,7 +18,9 @@ LOG_SCALE_RANGE = 7 * fp.ACT_ONE  # log-scales are clamped to [-7, 7]
 MEAN_RANGE = 4 * fp.ACT_ONE  # means are clamped to [-4, 4]
 # Lower edge of pixel value v on the [-1, 1] scale, (2v - 256) / 255, * 2^16, rounded;
 # the edges below 0 and above 255 lie so far out that every CDF is exactly 0 and 1 there.
-BIN_EDGES = torch.div((2 * torch.arange(257, dtype=torch.int64) - 256) * (2 << EDGE_BITS) + 255, 2 * 255, rounding_mode="floor")
+BIN_EDGES = torch.div(
+    (2 * torch.arange(257, dtype=torch.int64) - 256) * (2 << EDGE_BITS) + 255, 2 * 255, rounding_mode="floor"
+)
 BIN_EDGES[0], BIN_EDGES[256] = -(1 << 30), 1 << 30
 
 
@@ -83,7 +85,9 @@ class ExactLogisticMixture:
             weights = _weighted_update(weights, cdf[..., 1] - cdf[..., 0])
         return weights
 
-    def channel_table(self, c: int, x: torch.Tensor, first: torch.Tensor | None = None, count: int = 256) -> torch.Tensor:
+    def channel_table(
+        self, c: int, x: torch.Tensor, first: torch.Tensor | None = None, count: int = 256
+    ) -> torch.Tensor:
         """Channel c's counts for the `count` values first..first+count-1 (0..255 without
         `first`), given x's channels < c: int64 [B, H, W, count]."""
         x = x.to(torch.int64)
@@ -92,7 +96,9 @@ class ExactLogisticMixture:
         if first is None:
             edges = BIN_EDGES.to(x.device)  # the same for every position
         else:
-            edges = BIN_EDGES.to(x.device)[(first.unsqueeze(-1) + torch.arange(count + 1, device=x.device)).clamp(max=256)]
+            edges = BIN_EDGES.to(x.device)[
+                (first.unsqueeze(-1) + torch.arange(count + 1, device=x.device)).clamp(max=256)
+            ]
         mixed = None
         for m in range(self.mixtures):  # one component at a time: [B, H, W, count + 1] each
             t = (edges - mean[:, m].unsqueeze(-1)).mul_(self.inv_scales[:, c, m].unsqueeze(-1))  # * 2^32
@@ -121,7 +127,9 @@ class ExactLogisticMixture:
                 weights = self._weights_for(c, x)
                 mean = (weights * self._channel_mean(c, x)).sum(dim=1)
                 mean = torch.div(mean, weights.sum(dim=1), rounding_mode="floor")  # * 2^16
-                value = torch.div((mean + (1 << EDGE_BITS)) * 255 + (1 << EDGE_BITS), 2 << EDGE_BITS, rounding_mode="floor")
+                value = torch.div(
+                    (mean + (1 << EDGE_BITS)) * 255 + (1 << EDGE_BITS), 2 << EDGE_BITS, rounding_mode="floor"
+                )
                 value = value.clamp(0, 255)
                 if lo is not None:
                     value = torch.maximum(torch.minimum(value, hi[:, c]), lo[:, c])
@@ -179,7 +187,9 @@ def latent_log_stds(positions: torch.Tensor) -> torch.Tensor:
 def latent_scale_bounds(step_q12: int) -> torch.Tensor:
     """Thresholds on std * 2^16 * 2^12 between consecutive scale indices, for a step of
     step_q12 / 2^12: the geometric midpoints of the grid, times the step."""
-    twice_log = 2 * LATENT_LOG_STD_FIRST + (2 * torch.arange(LATENT_SCALES - 1, dtype=torch.int64) + 1) * LATENT_LOG_STD_STEP
+    twice_log = (
+        2 * LATENT_LOG_STD_FIRST + (2 * torch.arange(LATENT_SCALES - 1, dtype=torch.int64) + 1) * LATENT_LOG_STD_STEP
+    )
     midpoints = fp.exp(twice_log, fp.ACT_BITS + 1)
     return midpoints * step_q12
 
@@ -187,7 +197,9 @@ def latent_scale_bounds(step_q12: int) -> torch.Tensor:
 def latent_scale_index(std_q16: torch.Tensor, step_q12: int) -> torch.Tensor:
     """The grid index whose standard deviation is nearest std / step (in log space)."""
     bounds = latent_scale_bounds(step_q12).to(std_q16.device)
-    return torch.searchsorted(bounds, (std_q16 << fp.ACT_BITS).contiguous().reshape(-1), right=True).reshape(std_q16.shape)
+    return torch.searchsorted(bounds, (std_q16 << fp.ACT_BITS).contiguous().reshape(-1), right=True).reshape(
+        std_q16.shape
+    )
 
 
 def latent_symbol_range(index: int) -> int:

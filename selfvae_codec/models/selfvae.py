@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from . import fixed_point
 from .config import ModelConfig
 from .distributions import (
     DiagonalGaussian,
@@ -34,7 +34,6 @@ from .distributions import (
     StandardNormalPrior,
     normalize_pixels,
 )
-from . import fixed_point
 from .exact_distributions import ExactGaussian, ExactLogisticMixture
 from .families import FAMILIES
 from .layers import DenseBlock, Downsample, Upsample, WNConv2d, data_dependent_init, elu
