@@ -132,7 +132,6 @@ def _repack_fixed(data: bytes, **changes) -> bytes:
         (dict(step=float("nan")), "quantisation step"),
         (dict(step=-1.0), "quantisation step"),
         (dict(tile=3), "tile size"),
-        (dict(threads=0), "thread count"),
         (dict(count=60000), "truncated"),
         (dict(reserved=b"\x00\x01\x00"), "reserved header bytes"),
     ],

@@ -22,7 +22,7 @@ MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
 def codec_for(header) -> Codec:
     name = find_by_fingerprint(header.model_fingerprint.hex())
     assert name is not None, "a golden file's model is no longer shipped: its archives would be orphaned"
-    return Codec(name, threads=header.threads, tile_size=header.tile_size)
+    return Codec(name, threads=header.threads or None, tile_size=header.tile_size)
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -59,9 +59,11 @@ def test_encoding_again_gives_the_golden_sections(name):
     )
 
 
-def test_golden_files_cover_both_versions_metadata_and_classical_tiles():
+def test_golden_files_cover_both_versions_metadata_classical_tiles_and_the_exact_model():
     headers = [unpack((GOLDEN / name).read_bytes()) for name in MANIFEST]
     assert {h.version for h in headers} == {1, 2} and {h.mode for h in headers} == {"full", "conditional", "rs2", "rs1"}
+    exact = [h for h in headers if h.threads == 0]  # files of exact models say 0 threads
+    assert {h.mode for h in exact} == {"full", "conditional", "rs2", "rs1"} and any(h.tile_count > 1 for h in exact)
     kinds = {s.kind for h in headers for s in h.sections}
     assert {"meta", "pixels"} <= kinds and any(h.tile_count > 1 for h in headers)
 

@@ -284,11 +284,13 @@ def test_fingerprint_tracks_config_and_weights():
 
 def test_the_shipped_config_is_the_default_grown_by_its_trunk_blocks():
     """The README's parameter counts: the default configuration, and the shipped
-    model, which is it with trunk blocks (0, 1, 2)."""
+    model, which is it with trunk blocks (0, 1, 2); the shipped exact model is its
+    conversion."""
     from selfvae_codec.models.pretrained import load_pretrained
 
-    shipped = load_pretrained("default")
+    shipped = load_pretrained("default-float")
     assert shipped.config == ModelConfig.from_dict({**default_config().to_dict(), "trunk_blocks": [0, 1, 2]})
+    assert load_pretrained("default").config == ModelConfig.from_dict({**shipped.config.to_dict(), "exact": True})
     assert parameter_count(SelfVAE(default_config())) == 1_360_632
     assert parameter_count(shipped) == 1_517_864
 

@@ -324,7 +324,7 @@ def test_a_run_resumes_from_the_shipped_copy_of_its_average(tmp_path):
     from selfvae_codec.models.pretrained import PRETRAINED_DIR, registry
     from selfvae_codec.training.trainer import stored_average
 
-    shipped = registry()["default"]
+    shipped = registry()["default-float"]
     average = stored_average(tmp_path, {"ema_fingerprint": shipped["fingerprint"]})
     weights = PRETRAINED_DIR / shipped["file"]
     assert read_metadata(weights)["fingerprint"] == shipped["fingerprint"]

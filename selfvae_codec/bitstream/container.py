@@ -7,8 +7,9 @@ All integers little-endian. Layout (byte offsets):
     5   1  mode             0 full, 1 conditional, 2 rs2, 3 rs1
     6   1  channels         1 (grayscale input) or 3 (RGB)
     7   1  padding          1 = replicate (padding is implicit: never coded)
-    8   1  threads          torch thread count the encoder ran the model with; the
-                            decoder uses the same (CPU float results may depend on it)
+    8   1  threads          0: an exact model, any thread count decodes; 1..255: the
+                            torch thread count the encoder ran a float model with,
+                            which the decoder uses too (float results may depend on it)
     9   3  reserved         zero
     12  4  width            u32, 1..MAX_SIDE
     16  4  height           u32, 1..MAX_SIDE
@@ -153,7 +154,7 @@ def _validate_header_fields(header: Header) -> None:
         raise ContainerError(f"invalid tile size {header.tile_size}")
     if len(header.model_fingerprint) != 32:
         raise ContainerError("model fingerprint must be 32 bytes")
-    if not 1 <= header.threads <= 255:
+    if not 0 <= header.threads <= 255:
         raise ContainerError(f"invalid thread count {header.threads}")
     if header.padding != 1:
         raise ContainerError(f"unknown padding mode {header.padding}")

@@ -103,11 +103,12 @@ def _section_lines(header) -> list[str]:
 
 def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> str:
     """One line: what was coded, the file's size and rates, the time."""
+    threads = header.threads or codec.threads  # a file's 0: an exact model, run at the codec's count
     return (
         f"{verb} {job.name} -> {'stdout' if job.destination == STDIO else job.destination}: "
         f"{header.width}x{header.height}x{header.channels}, mode {header.mode}, {size} bytes, "
         f"{_rates(size, header.width, header.height, header.channels)}, {seconds:.2f} s "
-        f"({header.threads} threads; model loaded in {codec.load_seconds:.2f} s)"
+        f"({threads} thread{'s' if threads > 1 else ''}; model loaded in {codec.load_seconds:.2f} s)"
     )
 
 
@@ -151,12 +152,14 @@ def encode(inputs, output, out_dir, mode, step, tile_size, strip, model_name, de
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@shared_options(*OUTPUT_OPTIONS, MODEL_OPTION, DEVICE_OPTION, FORCE_OPTION, QUIET_OPTION, VERBOSE_OPTION)
-def decode(inputs, output, out_dir, model_name, device, force, quiet, verbose):
+@shared_options(*OUTPUT_OPTIONS, MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION)
+@shared_options(FORCE_OPTION, QUIET_OPTION, VERBOSE_OPTION)
+def decode(inputs, output, out_dir, model_name, device, threads, force, quiet, verbose):
     """Decompress .svc files (files, folders, or - for standard input) into images:
     a.svc -> a.png unless -o or -d says otherwise (.png, .bmp, .tiff, .ppm, .pgm,
-    lossless .webp; PNG on standard output). The file names the model (by fingerprint),
-    the mode and the thread count; the image's metadata is written back."""
+    lossless .webp; PNG on standard output). The file names the model (by fingerprint)
+    and the mode; the image's metadata is written back. Any --threads gives the same
+    image (files of float models made before the exact ones run at their own count)."""
     import io
     import time
 
@@ -182,7 +185,7 @@ def decode(inputs, output, out_dir, model_name, device, force, quiet, verbose):
 
     def decode_one(job: Job, progress) -> None:
         header = headers[job.source]
-        codec = codec_for_file(header, model_name, device, codecs)
+        codec = codec_for_file(header, model_name, device, threads, codecs)
         started = time.perf_counter()
         source = io.BytesIO(stdin_data) if job.source == STDIO else job.source
         _, dropped = codec.decompress_file(source, writer(job.destination), overwrite=force, progress=progress)
@@ -197,9 +200,9 @@ def decode(inputs, output, out_dir, model_name, device, force, quiet, verbose):
     return run_jobs(jobs, report, "decoding", decode_one)
 
 
-def codec_for_file(header, model_name, device: str, cache: dict):
+def codec_for_file(header, model_name, device: str, threads: int | None, cache: dict):
     """A codec with the model the file names (by fingerprint) unless --model says
-    otherwise, running at the file's thread count; one per model and thread count."""
+    otherwise; one per model."""
     from ..models.pretrained import find_by_fingerprint
 
     if model_name is None:
@@ -209,10 +212,9 @@ def codec_for_file(header, model_name, device: str, cache: dict):
                 f"encoded with model {header.model_fingerprint.hex()[:12]}, "
                 "which is not shipped with this version; pass it with --model PATH"
             )
-    key = f"{model_name}@{header.threads}"
-    if key not in cache:
-        cache[key] = load_codec(model_name, device, header.threads)
-    return cache[key]
+    if model_name not in cache:
+        cache[model_name] = load_codec(model_name, device, threads)
+    return cache[model_name]
 
 
 def _read_svc(source: str):
@@ -271,7 +273,8 @@ def info(svc_file, as_json) -> None:
     )
     click.echo(f"  model {record['model'][:16]}... ({record['model_name'] or 'not shipped with this version'})")
     click.echo(
-        f"  latent step {header.latent_step:g}, tiles {record['tiles']} of {header.tile_size}, threads {header.threads}"
+        f"  latent step {header.latent_step:g}, tiles {record['tiles']} of {header.tile_size}, "
+        + (f"threads {header.threads}" if header.threads else "exact model (any thread count)")
     )
     kept = ", ".join(f"{name} ({size} bytes)" for name, size in record["metadata"].items()) or "none"
     click.echo(f"  metadata: {kept}")
@@ -293,7 +296,7 @@ def truncate(svc_file, mode, output, model_name, force, quiet) -> None:
 
     (job,) = plan_jobs((svc_file,), output, None, ".svc", (".svc",), force)
     data, header = _read_svc(svc_file)
-    codec = codec_for_file(header, model_name, "cpu", {})
+    codec = codec_for_file(header, model_name, "cpu", None, {})
     try:
         cut = codec.truncate(data, mode)
     except CodecError as error:

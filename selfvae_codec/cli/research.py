@@ -92,17 +92,20 @@ def train(train_dirs, out_dir, val_dir, config_json, no_progress, **settings) ->
 @click.option("--seed", default=0, show_default=True)
 def evaluate(folders, samples, limit, tile_size, csv_path, quiet, model_name, device, threads, seed) -> int:
     """Negative ELBO and importance-weighted bits per dimension of images (files or
-    folders). Images the codec would refuse are reported and skipped; the rest are scored."""
+    folders). Images the codec would refuse are reported and skipped; the rest are scored.
+    A shipped exact model is scored through the float model it was converted from."""
     import torch
     from tqdm import tqdm
 
     from ..codec.api import resolve_device
     from ..codec.images import list_images, load_image
-    from ..models.pretrained import load_named_model
+    from ..models.pretrained import float_source, load_named_model
     from ..training.evaluate import evaluate_image, write_scores_csv
 
     files = list_images(folders)[:limit]
-    model = load_named_model(model_name, device=str(resolve_device(device)))
+    model = load_named_model(float_source(model_name), device=str(resolve_device(device)))
+    if model.config.exact:
+        raise CliError("evaluate needs a float model: an exact model's ELBO is measured by coding (benchmarks/)")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -135,11 +138,12 @@ def evaluate(folders, samples, limit, tile_size, csv_path, quiet, model_name, de
 @click.option("--name", default="default", show_default=True)
 @click.option("--description", required=True)
 @click.option("--validation-bpd", type=float, default=None)
-def publish(weights, name, description, validation_bpd) -> None:
+@click.option("--exact", is_flag=True, help="Ship the exact (integer) conversion of the float WEIGHTS.")
+def publish(weights, name, description, validation_bpd, exact) -> None:
     """(developers) Ship WEIGHTS inside the package as pretrained model NAME."""
     from ..models.pretrained import publish as publish_model
 
-    entry = publish_model(weights, name, description, validation_bpd=validation_bpd)
+    entry = publish_model(weights, name, description, exact=exact, validation_bpd=validation_bpd)
     click.echo(json.dumps(entry, indent=2))
 
 

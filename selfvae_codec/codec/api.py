@@ -243,7 +243,7 @@ class Codec:
             latent_step=step,
             tile_size=self.tile_size,
             image_crc=crc32(output.tobytes()),
-            threads=self.threads,
+            threads=0 if self.model.config.exact else self.threads,
             sections=sections,
         )
         return EncodeResult(pack(header), output, estimated, time.perf_counter() - started, metadata)
@@ -278,7 +278,10 @@ class Codec:
                 by_tile.setdefault(section.tile, []).append(section)
         counter = _SectionCounter(progress, len(tiles) * self._sections_per_tile(header.mode))
         reconstruction = np.empty((header.height, header.width, 3), dtype=np.uint8)
-        with _torch_threads(header.threads), torch.no_grad():
+        # An exact model gives the same numbers at any thread count (its files say 0);
+        # a float model's files decode only at the encoder's.
+        threads = header.threads or self.threads
+        with _torch_threads(threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 if [s.kind for s in by_tile.get(index, [])] == ["pixels"]:
                     reconstruction[top:bottom, left:right] = read_classical_tile(

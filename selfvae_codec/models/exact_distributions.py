@@ -168,6 +168,11 @@ class ExactGaussian:
     def std_q16(self) -> torch.Tensor:
         return fp.exp(self.log_std)
 
+    def rsample(self) -> torch.Tensor:
+        """A sample (for generation only: it draws float noise)."""
+        noise = torch.randn(self.mean.shape, dtype=torch.float64, device=self.mean.device)
+        return self.mean + torch.round(noise * self.std_q16 / 16).to(torch.int64)
+
 
 # Latents are coded under discretized logistics on a fixed grid of scales: the
 # standard deviations (in quantisation steps) exp(LATENT_LOG_STD_FIRST + i * STEP) / 2^12,
@@ -175,7 +180,7 @@ class ExactGaussian:
 LATENT_SCALES = 96
 LATENT_LOG_STD_FIRST = -12271  # round(ln 0.05 * 2^12)
 LATENT_LOG_STD_STEP = 368  # ln(256 / 0.05) / 95 * 2^12, rounded
-LATENT_TAIL_STDS = 12  # each table covers +-12 standard deviations (at least +-2)
+LATENT_TAIL_STDS = 9  # each table covers +-9 standard deviations (at least +-2)
 LATENT_SYMBOL_LIMIT = 4096
 PI_OVER_SQRT3_Q30 = 1947552238  # a logistic's scale is its standard deviation * sqrt(3) / pi
 
@@ -208,12 +213,15 @@ def latent_symbol_range(index: int) -> int:
 
 
 def latent_table(index: int) -> torch.Tensor:
-    """Counts of the symbols -R..R under the discretized logistic of grid scale `index`
-    (R = latent_symbol_range(index)); the end symbols take the tails."""
+    """Counts (summing to 2^30) of the symbols -R..R under the discretized logistic of
+    grid scale `index` (R = latent_symbol_range(index)); the end symbols take the tails.
+    Built for s >= 0 and mirrored, so the table is exactly symmetric."""
     limit = latent_symbol_range(index)
     std_q16 = int(fp.exp(latent_log_stds(torch.tensor([index]))).item())
-    upper_edges = 2 * torch.arange(-limit, limit + 1, dtype=torch.int64) + 1  # 2 (s + 1/2)
-    t_q14 = torch.div(upper_edges * PI_OVER_SQRT3_Q30, 2 * std_q16, rounding_mode="floor")  # (s + 1/2) / scale * 2^14
-    cdf = fp.sigmoid(t_q14, 14)
-    cdf[-1] = fp.ONE_Q30
-    return torch.diff(cdf, prepend=torch.zeros(1, dtype=torch.int64))
+    upper_edges = 2 * torch.arange(limit, dtype=torch.int64) + 1  # 2 (s + 1/2) for s = 0..R-1
+    # (s + 1/2) / scale * 2^20
+    t_q20 = torch.div((upper_edges * PI_OVER_SQRT3_Q30) << 6, 2 * std_q16, rounding_mode="floor")
+    cdf = torch.cat([fp.sigmoid(t_q20, 20), torch.tensor([fp.ONE_Q30])])  # CDF at s + 1/2, s = 0..R
+    half = torch.diff(cdf)  # symbols 1..R
+    center = 2 * cdf[:1] - fp.ONE_Q30
+    return torch.cat([half.flip(0), center, half])

@@ -162,7 +162,7 @@ class ExactConv(nn.Module):
     def __init__(self, weight_shape: tuple[int, ...], out_channels: int, stride: int, padding: int, transpose: bool):
         super().__init__()
         self.stride, self.padding, self.transpose = stride, padding, transpose
-        self.register_buffer("weight", torch.zeros(weight_shape, dtype=torch.int32))
+        self.register_buffer("weight", torch.zeros(weight_shape, dtype=torch.int16))
         self.register_buffer("shift", torch.ones(out_channels, dtype=torch.int64))
         self.register_buffer("bias", torch.zeros(out_channels, dtype=torch.int64))
         self._weight64: torch.Tensor | None = None
@@ -181,7 +181,7 @@ class ExactConv(nn.Module):
         scale_shape[out_dim] = out_channels
         quantised = torch.round(weight * torch.pow(2.0, shift.to(torch.float64)).view(scale_shape))
         layer = cls(tuple(weight.shape), out_channels, stride, padding, transpose)
-        layer.weight.copy_(quantised.to(torch.int32))
+        layer.weight.copy_(quantised.to(torch.int16))
         layer.shift.copy_(shift)
         float_bias = torch.zeros(out_channels, dtype=torch.float64) if bias is None else bias.detach().double().cpu()
         scaled_bias = torch.round(float_bias * torch.pow(2.0, (shift + ACT_BITS).to(torch.float64)))

@@ -58,16 +58,30 @@ def find_by_fingerprint(fingerprint: str) -> str | None:
     return None
 
 
-def publish(weights: str | Path, name: str, description: str, **numbers) -> dict:
+def float_source(name: str | Path | None) -> str | Path | None:
+    """The float model a shipped exact model was converted from (what training and
+    `evaluate` need), or `name` itself."""
+    entry = registry().get("default" if name is None else str(name), {})
+    return find_by_fingerprint(entry["source_fingerprint"]) if "source_fingerprint" in entry else name
+
+
+def publish(weights: str | Path, name: str, description: str, exact: bool = False, **numbers) -> dict:
     """Copy trained weights into the package and record their hash, fingerprint and
-    measured numbers in models.json (a developer tool: the result is committed)."""
+    measured numbers in models.json (a developer tool: the result is committed).
+    With `exact`, ship the exact (integer) conversion of the float weights instead."""
     import shutil
 
-    from .io import file_sha256, load_model
+    from .exact import to_exact
+    from .io import file_sha256, load_model, save_model
 
     model = load_model(weights)
     target = PRETRAINED_DIR / f"{name}.safetensors"
-    if Path(weights).resolve() != target.resolve():
+    numbers = {key: value for key, value in numbers.items() if value is not None}
+    if exact and not model.config.exact:
+        numbers["source_fingerprint"] = model.fingerprint()
+        model = to_exact(model)
+        save_model(model, target)
+    elif Path(weights).resolve() != target.resolve():
         shutil.copyfile(weights, target)
     entries = dict(registry())
     entries[name] = {
@@ -75,6 +89,7 @@ def publish(weights: str | Path, name: str, description: str, **numbers) -> dict
         "sha256": file_sha256(target),
         "fingerprint": model.fingerprint(),
         "description": description,
+        "exact": model.config.exact,
         **numbers,
     }
     REGISTRY_FILE.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")

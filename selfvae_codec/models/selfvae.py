@@ -482,7 +482,12 @@ class SelfVAE(nn.Module):
     @torch.no_grad()
     def sample(self, count: int, image_size: tuple[int, int], method: str = "sample") -> torch.Tensor:
         """Unconditional generation: u ~ p(u), then every level."""
-        u = self.prior_u.sample((count, self.config.u_channels, *self.u_size(image_size)), device=self.device)
+        shape = (count, self.config.u_channels, *self.u_size(image_size))
+        if self.config.exact:  # the base sample as activations
+            base = torch.round(torch.randn(shape, device=self.device) * fixed_point.ACT_ONE).to(torch.int64)
+            u = self.prior_u.from_base(base)
+        else:
+            u = self.prior_u.sample(shape, device=self.device)
         empty = [None] * len(self.levels)
         return self._generate_from(u, image_size, empty, [None] * (len(self.levels) + 1), method, "sample")
 

@@ -1,0 +1,38 @@
+"""Run by test_exact.py in a subprocess under one environment (CPU capability, oneDNN
+ISA, thread count): encode the test images in every mode with the shipped exact model
+into OUT, and decode every .svc in DECODE_DIR (if given); print the SHA-256 of each
+decoded image's pixels as JSON."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from selfvae_codec.codec.api import Codec
+
+DATA = Path(__file__).parent / "data"
+# An image larger than its tiles with odd sides, and one tile of another image.
+CASES = (("chelsea_75x50.png", 32), ("coffee_96x64.png", 512))
+MODES = ("full", "conditional", "rs2", "rs1")
+
+
+def main(out: Path, threads: int, decode_dir: Path | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for source, tile in CASES:
+        codec = Codec("default", threads=threads, tile_size=tile)
+        for mode in MODES:
+            data = codec.compress(DATA / source, mode, classical_tiles=False)
+            (out / f"{Path(source).stem}_{mode}.svc").write_bytes(data)
+    decoded = {}
+    if decode_dir is not None:
+        codec = Codec("default", threads=threads)
+        for path in sorted(decode_dir.glob("*.svc")):
+            image = codec.decompress(path)
+            decoded[path.name] = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+    print(json.dumps(decoded))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)
