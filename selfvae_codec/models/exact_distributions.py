@@ -17,11 +17,14 @@ EDGE_BITS = 16  # bin edges and means on the [-1, 1] pixel scale, * 2^16
 LOG_SCALE_RANGE = 7 * fp.ACT_ONE  # log-scales are clamped to [-7, 7]
 MEAN_RANGE = 4 * fp.ACT_ONE  # means are clamped to [-4, 4]
 # Lower edge of pixel value v on the [-1, 1] scale, (2v - 256) / 255, * 2^16, rounded;
-# the edges below 0 and above 255 lie so far out that every CDF is exactly 0 and 1 there.
+# the edges below 0 and above 255 lie so far out (2^36) that every CDF is exactly 0 and
+# 1 there, even at the largest scale (and |t| stays below 2^63).
 BIN_EDGES = torch.div(
     (2 * torch.arange(257, dtype=torch.int64) - 256) * (2 << EDGE_BITS) + 255, 2 * 255, rounding_mode="floor"
 )
-BIN_EDGES[0], BIN_EDGES[256] = -(1 << 30), 1 << 30
+BIN_EDGES[0], BIN_EDGES[256] = -(1 << 36), 1 << 36
+WINDOW_WIDTHS = (16, 32, 64, 128, 256)  # tables are computed over this many values
+SATURATION_Q32 = fp.SIGMOID_RANGE << 32  # |t| beyond which the table's sigmoid is exactly 0 or 1
 
 
 def _weighted_update(weights: torch.Tensor, likelihoods: torch.Tensor) -> torch.Tensor:
@@ -85,26 +88,68 @@ class ExactLogisticMixture:
             weights = _weighted_update(weights, cdf[..., 1] - cdf[..., 0])
         return weights
 
-    def channel_table(
-        self, c: int, x: torch.Tensor, first: torch.Tensor | None = None, count: int = 256
-    ) -> torch.Tensor:
+    @staticmethod
+    def _mixed_cdf(mean, inv_scales, weights, edges) -> torch.Tensor:
+        """sum_m weights_m * sigmoid((edges - mean_m) * inv_scales_m), * 2^46: one
+        component at a time. mean, inv_scales, weights: [..., M]; edges: [..., E]."""
+        mixed = None
+        for m in range(mean.shape[-1]):
+            t = (edges - mean[..., m : m + 1]).mul_(inv_scales[..., m : m + 1])  # * 2^32
+            cdf = fp.sigmoid_nearest(t, 32).mul_(weights[..., m : m + 1])  # < 2^46
+            mixed = cdf if mixed is None else mixed.add_(cdf)
+        return mixed
+
+    @staticmethod
+    def _support(mean, inv_scales, weights) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lowest, highest) per position ([..., M] in, [...] out): the bin edges outside
+        which every component with weight is exactly 0 (below) or 1 (above)."""
+        reach = torch.div(SATURATION_Q32 + inv_scales - 1, inv_scales, rounding_mode="floor")
+        edges = BIN_EDGES.to(mean.device)
+        lowest = torch.searchsorted(edges, (mean - reach).contiguous(), right=True)
+        highest = torch.searchsorted(edges, (mean + reach).contiguous()) - 1
+        used = weights > 0
+        lowest = torch.where(used, lowest, torch.full_like(lowest, 256)).amin(dim=-1)
+        highest = torch.where(used, highest, torch.zeros_like(highest)).amax(dim=-1)
+        return lowest, highest
+
+    def _whole_table(self, mean, inv_scales, weights) -> torch.Tensor:
+        """Counts of the values 0..255 ([N, M] in, [N, 256] out). Only the values that
+        can have mass are computed (every other count is exactly 0), positions grouped
+        by how many that is: the same numbers as computing all 256, faster."""
+        lowest, highest = self._support(mean, inv_scales, weights)
+        span = highest - lowest + 2  # values lowest-1 .. highest can have mass
+        table = torch.zeros(mean.shape[0], 256, dtype=torch.int64, device=mean.device)
+        done = 0
+        for width in WINDOW_WIDTHS:
+            rows = torch.nonzero((span > done) & (span <= width)).squeeze(1) if width < 256 else None
+            if rows is None:
+                rows = torch.nonzero(span > done).squeeze(1)
+            done = width
+            if rows.numel() == 0:
+                continue
+            first = (lowest[rows] - 1).clamp(0, 256 - width)
+            values = first.unsqueeze(-1) + torch.arange(width + 1, device=mean.device)
+            edges = BIN_EDGES.to(mean.device)[values]
+            mixed = self._mixed_cdf(mean[rows], inv_scales[rows], weights[rows], edges)
+            table[rows.unsqueeze(-1), values[:, :-1]] = mixed[:, 1:] - mixed[:, :-1]
+        return table
+
+    def channel_table(self, c: int, x: torch.Tensor, first: torch.Tensor | None = None, count: int = 256):
         """Channel c's counts for the `count` values first..first+count-1 (0..255 without
         `first`), given x's channels < c: int64 [B, H, W, count]."""
         x = x.to(torch.int64)
-        weights = self._weights_for(c, x)
-        mean = self._channel_mean(c, x)
+
+        def rows(t: torch.Tensor) -> torch.Tensor:  # [B, M, H, W] -> [B * H * W, M]
+            return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+        weights, mean = rows(self._weights_for(c, x)), rows(self._channel_mean(c, x))
+        inv_scales = rows(self.inv_scales[:, c])
+        batch, _, height, width = x.shape
         if first is None:
-            edges = BIN_EDGES.to(x.device)  # the same for every position
-        else:
-            edges = BIN_EDGES.to(x.device)[
-                (first.unsqueeze(-1) + torch.arange(count + 1, device=x.device)).clamp(max=256)
-            ]
-        mixed = None
-        for m in range(self.mixtures):  # one component at a time: [B, H, W, count + 1] each
-            t = (edges - mean[:, m].unsqueeze(-1)).mul_(self.inv_scales[:, c, m].unsqueeze(-1))  # * 2^32
-            cdf = fp.sigmoid_nearest(t, 32).mul_(weights[:, m].unsqueeze(-1))  # < 2^46
-            mixed = cdf if mixed is None else mixed.add_(cdf)
-        return mixed[..., 1:] - mixed[..., :-1]
+            return self._whole_table(mean, inv_scales, weights).reshape(batch, height, width, 256)
+        values = first.reshape(-1, 1) + torch.arange(count + 1, device=x.device)
+        mixed = self._mixed_cdf(mean, inv_scales, weights, BIN_EDGES.to(x.device)[values.clamp(max=256)])
+        return (mixed[:, 1:] - mixed[:, :-1]).reshape(batch, height, width, count)
 
     def interval_table(self, c: int, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int) -> torch.Tensor:
         """channel_table restricted to lo..hi (entry j: value lo + j when count < 256,

@@ -135,9 +135,19 @@ def tanh(x: torch.Tensor, out_bits: int = ACT_BITS) -> torch.Tensor:
     return round_shift(2 * sigmoid(x, ACT_BITS - 1) - ONE_Q30, 30 - out_bits)
 
 
+def _elu_negative_table() -> torch.Tensor:
+    """exp(-k / 2^12) - 1, as activations, for k = 0 .. 40 * 2^12."""
+    below = torch.arange((EXP_RANGE << ACT_BITS) + 1, dtype=torch.int64)
+    return round_shift(exp_neg(below, ACT_BITS) - ONE_Q30, 30 - ACT_BITS)
+
+
+ELU_NEGATIVE_TABLE = _elu_negative_table()
+
+
 def elu(x: torch.Tensor) -> torch.Tensor:
-    """ELU of activations: x above zero, exp(x) - 1 below."""
-    negative = round_shift(exp_neg((-x).clamp(min=0), ACT_BITS) - ONE_Q30, 30 - ACT_BITS)
+    """ELU of activations: x above zero, exp(x) - 1 below (one table entry per input)."""
+    table = _on("elu", ELU_NEGATIVE_TABLE, x.device)
+    negative = torch.take(table, (-x).clamp_(0, ELU_NEGATIVE_TABLE.numel() - 1))
     return torch.where(x > 0, x, negative)
 
 
