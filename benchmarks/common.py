@@ -40,6 +40,18 @@ def pillow_round_trip(array: np.ndarray, fmt: str, **options) -> tuple[bytes, np
     return data, out, encode_seconds, time.perf_counter() - started
 
 
+def selfvae_round_trip(codec, image: np.ndarray, label: str, **options):
+    """Encode with selfvae-codec and decode again: (EncodeResult, decoded image, decode
+    seconds). A decode that is not the encoder's reconstruction stops the benchmark."""
+    result = codec.encode(image, **options)
+    started = time.perf_counter()
+    decoded = codec.decompress(result.data)
+    decode_seconds = time.perf_counter() - started
+    if not np.array_equal(decoded, result.reconstruction):
+        raise SystemExit(f"selfvae-codec {label}: decoded differently than the encoder predicted")
+    return result, decoded, decode_seconds
+
+
 def lossless_codecs() -> dict:
     """name -> function(array) -> (bytes, decoded, encode s, decode s)."""
     codecs = {

@@ -8,12 +8,12 @@ encode / decode seconds per image (model loading reported separately).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 from common import (
     machine_description,
+    selfvae_round_trip,
     write_csv,
     write_json,
 )
@@ -23,10 +23,7 @@ def measure(codec, image: np.ndarray, name: str, classical: dict) -> dict:
     """One image: selfvae-codec `full` and the classical lossless codecs, each checked
     to round-trip exactly (a codec that does not is a failed benchmark, not a number)."""
     subpixels = image.size
-    result = codec.encode(image, mode="full")
-    started = time.perf_counter()
-    decoded = codec.decompress(result.data)
-    decode_seconds = time.perf_counter() - started
+    result, decoded, decode_seconds = selfvae_round_trip(codec, image, name, mode="full")
     if not np.array_equal(decoded, image):
         raise SystemExit(f"selfvae-codec did not round-trip {name} exactly")
     row = {

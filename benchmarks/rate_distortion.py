@@ -13,7 +13,6 @@ against JPEG and WebP, and those anchors' PSNR at each of our points' bpp.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 from common import (
     machine_description,
     pillow_round_trip,
+    selfvae_round_trip,
     write_csv,
     write_json,
 )
@@ -114,12 +114,8 @@ def measure(codec, image: np.ndarray, name: str, modes: list[str], steps: list[f
     rows = []
     for mode in modes:
         for step in steps:
-            result = codec.encode(image, mode=mode, step=step)
-            started = time.perf_counter()
-            decoded = codec.decompress(result.data)
-            decode_seconds = time.perf_counter() - started
-            if not np.array_equal(decoded, result.reconstruction):
-                raise SystemExit(f"selfvae-codec {mode} step {step}: {name} decoded differently than predicted")
+            label = f"{mode} step {step}: {name}"
+            result, decoded, decode_seconds = selfvae_round_trip(codec, image, label, mode=mode, step=step)
             rows.append(row(f"selfvae-{mode}", f"step{step:g}", result.data, decoded, result.seconds, decode_seconds))
     for codec_name, settings in sweeps.items():
         for label, options in settings:

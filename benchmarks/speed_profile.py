@@ -4,6 +4,7 @@ coded, networks and probability tables and ANS together) and per kind of work
 Every tile is coded by the model (no PNG / WebP tiles), at the given thread count.
 
     python benchmarks/speed_profile.py $DATA/train/wikipedia/001.png --threads 2
+    python benchmarks/speed_profile.py $DATA/train/wikipedia/001.png --threads 2 --model default-float
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from selfvae_codec.codec.api import Codec
 
 # the kind of work -> (substrings of) the cProfile function names doing it, outermost
 KINDS = {
-    "probability tables": ("channel_probabilities", "_check_table"),
+    "probability tables": ("channel_probabilities", "channel_table", "_check_table"),
     "ANS coding": ("'encode_reverse' of 'builtins.AnsCoder'", "'decode' of 'builtins.AnsCoder'"),
 }
 
@@ -64,12 +65,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=None, help="pretrained name or .safetensors path (default: default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    codec = Codec(threads=args.threads)
+    codec = Codec(args.model, threads=args.threads)
     image = load_rgb(args.image)
     data = codec.compress(image, classical_tiles=False)
-    print(f"{args.image}: {image.shape[1]}x{image.shape[0]}, full, the model in every tile, {args.threads} threads")
+    print(
+        f"{args.image}: {image.shape[1]}x{image.shape[0]}, full, the model ({args.model or 'default'}) "
+        f"in every tile, {args.threads} threads"
+    )
     for direction in ("encode", "decode"):
         total, sections = per_section(codec, image, data, direction)
         kinds = per_kind(codec, image, data, direction)

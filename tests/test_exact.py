@@ -168,6 +168,53 @@ def test_a_converted_model_saves_loads_and_codes_exactly(tmp_path):
         assert np.array_equal(codec.decompress(result.data), result.reconstruction)
 
 
+def test_convert_writes_an_exact_model_from_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from selfvae_codec.cli.main import cli
+    from selfvae_codec.models.io import load_model, save_model
+
+    torch.manual_seed(0)
+    model = SelfVAE(tiny_config())
+    model.initialize(torch.randint(0, 256, (2, 3, 32, 32)))
+    save_model(model, tmp_path / "float.safetensors")
+    runner = CliRunner()
+    arguments = ["convert", str(tmp_path / "float.safetensors"), "-o", str(tmp_path / "exact.safetensors")]
+    assert runner.invoke(cli, arguments).exit_code == 0
+    assert load_model(tmp_path / "exact.safetensors").config.exact
+    again = runner.invoke(cli, arguments)  # no silent overwrite
+    assert again.exit_code == 1 and "exists" in again.output
+    encoded = runner.invoke(
+        cli,
+        [
+            "encode",
+            str(DATA / "coffee_96x64.png"),
+            "-o",
+            str(tmp_path / "c.svc"),
+            "--model",
+            str(tmp_path / "exact.safetensors"),
+        ],
+    )
+    assert encoded.exit_code == 0, encoded.output
+
+
+def test_decode_takes_any_thread_count_for_files_of_the_exact_model(tmp_path):
+    from click.testing import CliRunner
+
+    from selfvae_codec.bitstream import unpack
+    from selfvae_codec.cli.main import cli
+
+    runner = CliRunner()
+    svc = tmp_path / "c.svc"
+    encode = ["encode", str(DATA / "coffee_96x64.png"), "-o", str(svc), "--mode", "conditional", "--threads", "2"]
+    assert runner.invoke(cli, encode).exit_code == 0
+    assert unpack(svc.read_bytes()).threads == 0  # files of exact models name no thread count
+    for threads in ("1", "3"):
+        result = runner.invoke(cli, ["decode", str(svc), "-o", str(tmp_path / f"{threads}.png"), "--threads", threads])
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "1.png").read_bytes() == (tmp_path / "3.png").read_bytes()
+
+
 def test_the_shipped_exact_model_codes_as_well_as_its_float_source():
     """Post-training quantisation costs under 0.5% of the lossless rate."""
     sizes = {}

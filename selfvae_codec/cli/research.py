@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..errors import CodecError
-from .common import DEVICE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
+from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
 
 
 def settings_options(function):
@@ -133,6 +133,29 @@ def evaluate(folders, samples, limit, tile_size, csv_path, quiet, model_name, de
     return 1 if failed else 0
 
 
+@click.command()
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The exact model's .safetensors.")
+@FORCE_OPTION
+def convert(weights, output, force) -> None:
+    """Convert trained float WEIGHTS into an exact (integer) model, whose files decode
+    on every machine. Files of a float model decode only where its floats are
+    reproduced (same torch build, instruction set and thread count)."""
+    from pathlib import Path
+
+    from ..models.exact import to_exact
+    from ..models.io import load_model, save_model
+
+    if Path(output).exists() and not force:
+        raise CliError(f"{output} exists (use -f to overwrite)")
+    try:
+        model = load_model(weights)
+    except CodecError as error:
+        raise CliError(str(error)) from error
+    fingerprint = save_model(to_exact(model), output)
+    click.echo(f"wrote {output}: exact model {fingerprint[:12]} (from {model.fingerprint()[:12]})")
+
+
 @click.command(hidden=True)
 @click.argument("weights", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", default="default", show_default=True)
@@ -176,4 +199,4 @@ def grow(source, target, head_blocks, trunk_blocks) -> None:
     click.echo(f"grown run in {target}: {parameter_count(model):,} parameters")
 
 
-COMMANDS = [train, evaluate, grow, publish]
+COMMANDS = [train, evaluate, convert, grow, publish]

@@ -22,6 +22,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from ..bitstream import ImageMetadata
 from ..errors import CodecError
+from ..files import new_file_mode
 
 MAX_SIDE = 65536
 MAX_PIXELS = 1 << 28
@@ -243,12 +244,6 @@ def write_output(destination: str | Path | BinaryIO, data: bytes) -> None:
         write_atomically(Path(destination), data)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_atomically(destination: Path, data: bytes) -> None:
     """Write to a temporary file beside the destination, then rename: never a half
     file. The file gets the permissions a new file gets (0666 less the umask)."""
@@ -259,7 +254,7 @@ def write_atomically(destination: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
-        os.chmod(temporary, 0o666 & ~_umask())
+        os.chmod(temporary, new_file_mode())
         os.replace(temporary, destination)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

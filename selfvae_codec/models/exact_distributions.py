@@ -11,7 +11,6 @@ import torch
 
 from . import fixed_point as fp
 
-WEIGHT_ONE = 1 << 16  # mixture weights: the largest component has 2^16
 COEFF_BITS = 15  # channel coupling coefficients: tanh * 2^15
 EDGE_BITS = 16  # bin edges and means on the [-1, 1] pixel scale, * 2^16
 LOG_SCALE_RANGE = 7 * fp.ACT_ONE  # log-scales are clamped to [-7, 7]

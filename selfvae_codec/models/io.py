@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CodecError
+from ..files import new_file_mode
 from .config import ModelConfig
 from .selfvae import SelfVAE
 
@@ -29,6 +30,7 @@ def save_model(model: SelfVAE, path: str | Path, extra: dict | None = None) -> s
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    os.chmod(tmp, new_file_mode())  # safetensors creates files readable by the owner only
     os.replace(tmp, path)
     return fingerprint
 
