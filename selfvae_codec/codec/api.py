@@ -208,7 +208,7 @@ class Codec:
         array = loaded.pixels
         metadata = ImageMetadata() if strip_metadata else loaded.metadata
         height, width = array.shape[:2]
-        x = torch.from_numpy(array).permute(2, 0, 1)[None].to(self.device, torch.int64)
+        x = torch.from_numpy(array).permute(2, 0, 1)[None]  # uint8: tiles are widened one at a time
         reconstruction = np.empty_like(array)
         sections = [Section("meta", 0, 0, pack_metadata(metadata))] if metadata else []
         estimated: dict[str, float] = {}
@@ -216,7 +216,7 @@ class Codec:
         counter = _SectionCounter(progress, len(tiles) * self._sections_per_tile(mode))
         with _torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
-                tile = x[..., top:bottom, left:right]
+                tile = x[..., top:bottom, left:right].to(self.device, torch.int64)
                 stream = EncoderStream(tile=index, on_section=counter)
                 result = walk(
                     self.model, stream, mode, (bottom - top, right - left), step, truth=self.model.infer(tile)

@@ -30,6 +30,7 @@ ACT_BITS = 12  # activations: value * 2^12
 ACT_ONE = 1 << ACT_BITS
 ACT_LIMIT = 1 << 22  # activations saturate at +-1024
 WEIGHT_BITS = 12  # integer weights are at most 2^12 in magnitude
+CONV_BAND_ELEMENTS = 1 << 22  # a convolution's unfolded input is at most this big (32 MB of float64)
 ONE_Q30 = 1 << 30  # the unit of the function tables' outputs
 LN2_Q30 = 744261118  # round(ln 2 * 2^30)
 LUT_STEP_BITS = 10  # table entries every 2^-10 of the input
@@ -210,6 +211,25 @@ class ExactConv(nn.Module):
             if self.transpose:
                 acc = F.conv_transpose2d(x.to(torch.float64), self._weight64, None, self.stride, self.padding)
             else:
-                acc = F.conv2d(x.to(torch.float64), self._weight64, None, self.stride, self.padding)
-        out = (acc.to(torch.int64) + self.bias.view(1, -1, 1, 1)) >> self.shift.view(1, -1, 1, 1)
-        return out.clamp(-ACT_LIMIT, ACT_LIMIT)
+                acc = self._conv_in_bands(x)
+        out = acc.to(torch.int64)
+        del acc  # in place from here on: these tensors are the largest of an exact model
+        out += self.bias.view(1, -1, 1, 1)
+        out >>= self.shift.view(1, -1, 1, 1)
+        return out.clamp_(-ACT_LIMIT, ACT_LIMIT)
+
+    def _conv_in_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution, over bands of output rows when its unfolded input would be
+        large (bounded memory; integer sums make the result the same either way)."""
+        kernel = self.weight.shape[-1]
+        padded = F.pad(x.to(torch.float64), (self.padding,) * 4) if self.padding else x.to(torch.float64)
+        out_height = (padded.shape[2] - kernel) // self.stride + 1
+        out_width = (padded.shape[3] - kernel) // self.stride + 1
+        unfolded_per_row = x.shape[0] * x.shape[1] * kernel * kernel * out_width
+        rows = max(1, CONV_BAND_ELEMENTS // max(1, unfolded_per_row))
+        bands = []
+        for first in range(0, out_height, rows):
+            last = min(out_height, first + rows)
+            band = padded[:, :, first * self.stride : (last - 1) * self.stride + kernel]
+            bands.append(F.conv2d(band, self._weight64, None, self.stride))
+        return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
