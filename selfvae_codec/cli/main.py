@@ -318,8 +318,11 @@ def models() -> None:
         click.echo("no pretrained models are shipped with this build")
         return
     for name, entry in entries.items():
-        bpd = entry.get("validation_bpd")
-        measured = f"validation {bpd:.4f} bpd" if bpd is not None else "not validated"
+        bpd, coded = entry.get("validation_bpd"), entry.get("coded_bpsp")
+        if coded is not None:
+            measured = f"coded: {coded:.4f} bits/subpixel on the validation photos"
+        else:
+            measured = f"validation {bpd:.4f} bpd" if bpd is not None else "not validated"
         click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
 
 
