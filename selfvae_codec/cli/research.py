@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 
@@ -77,6 +78,10 @@ def train(train_dirs, out_dir, val_dir, config_json, no_progress, **settings) ->
         trainer.run()
     finally:
         trainer.close()
+        # Release the DDP replica's tensors while the interpreter is fully alive: gloo
+        # work objects that still hold them at interpreter shutdown can abort (SIGABRT).
+        del trainer
+        gc.collect()
 
 
 @click.command()
