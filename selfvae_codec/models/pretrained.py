@@ -59,8 +59,8 @@ def find_by_fingerprint(fingerprint: str) -> str | None:
 
 
 def float_source(name: str | Path | None) -> str | Path | None:
-    """The float model a shipped exact model was converted from (what training and
-    `evaluate` need), or `name` itself."""
+    """The float model a shipped exact model was converted from (what `evaluate`
+    scores), or `name` itself."""
     entry = registry().get("default" if name is None else str(name), {})
     return find_by_fingerprint(entry["source_fingerprint"]) if "source_fingerprint" in entry else name
 
