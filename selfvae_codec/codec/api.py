@@ -219,7 +219,12 @@ class Codec:
                 tile = x[..., top:bottom, left:right].to(self.device, torch.int64)
                 stream = EncoderStream(tile=index, on_section=counter)
                 result = walk(
-                    self.model, stream, mode, (bottom - top, right - left), step, truth=self.model.infer(tile)
+                    self.model,
+                    stream,
+                    mode,
+                    (bottom - top, right - left),
+                    step,
+                    truth=self.model.infer(tile, with_z=MODES[mode].sends_z),
                 )
                 tile_sections, tile_bits = stream.finish(), stream.estimated_bits
                 if mode == "full" and classical_tiles:

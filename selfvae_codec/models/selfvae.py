@@ -325,7 +325,7 @@ class Inference:
 
     ys: list[torch.Tensor]
     u: torch.Tensor
-    zs: list[torch.Tensor]
+    zs: list[torch.Tensor | None]  # None where the mode sends no z
 
 
 class SelfVAE(nn.Module):
@@ -445,12 +445,13 @@ class SelfVAE(nn.Module):
             self.elbo_terms(x)
 
     # -- inference and generative paths -------------------------------------------
-    def infer(self, x: torch.Tensor) -> Inference:
-        """Posterior means of u and every z_k (what an encoder sends)."""
+    def infer(self, x: torch.Tensor, with_z: bool = True) -> Inference:
+        """Posterior means of u and every z_k (what an encoder sends); without `with_z`
+        the z's are left out (None), for modes that do not send them."""
         self._check_input(x)
         ys = self.representations(x)
         u = self.top.posterior(ys[0]).mean
-        zs = [level.posterior(ys[k + 1]).mean for k, level in enumerate(self.levels)]
+        zs = [level.posterior(ys[k + 1]).mean if with_z else None for k, level in enumerate(self.levels)]
         return Inference(ys, u, zs)
 
     def _generate_from(
