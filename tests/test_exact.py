@@ -117,6 +117,29 @@ def test_mixture_tables_are_nonnegative_with_mass_and_restricted_to_their_interv
     assert (table[outside] == 0).all() and (table.sum(-1) > 0).all()
 
 
+def test_tables_over_the_values_with_mass_equal_the_whole_computation():
+    """channel_table computes each position over the values that can have mass only;
+    the counts are exactly those of all 256 values, sharp and wide components alike."""
+    from selfvae_codec.models.exact_distributions import BIN_EDGES
+
+    generator = torch.Generator().manual_seed(3)
+    params = torch.randn(1, 50, 16, 16, generator=generator, dtype=torch.float64) * 2
+    log_scales = params[:, 5 + 15 : 5 + 30].view(1, 3, 5, 16, 16)
+    log_scales[:, :, :2] = -7.0  # the sharpest components the model has, beside wide ones
+    log_scales[:, :, 4] = 7.0  # and the widest
+    mixture = ExactLogisticMixture(torch.round(params * fp.ACT_ONE).to(torch.int64), 3, 5)
+    x = torch.randint(0, 256, (1, 3, 16, 16), generator=generator)
+    for c in range(3):
+        windowed = mixture.channel_table(c, x).reshape(-1, 256)
+
+        def rows(t):
+            return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+        weights, mean = rows(mixture._weights_for(c, x)), rows(mixture._channel_mean(c, x))
+        mixed = mixture._mixed_cdf(mean, rows(mixture.inv_scales[:, c]), weights, BIN_EDGES.expand(mean.shape[0], 257))
+        assert torch.equal(windowed, mixed[:, 1:] - mixed[:, :-1])
+
+
 def test_mixture_tables_match_the_float_distribution():
     """On values the mixture itself draws, the integer tables are the float ones to
     within a hundredth of a bit (KL divergence), channel coupling included."""
