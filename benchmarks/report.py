@@ -257,7 +257,7 @@ def exact_note() -> list[str]:
     return [
         "The shipped model is exact (integer arithmetic: its files decode on every machine). Against the float "
         f"model it was converted from, its lossy modes' mean PSNR differs by at most {gap:.3f} dB, and it is "
-        "2.4-5x slower ([the comparison](benchmarks/results/README.md#the-exact-model-against-its-float-source), "
+        "2.4-3.7x slower ([the comparison](benchmarks/results/README.md#the-exact-model-against-its-float-source), "
         "[docs/exact.md](docs/exact.md) for the lossless rates).",
         "",
     ]
