@@ -35,6 +35,12 @@ def _weighted_update(weights: torch.Tensor, likelihoods: torch.Tensor) -> torch.
     return torch.where(total > 0, updated, weights)
 
 
+def _component_cdf(edges: torch.Tensor, mean: torch.Tensor, inv_scales: torch.Tensor) -> torch.Tensor:
+    """A logistic component's CDF * 2^30 at bin edges (* 2^16), for means (* 2^16) and
+    inverse scales (* 2^16) that broadcast against them."""
+    return fp.sigmoid_nearest((edges - mean).mul_(inv_scales), 32)  # t * 2^32
+
+
 class ExactLogisticMixture:
     """The discretized logistic mixture with channel coupling (as
     DiscretizedLogisticMixture), on integers: weights exp(logit - max) * 2^16, CDFs
@@ -71,19 +77,13 @@ class ExactLogisticMixture:
             mean = mean + fp.round_shift(self.coeffs[:, c * (c - 1) // 2 + j] * shifted, COEFF_BITS)
         return mean
 
-    def _component_cdf(self, c: int, mean: torch.Tensor, edge_values: torch.Tensor) -> torch.Tensor:
-        """Each component's CDF * 2^30 at the lower edges of `edge_values` (0..256, a
-        trailing axis broadcast against [B, M, H, W]): [B, M, H, W, E]."""
-        edges = BIN_EDGES.to(mean.device)[edge_values]
-        t = (edges - mean.unsqueeze(-1)) * self.inv_scales[:, c].unsqueeze(-1)  # * 2^32
-        return fp.sigmoid_nearest(t, 32)
-
     def _weights_for(self, c: int, x: torch.Tensor) -> torch.Tensor:
         """The mixture weights channel c sees: updated by channels 0..c-1's values."""
         weights = self.weights
         for j in range(c):
             value = x[:, j : j + 1].unsqueeze(-1)
-            cdf = self._component_cdf(j, self._channel_mean(j, x), torch.cat([value, value + 1], dim=-1))
+            edges = BIN_EDGES.to(x.device)[torch.cat([value, value + 1], dim=-1)]
+            cdf = _component_cdf(edges, self._channel_mean(j, x).unsqueeze(-1), self.inv_scales[:, j].unsqueeze(-1))
             weights = _weighted_update(weights, cdf[..., 1] - cdf[..., 0])
         return weights
 
@@ -93,8 +93,8 @@ class ExactLogisticMixture:
         component at a time. mean, inv_scales, weights: [..., M]; edges: [..., E]."""
         mixed = None
         for m in range(mean.shape[-1]):
-            t = (edges - mean[..., m : m + 1]).mul_(inv_scales[..., m : m + 1])  # * 2^32
-            cdf = fp.sigmoid_nearest(t, 32).mul_(weights[..., m : m + 1])  # < 2^46
+            cdf = _component_cdf(edges, mean[..., m : m + 1], inv_scales[..., m : m + 1])
+            cdf = cdf.mul_(weights[..., m : m + 1])  # < 2^46
             mixed = cdf if mixed is None else mixed.add_(cdf)
         return mixed
 
@@ -120,9 +120,10 @@ class ExactLogisticMixture:
         table = torch.zeros(mean.shape[0], 256, dtype=torch.int64, device=mean.device)
         done = 0
         for width in WINDOW_WIDTHS:
-            rows = torch.nonzero((span > done) & (span <= width)).squeeze(1) if width < 256 else None
-            if rows is None:
-                rows = torch.nonzero(span > done).squeeze(1)
+            in_bucket = span > done
+            if width < 256:  # the last bucket also takes the spans of 257 and 258 values
+                in_bucket &= span <= width
+            rows = torch.nonzero(in_bucket).squeeze(1)
             done = width
             if rows.numel() == 0:
                 continue
