@@ -104,6 +104,7 @@ def _repack_fixed(data: bytes, **changes) -> bytes:
         "channels",
         "padding",
         "threads",
+        "quality",
         "reserved",
         "width",
         "height",
@@ -133,7 +134,8 @@ def _repack_fixed(data: bytes, **changes) -> bytes:
         (dict(step=-1.0), "quantisation step"),
         (dict(tile=3), "tile size"),
         (dict(count=60000), "truncated"),
-        (dict(reserved=b"\x00\x01\x00"), "reserved header bytes"),
+        (dict(reserved=b"\x00\x01"), "reserved header bytes"),
+        (dict(quality=3), "invalid quality 3 for a full file"),
     ],
 )
 def test_crafted_headers_with_valid_checksums_are_rejected(changes, message):

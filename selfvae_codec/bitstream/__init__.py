@@ -2,6 +2,7 @@
 
 from .container import (
     FORMAT_VERSION,
+    LOSSY_MODEL_MODES,
     MAGIC,
     MODES,
     ContainerError,
@@ -17,6 +18,7 @@ from .metadata import ImageMetadata, pack_metadata, unpack_metadata
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
+    "LOSSY_MODEL_MODES",
     "MODES",
     "ContainerError",
     "Header",

@@ -10,7 +10,9 @@ All integers little-endian. Layout (byte offsets):
     8   1  threads          0: an exact model, any thread count decodes; 1..255: the
                             torch thread count the encoder ran a float model with,
                             which the decoder uses too (float results may depend on it)
-    9   3  reserved         zero
+    9   1  quality          0: a lossless model's file (it has no quality settings);
+                            1..255: the quality setting of a lossy model (1 = coarsest)
+    10  2  reserved         zero
     12  4  width            u32, 1..MAX_SIDE
     16  4  height           u32, 1..MAX_SIDE
     20  32 model            SHA-256 fingerprint of the model (config + weights)
@@ -63,6 +65,8 @@ MODES: dict[str, Mode] = {
     "rs2": Mode(sends_z=True, sends_y=False, sends_x=False, summary="every level generated from u and the z's"),
     "rs1": Mode(sends_z=False, sends_y=False, sends_x=False, summary="everything generated from u alone"),
 }
+# The modes a lossy model codes (it is trained for rs2, whose prefix rs1 is).
+LOSSY_MODEL_MODES = ("rs2", "rs1")
 SECTION_KINDS = {1: "u", 2: "z", 3: "y", 4: "x", 5: "meta", 6: "pixels"}
 KIND_CODES = {name: code for code, name in SECTION_KINDS.items()}
 CODED_KINDS = ("u", "z", "y", "x")  # ANS streams of the model's symbols
@@ -73,10 +77,10 @@ MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28  # 268 megapixels
 MAX_SECTIONS = 65535
 
-_FIXED = struct.Struct("<4sBBBBB3sII32sfHHI")
+_FIXED = struct.Struct("<4sBBBBBB2sII32sfHHI")
 _SECTION = struct.Struct("<BBHII")
 _CRC = struct.Struct("<I")
-_RESERVED = b"\x00\x00\x00"
+_RESERVED = b"\x00\x00"
 
 
 class ContainerError(CodecError, ValueError):
@@ -106,6 +110,7 @@ class Header:
     tile_size: int
     image_crc: int = 0
     threads: int = 1
+    quality: int = 0  # a lossy model's quality setting, 1-based (0: a lossless model)
     padding: int = 1
     version: int = FORMAT_VERSION
     sections: list[Section] = field(default_factory=list)
@@ -156,6 +161,8 @@ def _validate_header_fields(header: Header) -> None:
         raise ContainerError("model fingerprint must be 32 bytes")
     if not 0 <= header.threads <= 255:
         raise ContainerError(f"invalid thread count {header.threads}")
+    if not 0 <= header.quality <= 255 or (header.quality and header.mode not in LOSSY_MODEL_MODES):
+        raise ContainerError(f"invalid quality {header.quality} for a {header.mode} file")
     if header.padding != 1:
         raise ContainerError(f"unknown padding mode {header.padding}")
 
@@ -212,6 +219,7 @@ def pack(header: Header) -> bytes:
             header.channels,
             header.padding,
             header.threads,
+            header.quality,
             _RESERVED,
             header.width,
             header.height,
@@ -247,6 +255,7 @@ def unpack(data: bytes) -> Header:
         channels,
         padding,
         threads,
+        quality,
         reserved,
         width,
         height,
@@ -281,6 +290,7 @@ def unpack(data: bytes) -> Header:
         tile_size=tile_size,
         image_crc=image_crc,
         threads=threads,
+        quality=quality,
         padding=padding,
         version=version,
     )

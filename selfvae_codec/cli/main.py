@@ -122,11 +122,19 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
     show_default=True,
     help="full is lossless; conditional, rs2 and rs1 trade quality for bits.",
 )
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 255),
+    default=None,
+    help="rs2 / rs1 with a lossy model: 1 gives the smallest files, higher settings more bits and quality.",
+)
 @click.option("--step", type=float, default=None, help="Latent quantisation step (expert: the latents' rate).")
 @click.option("--tile-size", type=click.IntRange(16, 65535), default=None, help="Tile side (default 512).")
 @click.option("--strip", is_flag=True, help="Leave out the ICC profile, EXIF and XMP.")
 @shared_options(MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION, FORCE_OPTION, QUIET_OPTION, VERBOSE_OPTION)
-def encode(inputs, output, out_dir, mode, step, tile_size, strip, model_name, device, threads, force, quiet, verbose):
+def encode(
+    inputs, output, out_dir, mode, quality, step, tile_size, strip, model_name, device, threads, force, quiet, verbose
+):
     """Compress images (files, folders of images, or - for standard input) into .svc
     files: a.png -> a.svc unless -o or -d says otherwise."""
     from ..bitstream import unpack
@@ -134,11 +142,20 @@ def encode(inputs, output, out_dir, mode, step, tile_size, strip, model_name, de
 
     jobs = plan_jobs(inputs, output, out_dir, ".svc", IMAGE_SUFFIXES, force)
     report = Reporter(quiet, data_to_stdout=jobs[0].destination == STDIO)
-    codec = load_codec(model_name, device, threads, tile_size)
+    from ..models.pretrained import default_model_for
+
+    codec = load_codec(model_name or default_model_for(mode), device, threads, tile_size)
 
     def encode_one(job: Job, progress) -> None:
         result = codec.compress_file(
-            reader(job.source), writer(job.destination), mode, step, force, strip_metadata=strip, progress=progress
+            reader(job.source),
+            writer(job.destination),
+            mode,
+            step,
+            force,
+            strip_metadata=strip,
+            progress=progress,
+            quality=quality,
         )
         header = unpack(result.data)
         report.line(_summary("encoded", job, len(result.data), header, result.seconds, codec))
@@ -255,6 +272,7 @@ def info(svc_file, as_json) -> None:
         "model": header.model_fingerprint.hex(),
         "model_name": find_by_fingerprint(header.model_fingerprint.hex()),
         "latent_step": header.latent_step,
+        "quality": header.quality or None,
         "tile_size": header.tile_size,
         "threads": header.threads,
         "tiles": header.tile_count,
@@ -272,6 +290,8 @@ def info(svc_file, as_json) -> None:
         f"{header.width}x{header.height}x{header.channels}"
     )
     click.echo(f"  model {record['model'][:16]}... ({record['model_name'] or 'not shipped with this version'})")
+    if header.quality:
+        click.echo(f"  quality {header.quality} (lossy model)")
     click.echo(
         f"  latent step {header.latent_step:g}, tiles {record['tiles']} of {header.tile_size}, "
         + (f"threads {header.threads}" if header.threads else "exact model (any thread count)")

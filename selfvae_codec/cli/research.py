@@ -70,7 +70,10 @@ def train(train_dirs, out_dir, val_dir, config_json, no_progress, **settings) ->
         raise CliError(str(error)) from error
     from ..training.trainer import Trainer
 
-    trainer = Trainer(settings)
+    try:
+        trainer = Trainer(settings)
+    except ValueError as error:
+        raise CliError(str(error)) from error
     if trainer.rank == 0:
         what = "resuming at step" if trainer.resumed else "starting at step"
         click.echo(f"{what} {trainer.step}; checkpoints in {out_dir}", err=True)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..bitstream import (
+    LOSSY_MODEL_MODES,
     MODES,
     ContainerError,
     Header,
@@ -54,6 +55,7 @@ from .images import (
 )
 
 DEFAULT_TILE = 512
+DEFAULT_QUALITY = 4  # a lossy model's default quality setting (1 = smallest files)
 # The latent quantisation step by mode. A fine step keeps what the z's carry (the
 # local noise level that sharpens the pixel distributions): on clean photos 2^-2.5
 # gives files 9% smaller than step 1, and 0.5% on JPEG-sourced ones (step_sweep
@@ -180,6 +182,25 @@ class Codec:
         self.fingerprint = self.model.fingerprint()
         self.load_seconds = time.perf_counter() - started
 
+    @property
+    def lossy(self) -> bool:
+        """Whether the model is a lossy one (rs2 and rs1 at quality settings)."""
+        return self.model.config.lossy
+
+    def _check_quality(self, mode: str, quality: int | None) -> int | None:
+        """The quality to code at (None for a lossless model), or a one-line error."""
+        if not self.lossy:
+            if quality is not None:
+                raise CodecError("--quality needs a lossy model (this one is lossless: it has none)")
+            return None
+        if mode not in LOSSY_MODEL_MODES:
+            raise CodecError(f"a lossy model codes {' and '.join(LOSSY_MODEL_MODES)}, not {mode}")
+        count = self.model.config.qualities
+        quality = min(DEFAULT_QUALITY, count) if quality is None else quality
+        if not (isinstance(quality, int) and 1 <= quality <= count):
+            raise CodecError(f"quality must be a whole number from 1 to {count}, got {quality!r}")
+        return quality
+
     def _sections_per_tile(self, mode: str) -> int:
         return len(section_order(mode, len(self.model.levels)))
 
@@ -192,14 +213,19 @@ class Codec:
         progress: Progress | None = None,
         strip_metadata: bool = False,
         classical_tiles: bool = True,
+        quality: int | None = None,
     ) -> EncodeResult:
         """Encode an image (path, file bytes, PIL image or uint8 array). Its ICC
         profile, EXIF and XMP go into the file unless `strip_metadata`. In `full`
         mode a tile is stored as a PNG or lossless WebP file instead where that is
         smaller than the model's coding (unless `classical_tiles` is False): screenshots,
-        graphics and few-colour images never cost more than a classical coder."""
+        graphics and few-colour images never cost more than a classical coder.
+
+        A lossy model codes rs2 and rs1 at a `quality` from 1 (smallest files) to its
+        number of settings (default DEFAULT_QUALITY); `step` then scales its steps."""
         if mode not in MODES:
             raise CodecError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        quality = self._check_quality(mode, quality)
         step = DEFAULT_STEP[mode] if step is None else float(step)
         if not 1e-3 <= step <= 1e3:
             raise CodecError("the latent quantisation step must be between 0.001 and 1000")
@@ -224,7 +250,9 @@ class Codec:
                     mode,
                     (bottom - top, right - left),
                     step,
-                    truth=self.model.infer(tile, with_z=MODES[mode].sends_z),
+                    # A lossy model's encoder infers the z's inside the walk (closed loop).
+                    truth=self.model.infer(tile, with_z=MODES[mode].sends_z and not self.lossy),
+                    quality=quality - 1 if quality else None,
                 )
                 tile_sections, tile_bits = stream.finish(), stream.estimated_bits
                 if mode == "full" and classical_tiles:
@@ -249,6 +277,7 @@ class Codec:
             tile_size=self.tile_size,
             image_crc=crc32(output.tobytes()),
             threads=0 if self.model.config.exact else self.threads,
+            quality=quality or 0,
             sections=sections,
         )
         return EncodeResult(pack(header), output, estimated, time.perf_counter() - started, metadata)
@@ -260,9 +289,12 @@ class Codec:
         step: float | None = None,
         strip_metadata: bool = False,
         classical_tiles: bool = True,
+        quality: int | None = None,
     ) -> bytes:
         """The .svc bytes of `encode`."""
-        return self.encode(image, mode, step, strip_metadata=strip_metadata, classical_tiles=classical_tiles).data
+        return self.encode(
+            image, mode, step, strip_metadata=strip_metadata, classical_tiles=classical_tiles, quality=quality
+        ).data
 
     # -- decoding ------------------------------------------------------------------
     def decompress(self, data, progress: Progress | None = None, verify: bool = True) -> np.ndarray:
@@ -286,6 +318,9 @@ class Codec:
         # An exact model gives the same numbers at any thread count (its files say 0);
         # a float model's files decode only at the encoder's.
         threads = header.threads or self.threads
+        if bool(header.quality) != self.lossy or header.quality > self.model.config.qualities:
+            raise CodecError(f"the file's quality setting ({header.quality}) does not fit the model")
+        quality = header.quality - 1 if header.quality else None
         with _torch_threads(threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 if [s.kind for s in by_tile.get(index, [])] == ["pixels"]:
@@ -297,7 +332,8 @@ class Codec:
                     continue
                 stream = DecoderStream(by_tile.get(index, []), on_section=counter)
                 try:
-                    result = walk(self.model, stream, header.mode, (bottom - top, right - left), header.latent_step)
+                    size = (bottom - top, right - left)
+                    result = walk(self.model, stream, header.mode, size, header.latent_step, quality=quality)
                     stream.finish()
                 except CodingError as error:
                     raise CodecError(f"cannot decode tile {index}: {error}") from error
@@ -411,13 +447,14 @@ class Codec:
         overwrite: bool = False,
         strip_metadata: bool = False,
         progress: Progress | None = None,
+        quality: int | None = None,
     ) -> EncodeResult:
         """Encode an image file (or binary stream) into an .svc file (or stream);
         a path destination is checked before any work and written atomically."""
         if not hasattr(destination, "write"):
             check_output(destination, overwrite, source if not hasattr(source, "read") else None)
         image = source if not hasattr(source, "read") else source.read()
-        result = self.encode(image, mode, step, progress=progress, strip_metadata=strip_metadata)
+        result = self.encode(image, mode, step, progress=progress, strip_metadata=strip_metadata, quality=quality)
         write_output(destination, result.data)
         return result
 
@@ -446,25 +483,32 @@ class Codec:
         return image, dropped
 
 
-_DEFAULT_CODEC: Codec | None = None
+_SHIPPED_CODECS: dict[str, Codec] = {}
 
 
-def default_codec() -> Codec:
-    global _DEFAULT_CODEC
-    if _DEFAULT_CODEC is None:
-        _DEFAULT_CODEC = Codec()
-    return _DEFAULT_CODEC
+def shipped_codec(name: str = "default") -> Codec:
+    """A Codec of a shipped model, loaded once."""
+    if name not in _SHIPPED_CODECS:
+        _SHIPPED_CODECS[name] = Codec(name)
+    return _SHIPPED_CODECS[name]
 
 
-def compress(image, mode: str = "full", step: float | None = None) -> bytes:
-    """Compress an image (path, file bytes, PIL image or uint8 array) with the default model."""
-    return default_codec().compress(image, mode, step)
+def compress(image, mode: str = "full", step: float | None = None, quality: int | None = None) -> bytes:
+    """Compress an image (path, file bytes, PIL image or uint8 array) with the shipped
+    model for the mode (the lossy one for rs2 and rs1, when shipped)."""
+    from ..models.pretrained import default_model_for
+
+    return shipped_codec(default_model_for(mode)).compress(image, mode, step, quality=quality)
 
 
 def decompress(data) -> np.ndarray:
-    """Decompress .svc bytes (or the file at a path) with the default model:
-    uint8 [H, W, 3] or [H, W]."""
-    return default_codec().decompress(data)
+    """Decompress .svc bytes (or the file at a path) with the shipped model the file
+    names: uint8 [H, W, 3] or [H, W]."""
+    from ..models.pretrained import find_by_fingerprint
+
+    data = _as_bytes(data)
+    name = find_by_fingerprint(unpack(data).model_fingerprint.hex()) or "default"
+    return shipped_codec(name).decompress(data)
 
 
 __all__ = [

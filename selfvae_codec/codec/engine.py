@@ -111,10 +111,15 @@ def code_level_pixels(
 
 
 def _code_u(
-    model: SelfVAE, stream, image_size, step: float, truth: Inference | None, device: torch.device
+    model: SelfVAE, stream, image_size, step: float | torch.Tensor, truth: Inference | None, device: torch.device
 ) -> torch.Tensor:
+    """u in its prior's base space on a grid of `step` (a number, or per channel for a
+    lossy model) under N(0, 1)."""
     shape = (1, model.config.u_channels, *model.u_size(image_size))
-    scales = np.full(shape, scale_indices(np.array([1.0 / step]))[0], dtype=np.int64)
+    if isinstance(step, torch.Tensor):
+        scales = scale_indices((1.0 / step.double()).expand(shape).cpu().numpy())
+    else:
+        scales = np.full(shape, scale_indices(np.array([1.0 / step]))[0], dtype=np.int64)
     target = None
     if truth is not None:
         target = (model.prior_u.to_base(truth.u) / step).cpu().numpy()
@@ -123,7 +128,7 @@ def _code_u(
     return model.prior_u.from_base(base)
 
 
-def _code_z(stream, prior, step: float, posterior_mean: torch.Tensor | None) -> torch.Tensor:
+def _code_z(stream, prior, step: float | torch.Tensor, posterior_mean: torch.Tensor | None) -> torch.Tensor:
     scales = scale_indices((prior.std / step).cpu().numpy().astype(np.float64))
     target = None
     if posterior_mean is not None:
@@ -137,10 +142,17 @@ def step_q12(step: float) -> int:
     return max(1, round(step * fixed_point.ACT_ONE))
 
 
-def _code_latents_exact(stream, std_q16: torch.Tensor, step: int, center: torch.Tensor, target) -> torch.Tensor:
+def _code_latents_exact(
+    stream, std_q16: torch.Tensor, step: int | torch.Tensor, center: torch.Tensor, target
+) -> torch.Tensor:
     """Code integer latents: symbols round((target - center) / step) under the grid
-    scale nearest std / step; returns center + step * symbols, saturated."""
-    indices = latent_scale_index(std_q16, step)
+    scale nearest std / step; returns center + step * symbols, saturated. `step` is in
+    units of 2^-12: a number, or [1, C, 1, 1] per channel (a lossy model's)."""
+    if isinstance(step, torch.Tensor):
+        channels = [latent_scale_index(std_q16[:, c : c + 1], int(v)) for c, v in enumerate(step.flatten().tolist())]
+        indices = torch.cat(channels, dim=1)
+    else:
+        indices = latent_scale_index(std_q16, step)
     true_symbols = None
     if target is not None:
         true_symbols = torch.div(2 * (target - center) + step, 2 * step, rounding_mode="floor").cpu().numpy()
@@ -149,13 +161,28 @@ def _code_latents_exact(stream, std_q16: torch.Tensor, step: int, center: torch.
     return latents.clamp(-fixed_point.ACT_LIMIT, fixed_point.ACT_LIMIT)
 
 
-def _code_u_exact(model: SelfVAE, stream, image_size, step: float, truth: Inference | None, device) -> torch.Tensor:
+def _code_u_exact(
+    model: SelfVAE, stream, image_size, step: int | torch.Tensor, truth: Inference | None, device
+) -> torch.Tensor:
     shape = (1, model.config.u_channels, *model.u_size(image_size))
     unit_std = torch.full(shape, 1 << 16, dtype=torch.int64, device=device)
     zero = torch.zeros(shape, dtype=torch.int64, device=device)
     target = model.prior_u.to_base(truth.u) if truth is not None else None
-    base = _code_latents_exact(stream, unit_std, step_q12(step), zero, target)
+    base = _code_latents_exact(stream, unit_std, step, zero, target)
     return model.prior_u.from_base(base)
+
+
+def latent_steps(model: SelfVAE, step: float, quality: int | None) -> tuple:
+    """(u's step, [each z_k's step]): `step` for a lossless model (in units of 2^-12
+    for an exact one); a lossy model's steps at `quality`, times `step`."""
+    if model.config.lossy:
+        if quality is None:
+            raise ValueError("a lossy model codes at a quality setting")
+        return model.latent_steps(quality, step)
+    if quality is not None:
+        raise ValueError("only a lossy model has quality settings")
+    single = step_q12(step) if model.config.exact else step
+    return single, [single] * len(model.levels)
 
 
 def _section_of(model: SelfVAE, index: int) -> tuple[str, int]:
@@ -165,14 +192,23 @@ def _section_of(model: SelfVAE, index: int) -> tuple[str, int]:
 
 @torch.no_grad()
 def walk(
-    model: SelfVAE, stream, mode: str, image_size: tuple[int, int], step: float, truth: Inference | None = None
+    model: SelfVAE,
+    stream,
+    mode: str,
+    image_size: tuple[int, int],
+    step: float,
+    truth: Inference | None = None,
+    quality: int | None = None,
 ) -> torch.Tensor:
     """Code (encoder) or decode (decoder) one tile; returns the reconstruction
-    [1, C, H, W] as int64 (the image itself in `full` mode)."""
+    [1, C, H, W] as int64 (the image itself in `full` mode). A lossy model codes at
+    `quality` (0-based), and its encoder infers each z_k from the true y_{k+1} and the
+    y_k the decoder has (closed loop)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     levels = len(model.levels)
     spec = MODES[mode]
+    u_step, z_steps = latent_steps(model, step, quality)
 
     def sends(index: int) -> bool:
         return spec.sends_x if index == levels else spec.sends_y
@@ -180,7 +216,7 @@ def walk(
     device = model.device
     exact = model.config.exact
     stream.begin_section("u")
-    u = (_code_u_exact if exact else _code_u)(model, stream, image_size, step, truth, device)
+    u = (_code_u_exact if exact else _code_u)(model, stream, image_size, u_step, truth, device)
     size = model.y_size(0, image_size)
     top = model.top.likelihood(u, size)
     if sends(0):
@@ -193,12 +229,13 @@ def walk(
         prior = level.prior(y, prev, model.z_size(k, image_size))
         if spec.sends_z:
             stream.begin_section("z", k + 1)
+            target = None
+            if truth is not None:
+                target = level.posterior(truth.ys[k + 1], y).mean if model.config.lossy else truth.zs[k]
             if exact:
-                z = _code_latents_exact(
-                    stream, prior.std_q16, step_q12(step), prior.mean, truth.zs[k] if truth else None
-                )
+                z = _code_latents_exact(stream, prior.std_q16, z_steps[k], prior.mean, target)
             else:
-                z = _code_z(stream, prior, step, truth.zs[k] if truth else None)
+                z = _code_z(stream, prior, z_steps[k], target)
         else:
             z = prior.mean
         fine_size = model.y_size(k + 1, image_size)

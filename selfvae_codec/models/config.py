@@ -28,6 +28,11 @@ class ModelConfig:
       shared by its heads; they start at zero too.
     exact: integer weights and fixed-point arithmetic (models/exact.py): every number
       that decides a probability is the same on every machine.
+    qualities: 0 for a lossless model; N > 0 for a lossy model trained for rate and
+      distortion (training/rate_distortion.py) at N quality settings, each with its own
+      learned latent steps. Its z posteriors also see the decoder's reconstruction of
+      the coarser level (closed loop), and its decoder generates pixels freely instead
+      of holding the coarser level's block means, so the z's can correct them.
     """
 
     family: str = "selfvae-downscale"
@@ -49,6 +54,7 @@ class ModelConfig:
     head_blocks: tuple[int, ...] = ()
     trunk_blocks: tuple[int, ...] = ()
     exact: bool = False
+    qualities: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "level_widths", tuple(self.level_widths))
@@ -71,12 +77,18 @@ class ModelConfig:
                 f"{self.family} with {self.num_levels} level(s) needs that many level_widths, "
                 f"got {len(self.level_widths)}"
             )
+        if self.qualities < 0:
+            raise ValueError(f"qualities must be >= 0, got {self.qualities}")
         FAMILIES[self.family].check(self)
 
     @property
     def num_levels(self) -> int:
         """Number of z levels (and of likelihoods below the top one)."""
         return FAMILIES[self.family].num_levels(self.levels)
+
+    @property
+    def lossy(self) -> bool:
+        return self.qualities > 0
 
     @property
     def level_head_blocks(self) -> tuple[int, ...]:
@@ -96,8 +108,9 @@ class ModelConfig:
                 data[name] = list(getattr(self, name))
             else:
                 del data[name]
-        if not self.exact:
-            del data["exact"]
+        for name in ("exact", "qualities"):  # written only when set
+            if not data[name]:
+                del data[name]
         return data
 
     def to_json(self) -> str:

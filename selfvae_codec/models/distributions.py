@@ -43,6 +43,14 @@ def _log_logistic_interval(
     return torch.where(lower_open & upper_open, torch.zeros_like(out), out)
 
 
+def logistic_bin_log_prob(offset: torch.Tensor, width: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log P(offset - width/2 < X < offset + width/2) for a logistic X with mean 0 and
+    standard deviation `std` (elementwise)."""
+    inv_scale = math.pi / (math.sqrt(3.0) * std)
+    closed = torch.zeros_like(offset, dtype=torch.bool)
+    return _log_logistic_interval((offset - width / 2) * inv_scale, (offset + width / 2) * inv_scale, closed, closed)
+
+
 class DiscretizedLogisticMixture:
     """Mixture of discretized logistics over 0..255 per subpixel, PixelCNN++ style.
 
@@ -189,6 +197,19 @@ class DiscretizedLogisticMixture:
         # Where all the allowed mass underflowed, fall back to uniform over the interval.
         probs = torch.where(probs.sum(-1, keepdim=True) > 0, probs, allowed.to(probs.dtype))
         return probs / probs.sum(dim=-1, keepdim=True)
+
+    def expected_values(self) -> torch.Tensor:
+        """`generate('mean')` without bounds, differentiably: floats [B, C, H, W] that
+        hold the same integers, with gradients passed straight through the rounding."""
+        x = torch.zeros(self.means.shape[0], 0, *self.means.shape[-2:], device=self.means.device)
+        for c in range(self.channels):
+            # The earlier channels' values enter as they are; the ones after c are unused.
+            padded = torch.cat([x, x.new_zeros(x.shape[0], self.channels - c, *x.shape[2:])], dim=1)
+            *_, (_, log_w, mean) = self._channel_states(padded, c + 1)
+            value = ((torch.exp(log_w) * mean).sum(dim=1, keepdim=True) + 1.0) * 127.5
+            value = value.clamp(0.0, 255.0)
+            x = torch.cat([x, value + (torch.round(value) - value).detach()], dim=1)
+        return x
 
     def generate(
         self, method: str, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None, count: int = 4

@@ -16,7 +16,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from .fixed_point import ExactConv
+from .fixed_point import ACT_ONE, ExactConv
 from .layers import WNConv2d, WNConvTranspose2d
 from .selfvae import SelfVAE
 
@@ -53,6 +53,10 @@ def make_exact_layers(model: SelfVAE) -> None:
         _replace(model, name, ExactConv(shape, out_channels, stride, padding, transpose))
 
 
+def _steps_q12(log_steps: torch.Tensor) -> torch.Tensor:
+    return torch.round(torch.exp(log_steps.double()) * ACT_ONE).clamp(min=1).to(torch.int64)
+
+
 def to_exact(model: SelfVAE) -> SelfVAE:
     """The exact model of a trained float model: each convolution's effective weights
     (weight norm folded in) and bias quantised per output channel."""
@@ -63,6 +67,10 @@ def to_exact(model: SelfVAE) -> SelfVAE:
         _, _, stride, padding, transpose = _geometry(layer)
         weight = layer.weight() if isinstance(layer, (WNConv2d, WNConvTranspose2d)) else layer.weight
         _replace(exact, name, ExactConv.from_float(weight, layer.bias, stride, padding, transpose))
+    if model.config.lossy:  # the latent steps, rounded to multiples of 2^-12
+        with torch.no_grad():
+            exact.u_steps_q12.copy_(_steps_q12(model.u_log_steps))
+            exact.z_steps_q12.copy_(_steps_q12(model.z_log_steps))
     # Parameters outside the convolutions (a mixture-of-Gaussians prior's) are copied.
     float_state = model.state_dict()
     with torch.no_grad():

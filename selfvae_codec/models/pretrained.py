@@ -50,6 +50,17 @@ def load_named_model(name: str | Path | None = None, device: str = "cpu"):
     return load_pretrained(str(name), device)
 
 
+LOSSY_MODEL = "lossy"  # the shipped model for rs2 and rs1, when there is one
+
+
+def default_model_for(mode: str) -> str:
+    """The shipped model a mode uses unless told otherwise: the lossy model for the
+    modes it is trained for, `default` (lossless) for the rest."""
+    from ..bitstream.container import LOSSY_MODEL_MODES
+
+    return LOSSY_MODEL if mode in LOSSY_MODEL_MODES and LOSSY_MODEL in registry() else "default"
+
+
 def find_by_fingerprint(fingerprint: str) -> str | None:
     """The name of the shipped model with this fingerprint, if any."""
     for name, entry in registry().items():

@@ -32,6 +32,7 @@ from .distributions import (
     MixtureOfGaussiansPrior,
     RealNVPPrior,
     StandardNormalPrior,
+    logistic_bin_log_prob,
     normalize_pixels,
 )
 from .exact_distributions import ExactGaussian, ExactLogisticMixture
@@ -39,6 +40,7 @@ from .families import FAMILIES
 from .layers import DenseBlock, Downsample, Upsample, WNConv2d, data_dependent_init, elu
 from .transforms import block_sum_bounds, downscale_pyramid, pad_to_even, size_at_stride
 
+INITIAL_LOG2_STEP_SPAN = 1.5  # a lossy model's steps start at 2^1.5 (coarsest) .. 2^-1.5 (finest)
 GROUPS = 4  # the pixels of a 2x2 block: top-left, top-right, bottom-left, bottom-right
 GROUP_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
 LAST_GROUP_VALUES = 4  # the last pixel of a block has at most 4 values given the others
@@ -183,8 +185,13 @@ class Level(nn.Module):
         self.fine_channels = fine_channels
         self.exact = cfg.exact
         self.grouped = coarse_stride == 2  # code y_{k+1} in 2x2-block groups given its block means
+        self.coarse_stride = coarse_stride
+        # A lossy model's posterior also sees the decoder's y_k (closed loop), and its
+        # generation does not hold y_k's block means.
+        self.lossy = cfg.lossy
         growth, layers = cfg.growth, cfg.dense_layers
-        self.posterior_net = Downsample(fine_channels, width, self.Z_STRIDE, growth, layers)
+        posterior_inputs = fine_channels + (coarse_channels if cfg.lossy else 0)
+        self.posterior_net = Downsample(posterior_inputs, width, self.Z_STRIDE, growth, layers)
         self.posterior_head = GaussianHead(width, cfg.z_channels)
         self.prior_from_coarse = Downsample(coarse_channels, width, self.Z_STRIDE // coarse_stride, growth, layers)
         self.prior_from_prev = Upsample(prev_channels, width, prev_ratio)
@@ -214,8 +221,16 @@ class Level(nn.Module):
             self.head = MixtureHead(width, width, fine_channels, cfg.mixtures, head_blocks)
 
     # -- latents -------------------------------------------------------------------
-    def posterior(self, fine: torch.Tensor) -> DiagonalGaussian:
-        return self.posterior_head(self.posterior_net(network_input(fine, self.exact)))
+    def posterior(self, fine: torch.Tensor, coarse: torch.Tensor | None = None) -> DiagonalGaussian:
+        """q(z_k | y_{k+1}); a lossy model's also sees `coarse`, the decoder's y_k."""
+        inputs = fine
+        if self.lossy:
+            stride = self.coarse_stride
+            beside = coarse.repeat_interleave(stride, dim=-2).repeat_interleave(stride, dim=-1)
+            dtype = torch.promote_types(fine.dtype, coarse.dtype)
+            beside = beside[..., : fine.shape[-2], : fine.shape[-1]]
+            inputs = torch.cat([fine.to(dtype), beside.to(dtype)], dim=1)
+        return self.posterior_head(self.posterior_net(network_input(inputs, self.exact)))
 
     def prior(self, coarse: torch.Tensor, prev_latent: torch.Tensor, z_size: tuple[int, int]) -> DiagonalGaussian:
         from_coarse = self.prior_from_coarse(network_input(coarse, self.exact))[..., : z_size[0], : z_size[1]]
@@ -274,9 +289,19 @@ class Level(nn.Module):
         context = self.context(coarse, z)
         if not self.grouped:
             return self.head(context).generate(method)
+        if self.lossy:
+            return self.walk_groups(coarse, context, fine_size, lambda step: step.distribution.generate(method))
         return self.walk_groups(
             coarse, context, fine_size, lambda step: step.distribution.generate(method, step.lo, step.hi, step.count)
         )
+
+    def expected(self, coarse: torch.Tensor, z: torch.Tensor, fine_size: tuple[int, int]) -> torch.Tensor:
+        """A lossy model's y_{k+1} for training: what `generate(..., 'mean')` gives, as
+        floats that carry gradients (rounding passes them straight through)."""
+        context = self.context(coarse, z)
+        if not self.grouped:
+            return self.head(context).expected_values()
+        return self.walk_groups(coarse, context, fine_size, lambda step: step.distribution.expected_values())
 
     def walk_groups(
         self,
@@ -303,6 +328,20 @@ class Level(nn.Module):
             )
             fine_even = refill_padding(fine_even, fine_size)
         return fine_even[..., : fine_size[0], : fine_size[1]]
+
+
+def quantize_latents(values: torch.Tensor, center: torch.Tensor, step: torch.Tensor, noisy: bool) -> torch.Tensor:
+    """center + step * round((values - center) / step), as the coder sends them; with
+    `noisy`, values + uniform noise of one step's width (its training stand-in)."""
+    if noisy:
+        return values + step * (torch.rand_like(values) - 0.5)
+    return center + step * torch.round((values - center) / step)
+
+
+def latent_bits(offset: torch.Tensor, step: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Bits per example of latents `offset` from their prior means, each the mass of
+    its step-wide bin under a logistic with standard deviation `std`."""
+    return -logistic_bin_log_prob(offset, step, std).flatten(1).sum(1) / math.log(2)
 
 
 @dataclass
@@ -362,6 +401,18 @@ class SelfVAE(nn.Module):
                 )
             )
         self.levels = nn.ModuleList(levels)
+        if config.lossy and config.exact:
+            # The steps as multiples of 2^-12 (set by `to_exact`).
+            self.register_buffer("u_steps_q12", torch.ones(config.qualities, config.u_channels, dtype=torch.int64))
+            z_shape = (config.qualities, config.num_levels, config.z_channels)
+            self.register_buffer("z_steps_q12", torch.ones(z_shape, dtype=torch.int64))
+        elif config.lossy:
+            # Each quality's latent steps, per channel, in log space: u's (in the prior's
+            # base space) and every z_k's. Quality 0 is the coarsest.
+            qualities = torch.arange(config.qualities, dtype=torch.float32)
+            start = (INITIAL_LOG2_STEP_SPAN * (1 - 2 * qualities / max(1, config.qualities - 1))) * math.log(2)
+            self.u_log_steps = nn.Parameter(start[:, None].repeat(1, config.u_channels))
+            self.z_log_steps = nn.Parameter(start[:, None, None].repeat(1, config.num_levels, config.z_channels))
         if config.exact:
             from .exact import make_exact_layers
 
@@ -411,7 +462,7 @@ class SelfVAE(nn.Module):
         kl_maps = []
         prev = u
         for k, level in enumerate(self.levels):
-            q_z = level.posterior(ys[k + 1])
+            q_z = level.posterior(ys[k + 1], ys[k])
             z = q_z.rsample()
             p_z = level.prior(ys[k], prev, self.z_size(k, image_size))
             kl_map = q_z.kl(p_z) if analytic_kl else q_z.log_prob(z) - p_z.log_prob(z)
@@ -439,6 +490,55 @@ class SelfVAE(nn.Module):
         out["total"] = sum(out.values())
         return out
 
+    def latent_steps(self, quality: int, scale: float = 1.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A lossy model's latent steps at `quality` (0-based) times `scale`: u's and
+        each z_k's, [1, C, 1, 1] per channel. Floats, or for an exact model integers in
+        units of 2^-12 (at least 1), computed from its integer steps."""
+        if not 0 <= quality < self.config.qualities:
+            raise ValueError(f"quality must be from 1 to {self.config.qualities}")
+        if self.config.exact:
+
+            def steps(q12: torch.Tensor) -> torch.Tensor:
+                values = [max(1, round(int(v) * scale)) for v in q12.tolist()]
+                return torch.tensor(values, dtype=torch.int64, device=q12.device).view(1, -1, 1, 1)
+
+            return steps(self.u_steps_q12[quality]), [steps(row) for row in self.z_steps_q12[quality]]
+        u_step = (torch.exp(self.u_log_steps[quality]) * scale).view(1, -1, 1, 1)
+        return u_step, [(torch.exp(row) * scale).view(1, -1, 1, 1) for row in self.z_log_steps[quality]]
+
+    def rate_distortion_terms(self, x: torch.Tensor, quality: torch.Tensor, noisy: bool) -> dict[str, torch.Tensor]:
+        """What a lossy model trains on, per example: the bits of u and every z_k
+        (rate_u, rate_z1 ..) and the squared error of the rs2 reconstruction summed
+        over subpixels (squared_error). `quality` [B] picks each example's latent steps.
+
+        The walk is the decoder's: y_1 from u, then each level's prior from the
+        reconstructed y_k, z_k from the posterior given the true y_{k+1} and that y_k,
+        y_{k+1} generated from y_k and z_k. Latents are quantised on their steps as the
+        coder does (relative to the prior mean), or, with `noisy`, get uniform noise of
+        the same width instead (training). The rates are those of the discretized
+        logistics that code them."""
+        self._check_input(x)
+        if not self.config.lossy:
+            raise ValueError("rate_distortion_terms needs a lossy model (config.qualities > 0)")
+        ys = self.representations(x)
+        image_size = spatial_size(x)
+        u_step = torch.exp(self.u_log_steps[quality])[:, :, None, None]
+        base = self.prior_u.to_base(self.top.posterior(ys[0]).mean)
+        base = quantize_latents(base, torch.zeros_like(base), u_step, noisy)
+        terms = {"rate_u": latent_bits(base, u_step, torch.ones_like(base))}
+        u = self.prior_u.from_base(base)
+        y = self.top.likelihood(u, self.y_size(0, image_size)).expected_values()
+        prev = u
+        for k, level in enumerate(self.levels):
+            prior = level.prior(y, prev, self.z_size(k, image_size))
+            step = torch.exp(self.z_log_steps[quality, k])[:, :, None, None]
+            z = quantize_latents(level.posterior(ys[k + 1], y).mean, prior.mean, step, noisy)
+            terms[f"rate_z{k + 1}"] = latent_bits(z - prior.mean, step, prior.std)
+            y = level.expected(y, z, self.y_size(k + 1, image_size))
+            prev = z
+        terms["squared_error"] = (y - ys[-1].to(y.dtype)).square().flatten(1).sum(1)
+        return terms
+
     def initialize(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation of the weight-normalised layers from a batch."""
         with data_dependent_init(self):
@@ -451,7 +551,7 @@ class SelfVAE(nn.Module):
         self._check_input(x)
         ys = self.representations(x)
         u = self.top.posterior(ys[0]).mean
-        zs = [level.posterior(ys[k + 1]).mean if with_z else None for k, level in enumerate(self.levels)]
+        zs = [level.posterior(ys[k + 1], ys[k]).mean if with_z else None for k, level in enumerate(self.levels)]
         return Inference(ys, u, zs)
 
     def _generate_from(
@@ -526,7 +626,7 @@ class SelfVAE(nn.Module):
             )
         ys = downscale_pyramid(small, known - 1)
         u = self.top.posterior(ys[0]).mean
-        zs = [level.posterior(ys[k + 1]).mean if k + 1 < known else None for k, level in enumerate(self.levels)]
+        zs = [level.posterior(ys[k + 1], ys[k]).mean if k + 1 < known else None for k, level in enumerate(self.levels)]
         latent_method = "sample" if method == "sample" else "mean"
         return self._generate_from(u, image_size, zs, ys + [None] * steps, method, latent_method)
 

@@ -12,6 +12,11 @@ def setting(default, help: str, **option):
     return field(default=default, metadata={"help": help, "option": option})
 
 
+# A lossy model's quality settings, coarsest first: CompressAI's lambdas (its loss
+# bpp + lambda * 255^2 * MSE on 0..1 is bpp + lambda * MSE on 0..255).
+DEFAULT_LAMBDAS = "0.0018,0.0035,0.0067,0.013,0.025,0.0483"
+
+
 @dataclass
 class TrainSettings:
     train_dirs: list[str]
@@ -40,6 +45,15 @@ class TrainSettings:
     clean_weight: float = setting(1.0, "How much more often a pixel of a non-JPEG photo is picked than a JPEG one.")
     extra_val_dir: str | None = setting(
         None, "A second held-out folder, validated beside --val (logged as kind val_FOLDER).", type=str
+    )
+    init_from: str | None = setting(
+        None,
+        "Start a new run from a model's weights (shipped name or .safetensors); with --config "
+        "'{\"qualities\": N}' a lossless model becomes a lossy one to train for rate and distortion.",
+        type=str,
+    )
+    lambdas: str = setting(
+        DEFAULT_LAMBDAS, "A lossy model's rate-distortion trade-offs, one per quality: loss = bpp + lambda * MSE."
     )
     val_every: int = setting(1000, "Validate every this many steps.")
     checkpoint_every: int = setting(250, "Write the checkpoint every this many steps.")

@@ -28,6 +28,7 @@ from ..models.config import ModelConfig
 from ..models.io import read_metadata, save_model
 from ..models.selfvae import SelfVAE
 from .data import RandomCropSampler, validation_crops
+from .rate_distortion import lossy_model_from, parse_lambdas, rate_distortion_loss, validate_rate_distortion
 from .settings import TrainSettings
 
 
@@ -150,10 +151,20 @@ class Trainer:
         resume = self.checkpoint_path.is_file()
         if resume:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-            config = ModelConfig.from_json(state["config"])
+            self.model = SelfVAE(ModelConfig.from_json(state["config"]))
+        elif settings.init_from:
+            self.model = self._model_from(settings.init_from, settings.config)
         else:
-            config = ModelConfig.from_dict(settings.config) if settings.config else ModelConfig()
-        self.model = SelfVAE(config).to(self.device)
+            self.model = SelfVAE(ModelConfig.from_dict(settings.config) if settings.config else ModelConfig())
+        self.model.to(self.device)
+        self.lambdas = None
+        if self.model.config.lossy:
+            self.lambdas = torch.tensor(parse_lambdas(settings.lambdas))
+            qualities = self.model.config.qualities
+            if len(self.lambdas) != qualities:
+                raise ValueError(f"--lambdas gives {len(self.lambdas)} trade-offs for a model of {qualities} qualities")
+            if self.world > 1 or settings.compile:
+                raise ValueError("a lossy model trains in one process, without --compile")
         self.optimizer = torch.optim.Adamax(self.model.parameters(), lr=settings.lr)
         if resume:
             self.model.load_state_dict(state["model"])
@@ -166,7 +177,7 @@ class Trainer:
             rng = state["rng"][self.rank] if self.rank < len(state["rng"]) else None
             if rng is not None:
                 _restore_rng(rng, self.sampler)
-        else:
+        elif not settings.init_from:
             init_batch = torch.from_numpy(self.sampler.batch(settings.batch_size)).to(self.device)
             self.model.initialize(init_batch)
         # The average starts from the current weights (its first update copies them).
@@ -181,6 +192,21 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)  # syncs rank 0's weights
         # Only the training step is compiled; validation and coding run eagerly.
         self.forward = torch.compile(self.net) if settings.compile else self.net
+
+    @staticmethod
+    def _model_from(name: str, overrides: dict) -> SelfVAE:
+        """A new run's model from trained weights: the same model, or, with
+        overrides {"qualities": N}, the lossy model that starts from it."""
+        from ..models.pretrained import load_named_model
+
+        source = load_named_model(name)
+        if set(overrides) - {"qualities"}:
+            raise ValueError('--init-from takes no --config but {"qualities": N}')
+        if overrides.get("qualities"):
+            return lossy_model_from(source, overrides["qualities"]).train()
+        if source.config.exact:
+            raise ValueError(f"{name} is an exact model: train from its float source")
+        return source.train()
 
     # -- bookkeeping ---------------------------------------------------------------
     def _lr(self) -> float:
@@ -247,6 +273,11 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, model: SelfVAE, crops: torch.Tensor) -> dict[str, float]:
+        if self.lambdas is not None:
+            model.eval()
+            out = validate_rate_distortion(model, crops, self.lambdas.tolist(), self.device)
+            model.train()
+            return out
         model.eval()
         sums: dict[str, float] = {}
         count = 0
@@ -269,7 +300,8 @@ class Trainer:
         for suffix, crops in self.val_batches.items():
             val = self.validate(self.model, crops)
             self._log({**val, "step": self.step, "kind": f"val{suffix}"})
-            part = f"validation{suffix.replace('_', ' ')} {val['total']:.4f} bpd"
+            unit = "loss" if self.lambdas is not None else "bpd"
+            part = f"validation{suffix.replace('_', ' ')} {val['total']:.4f} {unit}"
             if self.ema is not None:
                 val = self.validate(self.ema.module, crops)
                 self._log({**val, "step": self.step, "kind": f"val_ema{suffix}"})
@@ -284,8 +316,11 @@ class Trainer:
         batch = torch.from_numpy(self.sampler.batch(self.s.batch_size)).to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
-        terms = self.forward(batch)
-        loss = training_loss(terms, self._kl_weight(), self.s.free_bits, self.model.dimensions(batch))
+        if self.lambdas is not None:
+            loss, out = rate_distortion_loss(self.model, batch, self.lambdas)
+        else:
+            terms = self.forward(batch)
+            loss = training_loss(terms, self._kl_weight(), self.s.free_bits, self.model.dimensions(batch))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
@@ -301,11 +336,18 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        scale = 1.0 / (self.model.dimensions(batch) * math.log(2))
-        out = {k: float(v.detach().mean()) * scale for k, v in terms.items() if not k.startswith("_")}
-        out["total"] = sum(out.values())
+        if self.lambdas is None:
+            scale = 1.0 / (self.model.dimensions(batch) * math.log(2))
+            out = {k: float(v.detach().mean()) * scale for k, v in terms.items() if not k.startswith("_")}
+            out["total"] = sum(out.values())
         out["grad_norm"] = float(grad_norm)
         return out
+
+    def _progress_fields(self, result: dict[str, float]) -> dict[str, str]:
+        if self.lambdas is not None:
+            return {"loss": f"{result['total']:.3f}", "bpp": f"{result['bpp']:.3f}", "mse": f"{result['mse']:.1f}"}
+        kl_z = sum(v for k, v in result.items() if k.startswith("kl_z"))
+        return {"bpd": f"{result['total']:.3f}", "re_x": f"{result['re_x']:.3f}", "kl_z": f"{kl_z:.3f}"}
 
     def close(self) -> None:
         """Tear down the process group this trainer started. Without this and the
@@ -348,11 +390,7 @@ class Trainer:
                 if progress is not None:
                     progress.update(1)
                     if result is not None:
-                        progress.set_postfix(
-                            bpd=f"{result['total']:.3f}",
-                            re_x=f"{result['re_x']:.3f}",
-                            kl_z=f"{sum(v for k, v in result.items() if k.startswith('kl_z')):.3f}",
-                        )
+                        progress.set_postfix(self._progress_fields(result))
                 if self.step % self.s.log_every == 0 and window:
                     elapsed = time.perf_counter() - window_start
                     record = {k: sum(r[k] for r in window) / len(window) for k in window[0]}

@@ -1,0 +1,97 @@
+"""Training a lossy model for rate and distortion (config.qualities > 0).
+
+The loss of an example at quality q is  bits per pixel + lambda_q * MSE  (MSE over
+subpixels on the 0..255 scale), the rate counted under the discretized logistics
+that code u and the z's, the distortion on rs2's reconstruction as the decoder
+walks it (SelfVAE.rate_distortion_terms). Latents get uniform noise in training
+and are rounded in validation, as the coder rounds them. Each example of a batch
+draws its quality, so one model learns every quality's steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..models.config import ModelConfig
+from ..models.selfvae import SelfVAE
+
+
+def parse_lambdas(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError as error:
+        raise ValueError(f"--lambdas must be comma-separated numbers, got {text!r}") from error
+    if not values or any(v <= 0 for v in values) or values != sorted(values):
+        raise ValueError(f"--lambdas must be positive and increasing (one per quality), got {text!r}")
+    return values
+
+
+def psnr(mse: float) -> float:
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+def rate_distortion_loss(
+    model: SelfVAE, x: torch.Tensor, lambdas: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss of a batch (each example at a random quality) and what to log:
+    bits per pixel of each latent, the MSE and the loss."""
+    quality = torch.randint(len(lambdas), (x.shape[0],), generator=generator).to(x.device)
+    terms = model.rate_distortion_terms(x, quality, noisy=True)
+    pixels = x.shape[2] * x.shape[3]
+    rate = sum(v for k, v in terms.items() if k.startswith("rate_")) / pixels
+    mse = terms["squared_error"] / (pixels * x.shape[1])
+    loss = (rate + lambdas.to(x.device)[quality] * mse).mean()
+    record = {
+        name.replace("rate_", "bpp_"): float(value.detach().mean()) / pixels
+        for name, value in terms.items()
+        if name.startswith("rate_")
+    }
+    record.update(bpp=float(rate.detach().mean()), mse=float(mse.detach().mean()), total=float(loss.detach()))
+    return loss, record
+
+
+@torch.no_grad()
+def validate_rate_distortion(model: SelfVAE, crops: torch.Tensor, lambdas: list[float], device) -> dict[str, float]:
+    """Rounded latents (what the coder sends) at every quality: bpp_qN, psnr_qN (of the
+    mean MSE) and 'total', the loss averaged over the qualities."""
+    out: dict[str, float] = {}
+    losses = []
+    for q, lam in enumerate(lambdas):
+        bits = squared = 0.0
+        for start in range(0, len(crops), 8):
+            batch = crops[start : start + 8].to(device)
+            quality = torch.full((len(batch),), q, dtype=torch.int64, device=device)
+            terms = model.rate_distortion_terms(batch, quality, noisy=False)
+            bits += float(sum(v.sum() for k, v in terms.items() if k.startswith("rate_")))
+            squared += float(terms["squared_error"].sum())
+        pixels = crops.shape[0] * crops.shape[2] * crops.shape[3]
+        bpp, mse = bits / pixels, squared / (pixels * crops.shape[1])
+        out[f"bpp_q{q}"], out[f"psnr_q{q}"] = bpp, psnr(mse)
+        losses.append(bpp + lam * mse)
+    out["total"] = sum(losses) / len(losses)
+    return out
+
+
+def lossy_model_from(source: SelfVAE, qualities: int) -> SelfVAE:
+    """A lossy model (`qualities` settings) that starts from a trained lossless float
+    model's networks: every tensor is copied, and each posterior's first convolution,
+    which gains the decoder's coarser level as extra input channels, gets zero weights
+    there, so the posteriors start as the source's."""
+    if source.config.exact or source.config.lossy:
+        raise ValueError("start a lossy model from a lossless float model")
+    config = ModelConfig.from_dict({**source.config.to_dict(), "qualities": qualities})
+    model = SelfVAE(config)
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, tensor in source.state_dict().items():
+            target = state[name]
+            if target.shape == tensor.shape:
+                target.copy_(tensor)
+            elif name.endswith("posterior_net.stem.weight_v"):
+                target.zero_()
+                target[:, : tensor.shape[1]] = tensor
+            else:
+                raise ValueError(f"{name}: {tuple(tensor.shape)} does not fit {tuple(target.shape)}")
+    return model

@@ -1,0 +1,149 @@
+"""Lossy models (config.qualities > 0): the rate-distortion objective, coding at
+quality settings, their exact conversion, and training one from a lossless model."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from selfvae_codec.bitstream import pack, unpack
+from selfvae_codec.cli.main import cli
+from selfvae_codec.codec.api import Codec, CodecError
+from selfvae_codec.models.config import tiny_config
+from selfvae_codec.models.exact import to_exact
+from selfvae_codec.models.io import load_model, save_model
+from selfvae_codec.models.selfvae import SelfVAE
+from selfvae_codec.training.rate_distortion import lossy_model_from
+
+DATA = Path(__file__).parent / "data"
+QUALITIES = 3
+
+
+def _initialized(config) -> SelfVAE:
+    torch.manual_seed(0)
+    model = SelfVAE(config)
+    model.initialize(torch.randint(0, 256, (2, 3, 64, 64)))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def lossless():
+    return _initialized(tiny_config())
+
+
+@pytest.fixture(scope="module")
+def lossy(lossless):
+    return lossy_model_from(lossless, QUALITIES).eval()
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+
+
+def test_a_lossy_model_starts_with_its_sources_posteriors(lossless, lossy):
+    x = torch.randint(0, 256, (1, 3, 48, 40))
+    ys = lossless.representations(x)
+    for k, (before, after) in enumerate(zip(lossless.levels, lossy.levels, strict=True)):
+        expected = before.posterior(ys[k + 1]).mean
+        # Whatever coarser level the decoder has: its input channels start at zero weight.
+        noise = torch.randint(0, 256, ys[k].shape)
+        torch.testing.assert_close(after.posterior(ys[k + 1], noise).mean, expected)
+
+
+def test_the_objective_measures_what_the_decoder_rebuilds(lossy):
+    """rate_distortion_terms with rounded latents walks the decoder's path: its squared
+    error is that of the codec's rs2 reconstruction, and its rate is what the exact
+    model's logistic tables code (within their scale grid's rounding)."""
+    x = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 3, 40, 56), dtype=np.uint8))
+    image = x[0].permute(1, 2, 0).numpy()
+    codec, exact_codec = Codec(lossy, tile_size=64, threads=1), Codec(to_exact(lossy), tile_size=64, threads=1)
+    for quality in range(QUALITIES):
+        with torch.no_grad():
+            terms = lossy.rate_distortion_terms(x.to(torch.int64), torch.tensor([quality]), noisy=False)
+        result = codec.encode(image, "rs2", quality=quality + 1)
+        error = ((torch.from_numpy(result.reconstruction).permute(2, 0, 1)[None].double() - x) ** 2).sum()
+        assert float(terms["squared_error"]) == pytest.approx(float(error), rel=1e-6)
+        bits = sum(float(v) for k, v in terms.items() if k.startswith("rate_"))
+        coded = sum(exact_codec.encode(image, "rs2", quality=quality + 1).estimated_bits.values())
+        assert coded == pytest.approx(bits, rel=0.03)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_lossy_files_decode_to_the_prediction_and_truncate_to_rs1(lossy, image, exact):
+    codec = Codec(to_exact(lossy) if exact else lossy, tile_size=32, threads=1)
+    sizes = []
+    for quality in range(1, QUALITIES + 1):
+        result = codec.encode(image, "rs2", quality=quality)
+        assert unpack(result.data).quality == quality
+        assert np.array_equal(codec.decompress(result.data), result.reconstruction)
+        rs1 = codec.encode(image, "rs1", quality=quality)
+        assert codec.truncate(result.data, "rs1") == rs1.data
+        assert np.array_equal(codec.decompress(rs1.data), rs1.reconstruction)
+        sizes.append(len(result.data))
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # finer steps at higher qualities
+
+
+def test_quality_settings_are_checked(lossy, lossless, image):
+    lossy_codec, lossless_codec = Codec(lossy, tile_size=32), Codec(lossless, tile_size=32)
+    with pytest.raises(CodecError, match="from 1 to 3"):
+        lossy_codec.encode(image, "rs2", quality=4)
+    with pytest.raises(CodecError, match="codes rs2 and rs1, not full"):
+        lossy_codec.encode(image, "full")
+    with pytest.raises(CodecError, match="needs a lossy model"):
+        lossless_codec.encode(image, "rs2", quality=2)
+    header = unpack(lossy_codec.compress(image, "rs2", quality=1))
+    header.quality = 0  # a crafted file: the model's, without a quality
+    with pytest.raises(CodecError, match=r"quality setting \(0\) does not fit"):
+        lossy_codec.decompress(pack(header))
+
+
+def test_exact_lossy_models_keep_integer_steps(lossy, tmp_path):
+    exact = to_exact(lossy)
+    assert exact.u_steps_q12.dtype == torch.int64
+    u_step, z_steps = lossy.latent_steps(QUALITIES - 1)
+    exact_u, exact_z = exact.latent_steps(QUALITIES - 1)
+    torch.testing.assert_close(exact_u.double() / 4096, u_step.double(), atol=1 / 8192, rtol=0)
+    assert len(exact_z) == len(z_steps)
+    save_model(exact, tmp_path / "exact.safetensors")
+    assert load_model(tmp_path / "exact.safetensors").fingerprint() == exact.fingerprint()
+
+
+def test_the_cli_encodes_at_a_quality_and_info_shows_it(lossy, tmp_path):
+    weights = tmp_path / "lossy.safetensors"
+    save_model(lossy, weights)
+    source = DATA / sorted(p.name for p in DATA.glob("*.png"))[0]
+    runner = CliRunner()
+    args = ["encode", str(source), "-o", str(tmp_path / "a.svc"), "--mode", "rs2", "--model", str(weights)]
+    result = runner.invoke(cli, [*args, "--quality", "2"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(cli, ["info", str(tmp_path / "a.svc"), "--json"]).output)
+    assert info["quality"] == 2
+    decode = ["decode", str(tmp_path / "a.svc"), "-o", str(tmp_path / "a.png"), "--model", str(weights)]
+    decoded = runner.invoke(cli, decode)
+    assert decoded.exit_code == 0, decoded.output
+    refused = runner.invoke(cli, [*args, "--quality", "9", "-f"])
+    assert refused.exit_code != 0 and "quality must be a whole number from 1 to 3" in refused.output
+
+
+def test_training_a_lossy_model_from_a_lossless_one(lossless, tmp_path):
+    weights = tmp_path / "lossless.safetensors"
+    save_model(lossless, weights)
+    out = tmp_path / "run"
+    args = ["train", str(DATA), "-o", str(out), "--val", str(DATA), "--init-from", str(weights)]
+    args += ["--config", '{"qualities": 2}', "--lambdas", "0.005,0.05", "--steps", "2", "--batch-size", "2"]
+    args += ["--crop", "32", "--val-crop", "48", "--val-every", "2", "--no-progress", "--threads", "1"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    (val,) = [r for r in log if r["kind"] == "val"]
+    assert val["bpp_q0"] < val["bpp_q1"] and 0 < val["psnr_q0"] < 60
+    assert all(np.isfinite(r["total"]) for r in log if r["kind"] == "train")
+    trained = load_model(out / "latest.safetensors")
+    assert trained.config.qualities == 2
+    one_lambda = ["0.05" if a == "0.005,0.05" else str(tmp_path / "bad") if a == str(out) else a for a in args]
+    bad = CliRunner().invoke(cli, one_lambda)
+    assert bad.exit_code != 0 and "--lambdas gives 1 trade-offs for a model of 2 qualities" in bad.output
