@@ -82,7 +82,7 @@ class ExactLogisticMixture:
         weights = self.weights
         for j in range(c):
             value = x[:, j : j + 1].unsqueeze(-1)
-            edges = BIN_EDGES.to(x.device)[torch.cat([value, value + 1], dim=-1)]
+            edges = fp.lookup(BIN_EDGES.to(x.device), torch.cat([value, value + 1], dim=-1))
             cdf = _component_cdf(edges, self._channel_mean(j, x).unsqueeze(-1), self.inv_scales[:, j].unsqueeze(-1))
             weights = _weighted_update(weights, cdf[..., 1] - cdf[..., 0])
         return weights
@@ -127,10 +127,11 @@ class ExactLogisticMixture:
             done = width
             if rows.numel() == 0:
                 continue
-            first = (lowest[rows] - 1).clamp(0, 256 - width)
+            first = (lowest.index_select(0, rows) - 1).clamp(0, 256 - width)
             values = first.unsqueeze(-1) + torch.arange(width + 1, device=mean.device)
-            edges = BIN_EDGES.to(mean.device)[values]
-            mixed = self._mixed_cdf(mean[rows], inv_scales[rows], weights[rows], edges)
+            edges = fp.lookup(BIN_EDGES.to(mean.device), values)
+            picked = [t.index_select(0, rows) for t in (mean, inv_scales, weights)]
+            mixed = self._mixed_cdf(*picked, edges)
             table[rows.unsqueeze(-1), values[:, :-1]] = mixed[:, 1:] - mixed[:, :-1]
         return table
 
@@ -148,7 +149,7 @@ class ExactLogisticMixture:
         if first is None:
             return self._whole_table(mean, inv_scales, weights).reshape(batch, height, width, 256)
         values = first.reshape(-1, 1) + torch.arange(count + 1, device=x.device)
-        mixed = self._mixed_cdf(mean, inv_scales, weights, BIN_EDGES.to(x.device)[values.clamp(max=256)])
+        mixed = self._mixed_cdf(mean, inv_scales, weights, fp.lookup(BIN_EDGES.to(x.device), values.clamp(max=256)))
         return (mixed[:, 1:] - mixed[:, :-1]).reshape(batch, height, width, count)
 
     def interval_table(self, c: int, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int) -> torch.Tensor:

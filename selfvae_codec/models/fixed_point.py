@@ -87,6 +87,12 @@ def _on(name: str, table: torch.Tensor, device: torch.device) -> torch.Tensor:
     return _TABLE_CACHE[key]
 
 
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[index] for a 1-D table and any index shape (index_select: several times
+    faster on CPU than torch.take or advanced indexing, the same values)."""
+    return torch.index_select(table, 0, index.reshape(-1)).view(index.shape)
+
+
 def _interpolate(name: str, table: torch.Tensor, x: torch.Tensor, input_bits: int, first: int) -> torch.Tensor:
     """table at x, where table[i] holds the function at first + i * 2^-LUT_STEP_BITS and
     x holds value * 2^input_bits; linear between entries, clamped at the ends."""
@@ -94,11 +100,11 @@ def _interpolate(name: str, table: torch.Tensor, x: torch.Tensor, input_bits: in
     fraction_bits = input_bits - LUT_STEP_BITS
     offset = (x - (first << input_bits)).clamp(0, (table.numel() - 1) << fraction_bits)
     index = offset >> fraction_bits
-    low = torch.take(lut, index)
+    low = lookup(lut, index)
     if fraction_bits == 0:
         return low
     fraction = offset - (index << fraction_bits)
-    return low + (((torch.take(lut, index + 1) - low) * fraction) >> fraction_bits)
+    return low + (((lookup(lut, index + 1) - low) * fraction) >> fraction_bits)
 
 
 def exp_neg(y: torch.Tensor, input_bits: int) -> torch.Tensor:
@@ -118,7 +124,7 @@ def sigmoid_nearest(t: torch.Tensor, input_bits: int) -> torch.Tensor:
     shift = input_bits - FINE_STEP_BITS
     start = (SIGMOID_RANGE << input_bits) + (1 << (shift - 1))
     index = ((t + start) >> shift).clamp_(0, FINE_SIGMOID_TABLE.numel() - 1)
-    return torch.take(table, index)
+    return lookup(table, index)
 
 
 EXP_MAX = 8  # exp(x) is defined up to x = 8
@@ -148,7 +154,7 @@ ELU_NEGATIVE_TABLE = _elu_negative_table()
 def elu(x: torch.Tensor) -> torch.Tensor:
     """ELU of activations: x above zero, exp(x) - 1 below (one table entry per input)."""
     table = _on("elu", ELU_NEGATIVE_TABLE, x.device)
-    negative = torch.take(table, (-x).clamp_(0, ELU_NEGATIVE_TABLE.numel() - 1))
+    negative = lookup(table, (-x).clamp_(0, ELU_NEGATIVE_TABLE.numel() - 1))
     return torch.where(x > 0, x, negative)
 
 
