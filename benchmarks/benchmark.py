@@ -24,7 +24,7 @@ from pathlib import Path
 
 import lossless
 import rate_distortion
-from common import add_common_arguments, load_codec_and_images, load_rgb, lossless_codecs
+from common import add_common_arguments, load_codec_and_images, load_lossy_codec, load_rgb, lossless_codecs
 
 
 def main() -> None:
@@ -32,10 +32,17 @@ def main() -> None:
     add_common_arguments(parser)
     parser.add_argument("--steps", default=rate_distortion.DEFAULT_STEPS, help="latent steps of the lossy modes")
     parser.add_argument("--modes", default=",".join(rate_distortion.MODES), help="lossy modes to sweep")
+    parser.add_argument(
+        "--lossy-model",
+        default=None,
+        help="lossy model for rs2 / rs1, swept over its qualities (default: the shipped one, if any; 'none': "
+        "the lossless model across --steps)",
+    )
     parser.add_argument("--only", choices=("lossless", "rd"), default=None, help="run one of the two parts")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     codec, files = load_codec_and_images(args)
+    lossy_codec = load_lossy_codec(args.lossy_model, args.threads) if args.only != "lossless" else None
     steps = [float(s) for s in args.steps.split(",")]
     modes = args.modes.split(",")
     classical_lossless = lossless_codecs()
@@ -48,12 +55,12 @@ def main() -> None:
         if args.only in (None, "lossless"):
             lossless_rows.append(lossless.measure(codec, image, path.name, classical_lossless))
         if args.only in (None, "rd"):
-            rd_rows += rate_distortion.measure(codec, image, path.name, modes, steps, sweeps)
+            rd_rows += rate_distortion.measure(codec, image, path.name, modes, steps, sweeps, lossy_codec)
     out = Path(args.out)
     if lossless_rows:
         lossless.summarize(lossless_rows, codec, classical_lossless, args.folder, args.threads, out / "lossless")
     if rd_rows:
-        rate_distortion.summarize(rd_rows, codec, modes, args.folder, args.threads, out / "rd")
+        rate_distortion.summarize(rd_rows, codec, modes, args.folder, args.threads, out / "rd", lossy_codec)
 
 
 if __name__ == "__main__":

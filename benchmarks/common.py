@@ -95,6 +95,20 @@ def load_codec_and_images(args):
     return codec, files
 
 
+def load_lossy_codec(name: str | None, threads: int):
+    """The codec of a lossy model: `name` (a shipped name or a .safetensors path), the
+    shipped lossy model when None and there is one; None for 'none' or no such model."""
+    from selfvae_codec.codec.api import Codec
+    from selfvae_codec.models.pretrained import LOSSY_MODEL, registry
+
+    if name == "none" or (name is None and LOSSY_MODEL not in registry()):
+        return None
+    codec = Codec(name or LOSSY_MODEL, threads=threads)
+    if not codec.lossy:
+        raise SystemExit(f"--lossy-model {name}: not a lossy model")
+    return codec
+
+
 def machine_description(threads: int) -> str:
     import os
 

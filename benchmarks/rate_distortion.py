@@ -25,6 +25,8 @@ from common import (
     write_json,
 )
 
+from selfvae_codec.bitstream import LOSSY_MODEL_MODES
+
 MODES = ("rs1", "rs2", "conditional")
 MIN_PSNR_SPREAD = 0.5  # dB
 # Steps above 1 make rs1 / rs2 unusable (under 16 dB, measured); below 0.25 they only add bits.
@@ -93,10 +95,20 @@ def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
     return float((np.exp(mean_t - mean_a) - 1) * 100)
 
 
-def measure(codec, image: np.ndarray, name: str, modes: list[str], steps: list[float], sweeps: dict) -> list[dict]:
-    """One image: every selfvae-codec lossy mode at every latent step, and every
-    classical setting. bpp from the real byte counts; decoding must give exactly the
-    reconstruction the encoder predicted."""
+def selfvae_settings(mode: str, steps: list[float], lossy_codec) -> list[tuple[str, dict]]:
+    """(label, encode options) of a mode's points: a lossy model's quality settings
+    for the modes it codes, latent steps of the lossless model otherwise."""
+    if lossy_codec is not None and mode in LOSSY_MODEL_MODES:
+        return [(f"q{q}", dict(quality=q)) for q in range(1, lossy_codec.model.config.qualities + 1)]
+    return [(f"step{step:g}", dict(step=step)) for step in steps]
+
+
+def measure(
+    codec, image: np.ndarray, name: str, modes: list[str], steps: list[float], sweeps: dict, lossy_codec=None
+) -> list[dict]:
+    """One image: every selfvae-codec lossy mode at every setting (`lossy_codec`'s
+    qualities for rs2 / rs1 when given), and every classical setting. bpp from the real
+    byte counts; decoding must give exactly the reconstruction the encoder predicted."""
     pixels = image.shape[0] * image.shape[1]
 
     def row(codec_name, setting, data, decoded, encode_seconds, decode_seconds) -> dict:
@@ -113,10 +125,11 @@ def measure(codec, image: np.ndarray, name: str, modes: list[str], steps: list[f
 
     rows = []
     for mode in modes:
-        for step in steps:
-            label = f"{mode} step {step}: {name}"
-            result, decoded, decode_seconds = selfvae_round_trip(codec, image, label, mode=mode, step=step)
-            rows.append(row(f"selfvae-{mode}", f"step{step:g}", result.data, decoded, result.seconds, decode_seconds))
+        coder = lossy_codec if lossy_codec is not None and mode in LOSSY_MODEL_MODES else codec
+        for setting, options in selfvae_settings(mode, steps, lossy_codec):
+            label = f"{mode} {setting}: {name}"
+            result, decoded, decode_seconds = selfvae_round_trip(coder, image, label, mode=mode, **options)
+            rows.append(row(f"selfvae-{mode}", setting, result.data, decoded, result.seconds, decode_seconds))
     for codec_name, settings in sweeps.items():
         for label, options in settings:
             options = dict(options)
@@ -134,7 +147,9 @@ def anchor_psnr_at(points: list[dict], bpp: float) -> float | None:
     return float(np.interp(math.log(bpp), rates, [p["psnr_rgb"] for p in points]))
 
 
-def summarize(rows: list[dict], codec, modes: list[str], folder: str, threads: int, out: Path) -> None:
+def summarize(
+    rows: list[dict], codec, modes: list[str], folder: str, threads: int, out: Path, lossy_codec=None
+) -> None:
     """Average each setting over the images (CompressAI style), write one JSON per
     codec, per_image.csv, summary.json (BD-rates, anchors at matched bpp) and the plot."""
     images = len({r["image"] for r in rows})
@@ -181,6 +196,7 @@ def summarize(rows: list[dict], codec, modes: list[str], folder: str, threads: i
             "machine": machine_description(threads),
             "model_load_s": codec.load_seconds,
             "model_fingerprint": codec.fingerprint,
+            "lossy_model_fingerprint": lossy_codec.fingerprint if lossy_codec is not None else None,
             "bd_rate_percent_psnr": bd,
             "selfvae_points": matched,
             "anchor_ranges_bpp": {a: [curves[a][0]["bpp"], curves[a][-1]["bpp"]] for a in anchors},
