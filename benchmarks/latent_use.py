@@ -1,10 +1,15 @@
-"""How much the decoder uses the z latents: PSNR of the paper's reconstructions
-(unquantised latents) with the inferred z's against the same with every z replaced
-by its prior mean. Equal numbers mean the z's carry nothing the pixels use, so the
-lossy modes cannot gain from sending them.
+"""How much the decoder uses the z latents.
+
+A lossless model: PSNR of the paper's reconstructions (unquantised latents) with the
+inferred z's against the same with every z replaced by its prior mean. Equal numbers
+mean the z's carry nothing the pixels use, so the lossy modes cannot gain from
+sending them.
+
+A lossy model: its real files at every quality, rs2 (u and the z's) against rs1
+(u alone, the z's at their prior means): the bits the z's cost and the dB they buy.
 
     python benchmarks/latent_use.py ../shared/data/val/bsds500 --limit 10
-    python benchmarks/latent_use.py ../shared/data/val/bsds500 --model runs/lossy/latest.safetensors
+    python benchmarks/latent_use.py ../shared/data/val/bsds500 --model lossy
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ def main() -> None:
     parser.set_defaults(limit=10)
     args = parser.parse_args()
     codec, files = load_codec_and_images(args)
+    if codec.lossy:
+        lossy_model_table(codec, files)
+        return
     model = codec.model
     scores = {(mode, from_prior): [] for mode in ("rs2", "conditional") for from_prior in (False, True)}
     for path in files:
@@ -36,6 +44,26 @@ def main() -> None:
     print("| --- | --- | --- |")
     for mode in ("rs2", "conditional"):
         print(f"| {mode} | {np.mean(scores[(mode, False)]):.2f} | {np.mean(scores[(mode, True)]):.2f} |")
+
+
+def lossy_model_table(codec, files) -> None:
+    qualities = range(1, codec.model.config.qualities + 1)
+    rows = {(q, mode): [] for q in qualities for mode in ("rs2", "rs1")}
+    for path in files:
+        image = load_rgb(path)
+        for quality, mode in rows:
+            result = codec.encode(image, mode, quality=quality)
+            bpp = len(result.data) * 8 / (image.shape[0] * image.shape[1])
+            rows[(quality, mode)].append((bpp, psnr(result.reconstruction, image)))
+    print(f"Real files, mean of {len(files)} images: rs2 sends u and the z's, rs1 u alone\n")
+    print("| quality | rs2 bpp | rs2 PSNR (dB) | rs1 bpp | rs1 PSNR (dB) | the z's: bpp, dB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for quality in qualities:
+        (rs2_bpp, rs2_psnr), (rs1_bpp, rs1_psnr) = (np.mean(rows[(quality, m)], axis=0) for m in ("rs2", "rs1"))
+        print(
+            f"| {quality} | {rs2_bpp:.3f} | {rs2_psnr:.2f} | {rs1_bpp:.3f} | {rs1_psnr:.2f} "
+            f"| {rs2_bpp - rs1_bpp:.3f}, {rs2_psnr - rs1_psnr:+.2f} |"
+        )
 
 
 if __name__ == "__main__":
