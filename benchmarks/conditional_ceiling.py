@@ -24,8 +24,9 @@ from rate_distortion import psnr
 from selfvae_codec.models.transforms import downscale
 
 
-def jpeg_at_rate(image: np.ndarray, bpp: float) -> tuple[float, float]:
-    """(bpp, PSNR) of JPEG at the highest quality whose rate does not exceed `bpp`."""
+def jpeg_at_rate(image: np.ndarray, bpp: float) -> tuple[float, float, np.ndarray]:
+    """(bpp, PSNR, decoded image) of JPEG at the highest quality whose rate does not
+    exceed `bpp`."""
     pixels = image.shape[0] * image.shape[1]
     best = None
     low, high = 1, 100
@@ -34,7 +35,7 @@ def jpeg_at_rate(image: np.ndarray, bpp: float) -> tuple[float, float]:
         data, decoded, _, _ = pillow_round_trip(image, "JPEG", quality=quality)
         rate = 8 * len(data) / pixels
         if rate <= bpp:
-            best = (rate, psnr(decoded, image))
+            best = (rate, psnr(decoded, image), decoded)
             low = quality + 1
         else:
             high = quality - 1
@@ -59,7 +60,7 @@ def main() -> None:
         rate = 8 * len(data) / (height * width)
         repeated = half.repeat(2, axis=0).repeat(2, axis=1)[:height, :width]
         bicubic = np.asarray(Image.fromarray(half).resize((2 * half.shape[1], 2 * half.shape[0]), Image.BICUBIC))
-        jpeg_rate, jpeg_psnr = jpeg_at_rate(image, rate)
+        jpeg_rate, jpeg_psnr, _ = jpeg_at_rate(image, rate)
         rows.append((rate, psnr(repeated, image), psnr(bicubic[:height, :width], image), jpeg_rate, jpeg_psnr))
     means = np.mean(np.array(rows), axis=0)
     print(f"Mean of {len(rows)} images\n")

@@ -39,8 +39,8 @@ def test_jpeg_at_rate_takes_the_best_quality_within_the_rate():
     rng = np.random.default_rng(0)
     ramp = np.linspace(0, 255, 64 * 48).reshape(48, 64)
     image = np.clip(ramp[..., None] + rng.normal(0, 20, (48, 64, 3)), 0, 255).astype(np.uint8)
-    low_rate, low_psnr = conditional_ceiling.jpeg_at_rate(image, 2.0)
-    high_rate, high_psnr = conditional_ceiling.jpeg_at_rate(image, 6.0)
+    low_rate, low_psnr, _ = conditional_ceiling.jpeg_at_rate(image, 2.0)
+    high_rate, high_psnr, _ = conditional_ceiling.jpeg_at_rate(image, 6.0)
     assert low_rate <= 2.0 and high_rate <= 6.0
     assert high_rate > low_rate and high_psnr > low_psnr
     with pytest.raises(SystemExit, match="cannot go as low"):
