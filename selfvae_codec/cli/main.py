@@ -145,6 +145,7 @@ def encode(
     from ..models.pretrained import default_model_for
 
     codec = load_codec(model_name or default_model_for(mode), device, threads, tile_size)
+    codec.check_quality(mode, quality)  # before any image: the same answer for every one
 
     def encode_one(job: Job, progress) -> None:
         result = codec.compress_file(

@@ -187,7 +187,7 @@ class Codec:
         """Whether the model is a lossy one (rs2 and rs1 at quality settings)."""
         return self.model.config.lossy
 
-    def _check_quality(self, mode: str, quality: int | None) -> int | None:
+    def check_quality(self, mode: str, quality: int | None) -> int | None:
         """The quality to code at (None for a lossless model), or a one-line error."""
         if not self.lossy:
             if quality is not None:
@@ -225,7 +225,7 @@ class Codec:
         number of settings (default DEFAULT_QUALITY); `step` then scales its steps."""
         if mode not in MODES:
             raise CodecError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-        quality = self._check_quality(mode, quality)
+        quality = self.check_quality(mode, quality)
         step = DEFAULT_STEP[mode] if step is None else float(step)
         if not 1e-3 <= step <= 1e3:
             raise CodecError("the latent quantisation step must be between 0.001 and 1000")
