@@ -516,7 +516,8 @@ class SelfVAE(nn.Module):
         y_{k+1} generated from y_k and z_k. Latents are quantised on their steps as the
         coder does (relative to the prior mean), or, with `noisy`, get uniform noise of
         the same width instead (training). The rates are those of the discretized
-        logistics that code them."""
+        logistics that code them. coarse_mse: the mean over the coarser levels of
+        each reconstructed y_k's MSE per subpixel against the true one."""
         self._check_input(x)
         if not self.config.lossy:
             raise ValueError("rate_distortion_terms needs a lossy model (config.qualities > 0)")
@@ -529,7 +530,9 @@ class SelfVAE(nn.Module):
         u = self.prior_u.from_base(base)
         y = self.top.likelihood(u, self.y_size(0, image_size)).expected_values()
         prev = u
+        coarse_errors = []
         for k, level in enumerate(self.levels):
+            coarse_errors.append((y - ys[k].to(y.dtype)).square().flatten(1).mean(1))
             prior = level.prior(y, prev, self.z_size(k, image_size))
             step = torch.exp(self.z_log_steps[quality, k])[:, :, None, None]
             z = quantize_latents(level.posterior(ys[k + 1], y).mean, prior.mean, step, noisy)
@@ -537,6 +540,7 @@ class SelfVAE(nn.Module):
             y = level.expected(y, z, self.y_size(k + 1, image_size))
             prev = z
         terms["squared_error"] = (y - ys[-1].to(y.dtype)).square().flatten(1).sum(1)
+        terms["coarse_mse"] = torch.stack(coarse_errors).mean(0)
         return terms
 
     def initialize(self, x: torch.Tensor) -> None:

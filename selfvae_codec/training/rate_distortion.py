@@ -33,22 +33,30 @@ def psnr(mse: float) -> float:
 
 
 def rate_distortion_loss(
-    model: SelfVAE, x: torch.Tensor, lambdas: torch.Tensor, generator: torch.Generator | None = None
+    model: SelfVAE, x: torch.Tensor, lambdas: torch.Tensor, coarse_weight: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss of a batch (each example at a random quality) and what to log:
-    bits per pixel of each latent, the MSE and the loss."""
-    quality = torch.randint(len(lambdas), (x.shape[0],), generator=generator).to(x.device)
+    bits per pixel of each latent, the MSE and the loss. The distortion is the image's
+    MSE plus `coarse_weight` times the coarser levels' mean MSE (which keeps each
+    level a faithful downscale, what the next level's network learnt to refine)."""
+    quality = torch.randint(len(lambdas), (x.shape[0],)).to(x.device)
     terms = model.rate_distortion_terms(x, quality, noisy=True)
     pixels = x.shape[2] * x.shape[3]
     rate = sum(v for k, v in terms.items() if k.startswith("rate_")) / pixels
     mse = terms["squared_error"] / (pixels * x.shape[1])
-    loss = (rate + lambdas.to(x.device)[quality] * mse).mean()
+    distortion = mse + coarse_weight * terms["coarse_mse"]
+    loss = (rate + lambdas.to(x.device)[quality] * distortion).mean()
     record = {
         name.replace("rate_", "bpp_"): float(value.detach().mean()) / pixels
         for name, value in terms.items()
         if name.startswith("rate_")
     }
-    record.update(bpp=float(rate.detach().mean()), mse=float(mse.detach().mean()), total=float(loss.detach()))
+    record.update(
+        bpp=float(rate.detach().mean()),
+        mse=float(mse.detach().mean()),
+        coarse_mse=float(terms["coarse_mse"].detach().mean()),
+        total=float(loss.detach()),
+    )
     return loss, record
 
 

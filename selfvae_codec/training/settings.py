@@ -55,6 +55,9 @@ class TrainSettings:
     lambdas: str = setting(
         DEFAULT_LAMBDAS, "A lossy model's rate-distortion trade-offs, one per quality: loss = bpp + lambda * MSE."
     )
+    coarse_weight: float = setting(
+        0.5, "A lossy model's distortion adds this weight times the coarser levels' mean MSE (y_1 .. y_L)."
+    )
     val_every: int = setting(1000, "Validate every this many steps.")
     checkpoint_every: int = setting(250, "Write the checkpoint every this many steps.")
     log_every: int = setting(25, "Log training losses every this many steps.")
@@ -74,5 +77,7 @@ class TrainSettings:
             raise ValueError(f"--native-fraction must be in [0, 1], got {self.native_fraction}")
         if not 0.0 < self.jpeg_max_scale <= 1.0:
             raise ValueError(f"--jpeg-max-scale must be in (0, 1], got {self.jpeg_max_scale}")
+        if self.coarse_weight < 0:
+            raise ValueError(f"--coarse-weight must be >= 0, got {self.coarse_weight}")
         if self.clean_weight <= 0:
             raise ValueError(f"--clean-weight must be positive, got {self.clean_weight}")
