@@ -1,7 +1,8 @@
 """Run by test_exact.py in a subprocess under one environment (CPU capability, oneDNN
-ISA, thread count): encode the test images in every mode with the shipped exact model
-into OUT, and decode every .svc in DECODE_DIR (if given); print the SHA-256 of each
-decoded image's pixels as JSON."""
+ISA, thread count): encode the test images in every mode with the shipped exact model,
+and in rs2 / rs1 at two qualities with an exact lossy model made from the shipped
+float model, into OUT; decode every .svc in DECODE_DIR (if given); print the SHA-256
+of each decoded image's pixels as JSON."""
 
 import hashlib
 import json
@@ -11,24 +12,35 @@ from pathlib import Path
 import numpy as np
 
 from selfvae_codec.codec.api import Codec
+from selfvae_codec.models.exact import to_exact
+from selfvae_codec.models.pretrained import load_pretrained
+from selfvae_codec.training.rate_distortion import lossy_model_from
 
 DATA = Path(__file__).parent / "data"
 # An image larger than its tiles with odd sides, and one tile of another image.
 CASES = (("chelsea_75x50.png", 32), ("coffee_96x64.png", 512))
 MODES = ("full", "conditional", "rs2", "rs1")
+LOSSY_QUALITIES = (2, 6)
 
 
 def main(out: Path, threads: int, decode_dir: Path | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    lossy = to_exact(lossy_model_from(load_pretrained("default-float"), max(LOSSY_QUALITIES)))
     for source, tile in CASES:
         codec = Codec("default", threads=threads, tile_size=tile)
         for mode in MODES:
             data = codec.compress(DATA / source, mode, classical_tiles=False)
             (out / f"{Path(source).stem}_{mode}.svc").write_bytes(data)
+        lossy_codec = Codec(lossy, threads=threads, tile_size=tile)
+        for mode in ("rs2", "rs1"):
+            for quality in LOSSY_QUALITIES:
+                data = lossy_codec.compress(DATA / source, mode, quality=quality)
+                (out / f"{Path(source).stem}_lossy_{mode}_q{quality}.svc").write_bytes(data)
     decoded = {}
     if decode_dir is not None:
-        codec = Codec("default", threads=threads)
+        codecs = [Codec("default", threads=threads), Codec(lossy, threads=threads)]
         for path in sorted(decode_dir.glob("*.svc")):
+            codec = codecs["_lossy_" in path.name]
             image = codec.decompress(path)
             decoded[path.name] = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
     print(json.dumps(decoded))
