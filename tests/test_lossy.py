@@ -147,3 +147,24 @@ def test_training_a_lossy_model_from_a_lossless_one(lossless, tmp_path):
     one_lambda = ["0.05" if a == "0.005,0.05" else str(tmp_path / "bad") if a == str(out) else a for a in args]
     bad = CliRunner().invoke(cli, one_lambda)
     assert bad.exit_code != 0 and "--lambdas gives 1 trade-offs for a model of 2 qualities" in bad.output
+
+
+def test_a_lossy_run_resumes_exactly(lossless, tmp_path):
+    """The quality each example draws comes from the checkpointed random state: a run
+    cut in two gives the weights of the uninterrupted one."""
+    weights = tmp_path / "lossless.safetensors"
+    save_model(lossless, weights)
+
+    def run(out, steps):
+        args = ["train", str(DATA), "-o", str(out), "--init-from", str(weights), "--config", '{"qualities": 2}']
+        args += ["--lambdas", "0.005,0.05", "--steps", str(steps), "--batch-size", "2", "--crop", "32"]
+        args += ["--checkpoint-every", "2", "--no-progress", "--threads", "1"]
+        assert CliRunner().invoke(cli, args, catch_exceptions=False).exit_code == 0
+
+    run(tmp_path / "straight", 4)
+    run(tmp_path / "split", 2)
+    run(tmp_path / "split", 4)
+    straight = load_model(tmp_path / "straight" / "latest.safetensors")
+    assert straight.fingerprint() == load_model(tmp_path / "split" / "latest.safetensors").fingerprint()
+    with pytest.raises(ValueError, match="through its codec"):
+        straight.reconstruct(torch.zeros(1, 3, 32, 32, dtype=torch.int64), "rs2")

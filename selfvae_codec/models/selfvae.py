@@ -639,7 +639,10 @@ class SelfVAE(nn.Module):
         """The paper's reconstructions (figure 3), with unquantised latents:
         rs1 (u only), rs2 (u and every z_k), conditional (u, z's and true y's) and
         full (x itself). `z_from_prior` replaces the inferred z's by their prior means,
-        which shows how much the decoder uses them."""
+        which shows how much the decoder uses them. Lossless models only: a lossy
+        model's reconstructions are its codec's, at a quality setting."""
+        if self.config.lossy:
+            raise ValueError("a lossy model reconstructs through its codec, at a quality setting")
         inferred = self.infer(x)
         size = spatial_size(x)
         levels = len(self.levels)
