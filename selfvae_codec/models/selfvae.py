@@ -495,7 +495,7 @@ class SelfVAE(nn.Module):
         each z_k's, [1, C, 1, 1] per channel. Floats, or for an exact model integers in
         units of 2^-12 (at least 1), computed from its integer steps."""
         if not 0 <= quality < self.config.qualities:
-            raise ValueError(f"quality must be from 1 to {self.config.qualities}")
+            raise ValueError(f"quality index must be from 0 to {self.config.qualities - 1}")
         if self.config.exact:
 
             def steps(q12: torch.Tensor) -> torch.Tensor:
