@@ -168,3 +168,13 @@ def test_a_lossy_run_resumes_exactly(lossless, tmp_path):
     assert straight.fingerprint() == load_model(tmp_path / "split" / "latest.safetensors").fingerprint()
     with pytest.raises(ValueError, match="through its codec"):
         straight.reconstruct(torch.zeros(1, 3, 32, 32, dtype=torch.int64), "rs2")
+
+
+def test_models_lists_a_lossy_models_measured_rates(monkeypatch):
+    from selfvae_codec.models import pretrained
+
+    entry = {"description": "a lossy model", "fingerprint": "ab" * 32, "rs2_points": {}}
+    entry["rs2_points"] = {"1": {"bpp": 0.1, "psnr": 25.0}, "2": {"bpp": 0.3, "psnr": 28.5}}
+    monkeypatch.setattr(pretrained, "registry", lambda: {"lossy": entry})
+    output = CliRunner().invoke(cli, ["models"]).output
+    assert "lossy: a lossy model [rs2 on the validation photos: q1 0.100 bpp 25.00 dB, q2 0.300 bpp 28.50 dB" in output

@@ -339,8 +339,11 @@ def models() -> None:
         click.echo("no pretrained models are shipped with this build")
         return
     for name, entry in entries.items():
-        bpd, coded = entry.get("validation_bpd"), entry.get("coded_bpsp")
-        if coded is not None:
+        bpd, coded, points = entry.get("validation_bpd"), entry.get("coded_bpsp"), entry.get("rs2_points")
+        if points:
+            settings = ", ".join(f"q{q} {p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for q, p in sorted(points.items()))
+            measured = f"rs2 on the validation photos: {settings}"
+        elif coded is not None:
             measured = f"coded: {coded:.4f} bits/subpixel on the validation photos"
         else:
             measured = f"validation {bpd:.4f} bpd" if bpd is not None else "not validated"

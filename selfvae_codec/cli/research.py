@@ -170,11 +170,29 @@ def convert(weights, output, force) -> None:
 @click.option("--description", required=True)
 @click.option("--validation-bpd", type=float, default=None)
 @click.option("--exact", is_flag=True, help="Ship the exact (integer) conversion of the float WEIGHTS.")
-def publish(weights, name, description, validation_bpd, exact) -> None:
+@click.option(
+    "--rd-summary",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A lossy model's benchmark summary.json: its rs2 points are recorded per quality.",
+)
+def publish(weights, name, description, validation_bpd, exact, rd_summary) -> None:
     """(developers) Ship WEIGHTS inside the package as pretrained model NAME."""
+    from pathlib import Path
+
     from ..models.pretrained import publish as publish_model
 
-    entry = publish_model(weights, name, description, exact=exact, validation_bpd=validation_bpd)
+    points = None
+    if rd_summary:
+        summary = json.loads(Path(rd_summary).read_text())
+        points = {
+            point["setting"].removeprefix("q"): {"bpp": round(point["bpp"], 4), "psnr": round(point["psnr_rgb"], 2)}
+            for point in summary["selfvae_points"]
+            if point["codec"] == "selfvae-rs2" and point["setting"].startswith("q")
+        }
+        if not points:
+            raise CliError(f"{rd_summary} has no rs2 points at quality settings")
+    entry = publish_model(weights, name, description, exact=exact, validation_bpd=validation_bpd, rs2_points=points)
     click.echo(json.dumps(entry, indent=2))
 
 
