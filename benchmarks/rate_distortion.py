@@ -95,12 +95,12 @@ def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
     return float((np.exp(mean_t - mean_a) - 1) * 100)
 
 
-def selfvae_settings(mode: str, steps: list[float], lossy_codec) -> list[tuple[str, dict]]:
-    """(label, encode options) of a mode's points: a lossy model's quality settings
-    for the modes it codes, latent steps of the lossless model otherwise."""
+def selfvae_settings(mode: str, codec, steps: list[float], lossy_codec) -> tuple:
+    """(the codec, [(label, encode options)]) of a mode's points: the lossy model at its
+    quality settings for the modes it codes, the lossless model at latent steps otherwise."""
     if lossy_codec is not None and mode in LOSSY_MODEL_MODES:
-        return [(f"q{q}", dict(quality=q)) for q in range(1, lossy_codec.model.config.qualities + 1)]
-    return [(f"step{step:g}", dict(step=step)) for step in steps]
+        return lossy_codec, [(f"q{q}", dict(quality=q)) for q in range(1, lossy_codec.model.config.qualities + 1)]
+    return codec, [(f"step{step:g}", dict(step=step)) for step in steps]
 
 
 def measure(
@@ -125,8 +125,8 @@ def measure(
 
     rows = []
     for mode in modes:
-        coder = lossy_codec if lossy_codec is not None and mode in LOSSY_MODEL_MODES else codec
-        for setting, options in selfvae_settings(mode, steps, lossy_codec):
+        coder, settings = selfvae_settings(mode, codec, steps, lossy_codec)
+        for setting, options in settings:
             label = f"{mode} {setting}: {name}"
             result, decoded, decode_seconds = selfvae_round_trip(coder, image, label, mode=mode, **options)
             rows.append(row(f"selfvae-{mode}", setting, result.data, decoded, result.seconds, decode_seconds))
