@@ -22,6 +22,7 @@ division of int64 tensors.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,30 +45,31 @@ def round_shift(values: torch.Tensor, bits) -> torch.Tensor:
     return (values + half) >> bits
 
 
-def _exp_neg_q30(y_q30: torch.Tensor) -> torch.Tensor:
-    """exp(-y) * 2^30 for y * 2^30 >= 0, by integer arithmetic only: y = k ln2 + r,
-    exp(-r) by its Taylor series in 2^-30 fixed point, then a shift by k."""
-    k = torch.div(y_q30, LN2_Q30, rounding_mode="floor")
+def _exp_neg_q30(y_q30: np.ndarray) -> np.ndarray:
+    """exp(-y) * 2^30 for y * 2^30 >= 0 (int64), by integer arithmetic only: y = k ln2 + r,
+    exp(-r) by its Taylor series in 2^-30 fixed point, then a shift by k. (numpy: one
+    thread, so building the tables at import stays fast on a busy machine.)"""
+    k = y_q30 // LN2_Q30
     r = y_q30 - k * LN2_Q30
-    term = torch.full_like(r, ONE_Q30)
-    total = term.clone()
+    term = np.full_like(r, ONE_Q30)
+    total = term.copy()
     for n in range(1, 16):
-        term = -torch.div(term * r, n * ONE_Q30, rounding_mode="floor")
-        total = total + term
-    return total >> k.clamp(max=62)
+        term = -((term * r) // (n * ONE_Q30))
+        total += term
+    return total >> np.minimum(k, 62)
 
 
 def _exp_neg_table(step_bits: int, last: int) -> torch.Tensor:
     """exp(-y) * 2^30 for y = 0, 2^-step_bits, ..., last."""
-    return _exp_neg_q30(torch.arange((last << step_bits) + 1, dtype=torch.int64) << (30 - step_bits))
+    return torch.from_numpy(_exp_neg_q30(np.arange((last << step_bits) + 1, dtype=np.int64) << (30 - step_bits)))
 
 
 def _sigmoid_table(step_bits: int) -> torch.Tensor:
     """sigmoid(t) * 2^30 for t = -16, -16 + 2^-step_bits, ..., 16: 2^60 // (2^30 + exp(-t) 2^30)
     for t >= 0, and 2^30 minus that below."""
-    positive = _exp_neg_table(step_bits, SIGMOID_RANGE)
-    upper = torch.div(torch.full_like(positive, ONE_Q30 * ONE_Q30), ONE_Q30 + positive, rounding_mode="floor")
-    return torch.cat([ONE_Q30 - upper.flip(0)[:-1], upper])
+    positive = _exp_neg_table(step_bits, SIGMOID_RANGE).numpy()
+    upper = (ONE_Q30 * ONE_Q30) // (ONE_Q30 + positive)
+    return torch.from_numpy(np.concatenate([ONE_Q30 - upper[::-1][:-1], upper]))
 
 
 EXP_NEG_TABLE = _exp_neg_table(LUT_STEP_BITS, EXP_RANGE)
