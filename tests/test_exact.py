@@ -172,6 +172,14 @@ def test_latent_tables_sum_to_one_and_the_scale_index_is_the_nearest():
     assert latent_scale_index(halfway, step).item() == 40
 
 
+def test_per_channel_latent_steps_pick_each_channels_own_scale_index():
+    generator = torch.Generator().manual_seed(0)
+    stds = torch.randint(1 << 10, 1 << 24, (2, 3, 4, 5), generator=generator)
+    steps = torch.tensor([1, 700, 9000]).view(1, 3, 1, 1)
+    expected = torch.cat([latent_scale_index(stds[:, c : c + 1], int(steps[0, c])) for c in range(3)], dim=1)
+    assert torch.equal(latent_scale_index(stds, steps), expected)
+
+
 # -- the conversion --------------------------------------------------------------------
 def test_a_converted_model_saves_loads_and_codes_exactly(tmp_path):
     from selfvae_codec.models.io import load_model, save_model

@@ -148,11 +148,7 @@ def _code_latents_exact(
     """Code integer latents: symbols round((target - center) / step) under the grid
     scale nearest std / step; returns center + step * symbols, saturated. `step` is in
     units of 2^-12: a number, or [1, C, 1, 1] per channel (a lossy model's)."""
-    if isinstance(step, torch.Tensor):
-        channels = [latent_scale_index(std_q16[:, c : c + 1], int(v)) for c, v in enumerate(step.flatten().tolist())]
-        indices = torch.cat(channels, dim=1)
-    else:
-        indices = latent_scale_index(std_q16, step)
+    indices = latent_scale_index(std_q16, step)
     true_symbols = None
     if target is not None:
         true_symbols = torch.div(2 * (target - center) + step, 2 * step, rounding_mode="floor").cpu().numpy()

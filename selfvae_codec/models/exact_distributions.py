@@ -235,9 +235,10 @@ def latent_log_stds(positions: torch.Tensor) -> torch.Tensor:
     return LATENT_LOG_STD_FIRST + positions * LATENT_LOG_STD_STEP
 
 
-def latent_scale_bounds(step_q12: int) -> torch.Tensor:
+def latent_scale_bounds(step_q12: int | torch.Tensor) -> torch.Tensor:
     """Thresholds on std * 2^16 * 2^12 between consecutive scale indices, for a step of
-    step_q12 / 2^12: the geometric midpoints of the grid, times the step."""
+    step_q12 / 2^12: the geometric midpoints of the grid, times the step ([C, 1] steps
+    give [C, LATENT_SCALES - 1] thresholds)."""
     twice_log = (
         2 * LATENT_LOG_STD_FIRST + (2 * torch.arange(LATENT_SCALES - 1, dtype=torch.int64) + 1) * LATENT_LOG_STD_STEP
     )
@@ -245,12 +246,18 @@ def latent_scale_bounds(step_q12: int) -> torch.Tensor:
     return midpoints * step_q12
 
 
-def latent_scale_index(std_q16: torch.Tensor, step_q12: int) -> torch.Tensor:
-    """The grid index whose standard deviation is nearest std / step (in log space)."""
-    bounds = latent_scale_bounds(step_q12).to(std_q16.device)
-    return torch.searchsorted(bounds, (std_q16 << fp.ACT_BITS).contiguous().reshape(-1), right=True).reshape(
-        std_q16.shape
-    )
+def latent_scale_index(std_q16: torch.Tensor, step_q12: int | torch.Tensor) -> torch.Tensor:
+    """The grid index whose standard deviation is nearest std / step (in log space), for
+    one step or (a tensor of C values) one per channel, dim 1 of std_q16 [B, C, ...]."""
+    scaled = std_q16 << fp.ACT_BITS
+    if not isinstance(step_q12, torch.Tensor):
+        bounds = latent_scale_bounds(step_q12).to(std_q16.device)
+        return torch.searchsorted(bounds, scaled.contiguous().reshape(-1), right=True).reshape(std_q16.shape)
+    channels = std_q16.shape[1]
+    bounds = latent_scale_bounds(step_q12.reshape(channels, 1).cpu()).to(std_q16.device)
+    per_channel = scaled.transpose(0, 1).reshape(channels, -1).contiguous()
+    indices = torch.searchsorted(bounds, per_channel, right=True)
+    return indices.reshape(scaled.transpose(0, 1).shape).transpose(0, 1)
 
 
 def latent_symbol_range(index: int) -> int:

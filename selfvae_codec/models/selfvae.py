@@ -503,8 +503,15 @@ class SelfVAE(nn.Module):
                 return torch.tensor(values, dtype=torch.int64, device=q12.device).view(1, -1, 1, 1)
 
             return steps(self.u_steps_q12[quality]), [steps(row) for row in self.z_steps_q12[quality]]
-        u_step = (torch.exp(self.u_log_steps[quality]) * scale).view(1, -1, 1, 1)
-        return u_step, [(torch.exp(row) * scale).view(1, -1, 1, 1) for row in self.z_log_steps[quality]]
+        u_step, z_steps = self._float_latent_steps(torch.tensor([quality], device=self.u_log_steps.device))
+        return u_step * scale, [step * scale for step in z_steps]
+
+    def _float_latent_steps(self, quality: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A float lossy model's latent steps for each example's quality (0-based, [B]):
+        u's and each z_k's, [B, C, 1, 1]."""
+        u_step = torch.exp(self.u_log_steps[quality])[:, :, None, None]
+        z_steps = torch.exp(self.z_log_steps[quality])[:, :, :, None, None]  # [B, L, C, 1, 1]
+        return u_step, list(z_steps.unbind(1))
 
     def rate_distortion_terms(self, x: torch.Tensor, quality: torch.Tensor, noisy: bool) -> dict[str, torch.Tensor]:
         """What a lossy model trains on, per example: the bits of u and every z_k
@@ -523,7 +530,7 @@ class SelfVAE(nn.Module):
             raise ValueError("rate_distortion_terms needs a lossy model (config.qualities > 0)")
         ys = self.representations(x)
         image_size = spatial_size(x)
-        u_step = torch.exp(self.u_log_steps[quality])[:, :, None, None]
+        u_step, z_steps = self._float_latent_steps(quality)
         base = self.prior_u.to_base(self.top.posterior(ys[0]).mean)
         base = quantize_latents(base, torch.zeros_like(base), u_step, noisy)
         terms = {"rate_u": latent_bits(base, u_step, torch.ones_like(base))}
@@ -534,9 +541,8 @@ class SelfVAE(nn.Module):
         for k, level in enumerate(self.levels):
             coarse_errors.append((y - ys[k].to(y.dtype)).square().flatten(1).mean(1))
             prior = level.prior(y, prev, self.z_size(k, image_size))
-            step = torch.exp(self.z_log_steps[quality, k])[:, :, None, None]
-            z = quantize_latents(level.posterior(ys[k + 1], y).mean, prior.mean, step, noisy)
-            terms[f"rate_z{k + 1}"] = latent_bits(z - prior.mean, step, prior.std)
+            z = quantize_latents(level.posterior(ys[k + 1], y).mean, prior.mean, z_steps[k], noisy)
+            terms[f"rate_z{k + 1}"] = latent_bits(z - prior.mean, z_steps[k], prior.std)
             y = level.expected(y, z, self.y_size(k + 1, image_size))
             prev = z
         terms["squared_error"] = (y - ys[-1].to(y.dtype)).square().flatten(1).sum(1)
