@@ -1,12 +1,20 @@
-"""The benchmark's arithmetic: BD-rate and the anchors' PSNR at a given rate; the report's provenance note."""
+"""The benchmark's arithmetic: BD-rate and the anchors' PSNR at a given rate; the report's provenance note;
+the per-level diagnosis of a lossy model."""
 
 import math
 
 import conditional_ceiling
+import level_quality
 import numpy as np
 import pytest
 import rate_distortion
 import report
+import torch
+
+from selfvae_codec.codec.api import Codec
+from selfvae_codec.models.config import tiny_config
+from selfvae_codec.models.selfvae import SelfVAE
+from selfvae_codec.training.rate_distortion import lossy_model_from
 
 CURVE = [(0.25, 25.0), (0.5, 28.0), (1.0, 31.5), (2.0, 35.0), (4.0, 38.0)]
 
@@ -54,3 +62,19 @@ def test_report_marks_a_table_measured_with_other_weights_than_the_shipped_model
     other = "0" * 64 if shipped != "0" * 64 else "1" * 64
     note = report.earlier_model_note({"model_fingerprint": other})
     assert other[:12] in note[0] and shipped[:12] in note[0] and "earlier model" in note[0]
+
+
+def test_the_per_level_diagnosis_walks_as_the_decoder_does():
+    torch.manual_seed(0)
+    lossless = SelfVAE(tiny_config())
+    lossless.initialize(torch.randint(0, 256, (2, 3, 64, 64)))
+    model = lossy_model_from(lossless.eval(), 3).eval()
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.int64)
+    codec = Codec(model)
+    for quality in (1, 3):
+        scores = level_quality.level_scores(model, x, quality - 1)
+        assert len(scores["walk"]) == len(model.levels) + 1
+        assert all(len(scores[how]) == len(model.levels) for how in ("given the truth", "z at prior mean", "bicubic"))
+        rs2 = codec.encode(image, "rs2", quality=quality).reconstruction
+        assert scores["walk"][-1] == pytest.approx(rate_distortion.psnr(rs2, image), abs=1e-9)
