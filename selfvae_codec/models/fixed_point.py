@@ -156,8 +156,10 @@ ELU_NEGATIVE_TABLE = _elu_negative_table()
 def elu(x: torch.Tensor) -> torch.Tensor:
     """ELU of activations: x above zero, exp(x) - 1 below (one table entry per input)."""
     table = _on("elu", ELU_NEGATIVE_TABLE, x.device)
-    negative = lookup(table, (-x).clamp_(0, ELU_NEGATIVE_TABLE.numel() - 1))
-    return torch.where(x > 0, x, negative)
+    # table[0] == 0, so positive inputs read 0 from the table and keep x from the clamp
+    # (one pass less than torch.where).
+    out = lookup(table, (-x).clamp_(0, ELU_NEGATIVE_TABLE.numel() - 1))
+    return out.add_(x.clamp(min=0))
 
 
 def pixels_to_activations(twice_values: torch.Tensor) -> torch.Tensor:
