@@ -15,11 +15,13 @@ from pathlib import Path
 from common import read_run_log
 
 TRAIN_COLUMNS = ["step", "total", "train_seconds", "lr", "patches_per_s"]
+# Validation terms: the lossless ELBO terms, and a lossy model's rate and PSNR per quality.
+TERM_PREFIXES = ("re_", "kl_", "bpp_q", "psnr_q")
 
 
 def compact_rows(records: list[dict]) -> tuple[list[str], list[dict]]:
     kept = [r for r in records if r["kind"] == "train" or r["kind"].startswith("val")]
-    terms = sorted({k for r in kept if r["kind"] != "train" for k in r if k.startswith(("re_", "kl_"))})
+    terms = sorted({k for r in kept if r["kind"] != "train" for k in r if k.startswith(TERM_PREFIXES)})
     columns = ["kind", *TRAIN_COLUMNS, *terms]
     rows = []
     for record in kept:

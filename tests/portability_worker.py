@@ -1,8 +1,7 @@
 """Run by test_exact.py in a subprocess under one environment (CPU capability, oneDNN
 ISA, thread count): encode the test images in every mode with the shipped exact model,
-and in rs2 / rs1 at two qualities with an exact lossy model made from the shipped
-float model, into OUT; decode every .svc in DECODE_DIR (if given); print the SHA-256
-of each decoded image's pixels as JSON."""
+and in rs2 / rs1 at two qualities with the shipped lossy model, into OUT; decode every
+.svc in DECODE_DIR (if given); print the SHA-256 of each decoded image's pixels as JSON."""
 
 import hashlib
 import json
@@ -12,9 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from selfvae_codec.codec.api import Codec
-from selfvae_codec.models.exact import to_exact
-from selfvae_codec.models.pretrained import load_pretrained
-from selfvae_codec.training.rate_distortion import lossy_model_from
 
 DATA = Path(__file__).parent / "data"
 # An image larger than its tiles with odd sides, and one tile of another image.
@@ -25,20 +21,19 @@ LOSSY_QUALITIES = (2, 6)
 
 def main(out: Path, threads: int, decode_dir: Path | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    lossy = to_exact(lossy_model_from(load_pretrained("default-float"), max(LOSSY_QUALITIES)))
     for source, tile in CASES:
         codec = Codec("default", threads=threads, tile_size=tile)
         for mode in MODES:
             data = codec.compress(DATA / source, mode, classical_tiles=False)
             (out / f"{Path(source).stem}_{mode}.svc").write_bytes(data)
-        lossy_codec = Codec(lossy, threads=threads, tile_size=tile)
+        lossy_codec = Codec("lossy", threads=threads, tile_size=tile)
         for mode in ("rs2", "rs1"):
             for quality in LOSSY_QUALITIES:
                 data = lossy_codec.compress(DATA / source, mode, quality=quality)
                 (out / f"{Path(source).stem}_lossy_{mode}_q{quality}.svc").write_bytes(data)
     decoded = {}
     if decode_dir is not None:
-        codecs = [Codec("default", threads=threads), Codec(lossy, threads=threads)]
+        codecs = [Codec("default", threads=threads), Codec("lossy", threads=threads)]
         for path in sorted(decode_dir.glob("*.svc")):
             codec = codecs["_lossy_" in path.name]
             image = codec.decompress(path)

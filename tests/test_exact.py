@@ -282,7 +282,7 @@ def _worker(out: Path, environment: dict, threads: int, decode_dir: Path | None 
 
 def test_files_are_identical_and_decode_exactly_across_cpu_environments(tmp_path):
     """Every environment encodes the same bytes (all four modes, a multi-tile image
-    with odd sides; a lossy model's rs2 and rs1 at two qualities), and decodes the
+    with odd sides; the shipped lossy model's rs2 and rs1 at two qualities), and decodes the
     reference environment's files to the pixels the reference encoder promised (each
     file's image checksum is verified)."""
     name, environment, threads = ENVIRONMENTS[0]

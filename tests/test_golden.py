@@ -48,7 +48,12 @@ def test_encoding_again_gives_the_golden_sections(name):
     golden = unpack((GOLDEN / name).read_bytes())
     codec = codec_for(golden)
     data = codec.compress(
-        DATA / entry["source"], entry["mode"], golden.latent_step, strip_metadata=True, classical_tiles=False
+        DATA / entry["source"],
+        entry["mode"],
+        golden.latent_step,
+        strip_metadata=True,
+        classical_tiles=False,
+        quality=golden.quality or None,
     )
     fresh = unpack(data)
     assert fresh.sections == [s for s in golden.sections if s.kind in CODED_KINDS]
@@ -59,11 +64,13 @@ def test_encoding_again_gives_the_golden_sections(name):
     )
 
 
-def test_golden_files_cover_both_versions_metadata_classical_tiles_and_the_exact_model():
+def test_golden_files_cover_both_versions_metadata_classical_tiles_and_the_exact_models():
     headers = [unpack((GOLDEN / name).read_bytes()) for name in MANIFEST]
     assert {h.version for h in headers} == {1, 2} and {h.mode for h in headers} == {"full", "conditional", "rs2", "rs1"}
     exact = [h for h in headers if h.threads == 0]  # files of exact models say 0 threads
     assert {h.mode for h in exact} == {"full", "conditional", "rs2", "rs1"} and any(h.tile_count > 1 for h in exact)
+    lossy = [h for h in headers if h.quality]  # files of the lossy model record a quality
+    assert {h.mode for h in lossy} == {"rs2", "rs1"} and any(h.tile_count > 1 for h in lossy)
     kinds = {s.kind for h in headers for s in h.sections}
     assert {"meta", "pixels"} <= kinds and any(h.tile_count > 1 for h in headers)
 

@@ -95,6 +95,8 @@ def test_quality_settings_are_checked(lossy, lossless, image):
         lossy_codec.encode(image, "full")
     with pytest.raises(CodecError, match="needs a lossy model"):
         lossless_codec.encode(image, "rs2", quality=2)
+    with pytest.raises(CodecError, match="applies to rs2 and rs1, not to full"):
+        lossless_codec.encode(image, "full", quality=2)
     header = unpack(lossy_codec.compress(image, "rs2", quality=1))
     header.quality = 0  # a crafted file: the model's, without a quality
     with pytest.raises(CodecError, match=r"quality setting \(0\) does not fit"):
@@ -178,3 +180,43 @@ def test_models_lists_a_lossy_models_measured_rates(monkeypatch):
     monkeypatch.setattr(pretrained, "registry", lambda: {"lossy": entry})
     output = CliRunner().invoke(cli, ["models"]).output
     assert "lossy: a lossy model [rs2 on the validation photos: q1 0.100 bpp 25.00 dB, q2 0.300 bpp 28.50 dB" in output
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+@pytest.mark.parametrize("source", ["astronaut_128x128.png", "coffee_96x64.png"])
+def test_the_shipped_models_order_the_modes_and_qualities(source):
+    """What the CLI uses by default on a real photo: the lossy model for rs2 / rs1, the
+    lossless one for conditional / full. Higher qualities cost more bytes, and give a
+    higher PSNR in rs2; rs2 beats rs1 at every quality, the modes are ordered in rate, and
+    every decode is the reconstruction the encoder predicted."""
+    from PIL import Image
+
+    from selfvae_codec.models.pretrained import default_model_for
+
+    image = np.asarray(Image.open(DATA / source).convert("RGB"))
+    assert (default_model_for("rs2"), default_model_for("rs1"), default_model_for("conditional")) == (
+        "lossy",
+        "lossy",
+        "default",
+    )
+    lossy_codec, lossless_codec = Codec("lossy", threads=2), Codec("default", threads=2)
+    points = {}
+    for mode in ("rs1", "rs2"):
+        for quality in range(1, lossy_codec.model.config.qualities + 1):
+            result = lossy_codec.encode(image, mode, quality=quality, strip_metadata=True)
+            assert np.array_equal(lossy_codec.decompress(result.data), result.reconstruction)
+            points[mode, quality] = (len(result.data), _psnr(image, result.reconstruction))
+    for mode in ("rs1", "rs2"):
+        sizes = [points[mode, q][0] for q in range(1, 7)]
+        assert sizes == sorted(set(sizes)), (mode, points)
+    # rs1's preview (u alone) stays within about 0.3 dB across qualities: only rs2's
+    # quality is asserted to rise with the setting.
+    psnrs = [points["rs2", q][1] for q in range(1, 7)]
+    assert psnrs == sorted(set(psnrs)), points
+    assert all(points["rs2", q][1] > points["rs1", q][1] + 1 for q in range(1, 7)), points
+    conditional = len(lossless_codec.compress(image, "conditional", strip_metadata=True))
+    full = len(lossless_codec.compress(image, "full", strip_metadata=True, classical_tiles=False))
+    assert points["rs1", 1][0] < points["rs2", 1][0] < points["rs2", 6][0] < conditional < full

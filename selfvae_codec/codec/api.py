@@ -189,12 +189,15 @@ class Codec:
 
     def check_quality(self, mode: str, quality: int | None) -> int | None:
         """The quality to code at (None for a lossless model), or a one-line error."""
+        lossy_modes = " and ".join(LOSSY_MODEL_MODES)
         if not self.lossy:
+            if quality is not None and mode not in LOSSY_MODEL_MODES:
+                raise CodecError(f"--quality applies to {lossy_modes}, not to {mode} (a lossless model's mode)")
             if quality is not None:
-                raise CodecError("--quality needs a lossy model (this one is lossless: it has none)")
+                raise CodecError("--quality needs a lossy model (this one is lossless; the shipped one is 'lossy')")
             return None
         if mode not in LOSSY_MODEL_MODES:
-            raise CodecError(f"a lossy model codes {' and '.join(LOSSY_MODEL_MODES)}, not {mode}")
+            raise CodecError(f"a lossy model codes {lossy_modes}, not {mode}")
         count = self.model.config.qualities
         quality = min(DEFAULT_QUALITY, count) if quality is None else quality
         if not (isinstance(quality, int) and 1 <= quality <= count):
