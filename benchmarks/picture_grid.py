@@ -6,7 +6,7 @@ lossy model, and a row of JPEG at the largest quality that does not exceed each
 rs2 file's rate. Every panel is labelled with its real bpp and PSNR; every selfvae
 file is decoded and checked against the encoder's reconstruction.
 
-    python benchmarks/picture_grid.py ../shared/data/val/classic/kodim23.png --crop 256 \\
+    python benchmarks/picture_grid.py ../shared/data/val/classic/waterloo-tulips.png --crop 256 \\
         --out benchmarks/results/rd/picture_grid.png
 """
 

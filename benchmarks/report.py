@@ -18,6 +18,7 @@ from selfvae_codec.models.pretrained import registry
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARK_COMMAND = "python benchmarks/benchmark.py {folder} --threads 2{only}"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+PICTURE_GRID_PHOTO = "../shared/data/val/classic/waterloo-tulips.png"
 
 
 def load(path: Path):
@@ -27,22 +28,27 @@ def load(path: Path):
 def earlier_model_note(summary: dict) -> list[str]:
     """A line saying so when a table was measured with other weights than the
     shipped default (a model re-shipped without re-running that benchmark)."""
-    measured = summary.get("model_fingerprint")
-    shipped = registry().get("default", {}).get("fingerprint")
-    if measured is None or shipped is None or measured == shipped:
-        return []
-    return [
-        f"Measured with an earlier model (fingerprint `{measured[:12]}`), not the shipped one "
-        f"(`{shipped[:12]}`); not re-measured since.",
-        "",
-    ]
+    lines = []
+    for key, name in (("model_fingerprint", "default"), ("lossy_model_fingerprint", "lossy")):
+        measured = summary.get(key)
+        shipped = registry().get(name, {}).get("fingerprint")
+        if measured is None or shipped is None or measured == shipped:
+            continue
+        lines += [
+            f"Measured with an earlier model (fingerprint `{measured[:12]}`), not the shipped `{name}` "
+            f"(`{shipped[:12]}`); not re-measured since.",
+            "",
+        ]
+    return lines
 
 
 def model_section() -> list[str]:
     lines = []
     shipped = registry()
     if "default" in shipped:
-        lines += ["### The shipped model", "", f"`default`: {shipped['default']['description']}.", ""]
+        lines += ["### The shipped models", "", f"`default`: {shipped['default']['description']}.", ""]
+    if "lossy" in shipped:
+        lines += [f"`lossy` (rs2 and rs1): {shipped['lossy']['description']}.", ""]
     evaluation = RESULTS / "evaluate.txt"
     if evaluation.is_file():
         terms, summary = evaluation.read_text().strip().splitlines()[-2:]
@@ -144,23 +150,29 @@ def lossless_section(folder: str = "lossless", lossy_too: bool = True) -> list[s
     return lines
 
 
-def rd_section() -> list[str]:
-    summary = load(RESULTS / "rd" / "summary.json")
+def rd_section(folder: str = "rd") -> list[str]:
+    """The lossy modes' table of one validation set (results in RESULTS/folder)."""
+    summary = load(RESULTS / folder / "summary.json")
     if summary is None:
         return []
     anchors = list(summary["anchor_ranges_bpp"])
+    rd_options = " --only rd"
+    if "/" in folder:  # a second validation set: its own folder, and only the modes it was run with
+        modes = ",".join(dict.fromkeys(p["codec"].removeprefix("selfvae-") for p in summary["selfvae_points"]))
+        rd_options = f" --out benchmarks/results/{folder.split('/')[0]}{rd_options} --modes {modes}"
     lines = [
         f"### Lossy modes ({summary['images']} images of `{summary['folder']}`)",
         "",
         *earlier_model_note(summary),
-        f"Same command as the lossless table ({summary['machine']}). Each selfvae-codec point is the mean "
-        "over the images at one latent step; beside it, the PSNR of the anchors' mean curves at the same "
-        "bpp (interpolated in log-rate between their two nearest quality settings; `-` where the anchor "
-        "cannot reach that rate: "
+        f"`{BENCHMARK_COMMAND.format(folder=summary['folder'], only=rd_options)}` ({summary['machine']}). "
+        "Each selfvae-codec point is the mean over the images at one setting: the lossy model's quality "
+        "(`qN`) in rs2 and rs1, the lossless model's latent step in conditional; beside it, the PSNR of the "
+        "anchors' mean curves at the same bpp (interpolated in log-rate between their two nearest quality "
+        "settings; `-` where the anchor cannot reach that rate: "
         + ", ".join(f"{a} spans {lo:.3f}-{hi:.3f} bpp" for a, (lo, hi) in summary["anchor_ranges_bpp"].items())
         + ").",
         "",
-        "| mode | step | bpp | PSNR (dB) | MS-SSIM | "
+        "| mode | setting | bpp | PSNR (dB) | MS-SSIM | "
         + " | ".join(f"{a} PSNR at this bpp" for a in anchors)
         + " | encode s | decode s |",
         "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in anchors) + " | --- | --- |",
@@ -168,7 +180,7 @@ def rd_section() -> list[str]:
     for p in summary["selfvae_points"]:
         at = " | ".join("-" if v is None else f"{v:.2f}" for v in p["anchor_psnr"].values())
         lines.append(
-            f"| {p['codec'].removeprefix('selfvae-')} | {p['setting'].removeprefix('step')} | {p['bpp']:.3f} | "
+            f"| {p['codec'].removeprefix('selfvae-')} | {p['setting']} | {p['bpp']:.3f} | "
             f"{p['psnr_rgb']:.2f} | {p['ms_ssim_rgb']:.4f} | {at} | {p['encoding_time']:.2f} | "
             f"{p['decoding_time']:.2f} |"
         )
@@ -177,11 +189,21 @@ def rd_section() -> list[str]:
         "BD-rate in PSNR against the anchors (negative is better; `None` where the curves do not "
         "overlap in PSNR or a curve's PSNR barely moves): `" + json.dumps(summary["bd_rate_percent_psnr"]) + "`",
         "",
-        "![rate-distortion](rd/rate_distortion.png)",
+        f"![rate-distortion]({folder}/rate_distortion.png)",
         "",
-        "The anchors' full curves (JPEG, WebP, AVIF, JPEG XL) are in `rd/*.json`.",
+        f"The anchors' full curves (JPEG, WebP, AVIF, JPEG XL) are in `{folder}/*.json`.",
         "",
     ]
+    if folder != "rd":
+        return lines
+    if (RESULTS / "rd" / "picture_grid.png").is_file():
+        lines += [
+            "One photo in every mode and quality, JPEG at the same rates below "
+            f"(`python benchmarks/picture_grid.py {PICTURE_GRID_PHOTO} --crop 256`):",
+            "",
+            "![picture grid](rd/picture_grid.png)",
+            "",
+        ]
     for diagnostic in ("latent_use.md", "conditional_ceiling.md"):
         if (RESULTS / diagnostic).is_file():
             lines += [(RESULTS / diagnostic).read_text().strip(), ""]
@@ -270,7 +292,7 @@ def results_document() -> str:
         + lossless_section("classic/lossless", lossy_too=False)
         + exact_section()
     )
-    body = "\n".join(sections + speed_section() + rd_section() + upscale_section())
+    body = "\n".join(sections + speed_section() + rd_section() + rd_section("classic/rd") + upscale_section())
     return INTRODUCTION + "\n" + body.replace("../shared/data", "$DATA").rstrip() + "\n"
 
 
@@ -314,6 +336,20 @@ def validation_sets_table() -> list[str]:
     return lines
 
 
+def lossy_summary() -> str:
+    """One sentence on rs2 against JPEG and WebP (BD-rate in PSNR), from the rd results."""
+    summary = load(RESULTS / "rd" / "summary.json")
+    bd_rate = (summary or {}).get("bd_rate_percent_psnr", {}).get("selfvae-rs2", {})
+    if bd_rate.get("JPEG") is None or bd_rate.get("WebP") is None:
+        return ""
+    points = [p for p in summary["selfvae_points"] if p["codec"] == "selfvae-rs2"]
+    bpp, psnr = [p["bpp"] for p in points], [p["psnr_rgb"] for p in points]
+    return (
+        f"Lossy, `rs2` spans {min(bpp):.2f}-{max(bpp):.2f} bpp and {min(psnr):.1f}-{max(psnr):.1f} dB; BD-rate "
+        f"(PSNR) {bd_rate['JPEG']:+.1f}% against JPEG and {bd_rate['WebP']:+.1f}% against WebP (plot). "
+    )
+
+
 def summary_section() -> list[str]:
     """The top README's few lines: the lossless table, speed, the plots."""
     summary = load(RESULTS / "lossless" / "summary.json")
@@ -331,9 +367,8 @@ def summary_section() -> list[str]:
         "lossless WebP (the share of tiles in brackets), so a file is never more than its header (about 80 "
         "bytes) above the better of PNG and WebP lossless; the model itself must improve to pass them clearly. "
         f"Encode {summary['selfvae_encode_s']:.2f} s and decode {summary['selfvae_decode_s']:.2f} s per BSDS500 "
-        "photo (481x321) at 2 threads on 2 CPU cores, with the exact model; the lossy modes are below JPEG "
-        "(plot). Every table, the lossy modes' and the training curve: "
-        "[benchmarks/results](benchmarks/results/README.md).",
+        f"photo (481x321) at 2 threads on 2 CPU cores, with the exact model. {lossy_summary()}Every table, the "
+        "lossy modes' and the training curve: [benchmarks/results](benchmarks/results/README.md).",
         "",
         *exact_note(),
         "![lossless](benchmarks/results/lossless/lossless.png)",

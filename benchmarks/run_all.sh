@@ -13,14 +13,20 @@ selfvae-codec evaluate "$VAL" --samples 8 --threads 2 --csv benchmarks/results/e
     2>&1 | tail -2 | tee benchmarks/results/evaluate.txt
 python benchmarks/benchmark.py "$VAL" --threads 2 --out benchmarks/results
 python benchmarks/benchmark.py "$DATA/val/classic" --threads 2 --out benchmarks/results/classic --only lossless
+python benchmarks/benchmark.py "$DATA/val/classic" --threads 2 --out benchmarks/results/classic --only rd --modes rs2,rs1
+python benchmarks/picture_grid.py "$DATA/val/classic/waterloo-tulips.png" --crop 256 --threads 2
 selfvae-codec evaluate "$DATA/val/classic" --samples 8 --threads 2 --csv benchmarks/results/evaluate_classic.csv \
     2>&1 | tail -2 | tee benchmarks/results/evaluate_classic.txt
 {
     echo "#### Does the decoder use the z's?"
     echo
-    echo "\`python benchmarks/latent_use.py $VAL --limit 10 --threads 2\`:"
+    echo "The lossless model, \`python benchmarks/latent_use.py $VAL --limit 10 --threads 2\`:"
     echo
     python benchmarks/latent_use.py "$VAL" --limit 10 --threads 2
+    echo
+    echo "The lossy model, \`python benchmarks/latent_use.py $VAL --limit 10 --threads 2 --model lossy\`:"
+    echo
+    python benchmarks/latent_use.py "$VAL" --limit 10 --threads 2 --model lossy
 } > benchmarks/results/latent_use.md
 {
     echo "#### What the conditional mode can reach, whatever the model"
