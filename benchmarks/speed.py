@@ -39,8 +39,9 @@ def child(direction: str, source: str, target: str, mode: str, threads: int, mod
 
     torch.set_num_threads(threads)
     from selfvae_codec.codec.api import Codec
+    from selfvae_codec.models.pretrained import default_model_for
 
-    codec = Codec(model, threads=threads)
+    codec = Codec(model or default_model_for(mode), threads=threads)  # the model the CLI would use
     started = time.perf_counter()
     if direction == "encode":
         result = codec.encode(np.load(source), mode=mode)
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--source", default=str(DEFAULT_SOURCE))
     parser.add_argument("--mode", default="full")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default=None, help="default: the shipped model the CLI uses for --mode")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -90,7 +91,10 @@ def main() -> None:
         exact = bool(np.array_equal(np.load(decoded), image)) if args.mode == "full" else None
         size = svc.stat().st_size
     pixels = image.shape[0] * image.shape[1]
-    print(f"{label}: {image.shape[1]}x{image.shape[0]}, mode {args.mode}, {args.threads} threads")
+    from selfvae_codec.models.pretrained import default_model_for
+
+    model = args.model or default_model_for(args.mode)
+    print(f"{label}: {image.shape[1]}x{image.shape[0]}, mode {args.mode} (model {model}), {args.threads} threads")
     print(
         f"  {size} bytes, {size * 8 / pixels:.3f} bpp, {size * 8 / (3 * pixels):.3f} bits/subpixel"
         + ("" if exact is None else f", exact round trip: {exact}")
