@@ -34,14 +34,13 @@ def synthetic_photo(width: int, height: int, source: Path) -> np.ndarray:
     return np.ascontiguousarray(np.tile(tile, reps)[:height, :width])
 
 
-def child(direction: str, source: str, target: str, mode: str, threads: int, model: str | None) -> None:
+def child(direction: str, source: str, target: str, mode: str, threads: int, model: str) -> None:
     import torch
 
     torch.set_num_threads(threads)
     from selfvae_codec.codec.api import Codec
-    from selfvae_codec.models.pretrained import default_model_for
 
-    codec = Codec(model or default_model_for(mode), threads=threads)  # the model the CLI would use
+    codec = Codec(model, threads=threads)
     started = time.perf_counter()
     if direction == "encode":
         result = codec.encode(np.load(source), mode=mode)
@@ -82,7 +81,10 @@ def main() -> None:
         label = args.image
     else:
         parser.error("give an image or --synthetic WxH")
-    extra = ["--model", args.model] if args.model else []
+    from selfvae_codec.models.pretrained import default_model_for
+
+    model = args.model or default_model_for(args.mode)  # the model the CLI would use
+    extra = ["--model", model]
     with tempfile.TemporaryDirectory() as tmp:
         raw, svc, decoded = Path(tmp, "in.npy"), Path(tmp, "out.svc"), Path(tmp, "out.npy")
         np.save(raw, image)
@@ -91,9 +93,6 @@ def main() -> None:
         exact = bool(np.array_equal(np.load(decoded), image)) if args.mode == "full" else None
         size = svc.stat().st_size
     pixels = image.shape[0] * image.shape[1]
-    from selfvae_codec.models.pretrained import default_model_for
-
-    model = args.model or default_model_for(args.mode)
     print(f"{label}: {image.shape[1]}x{image.shape[0]}, mode {args.mode} (model {model}), {args.threads} threads")
     print(
         f"  {size} bytes, {size * 8 / pixels:.3f} bpp, {size * 8 / (3 * pixels):.3f} bits/subpixel"

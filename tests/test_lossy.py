@@ -16,7 +16,7 @@ from selfvae_codec.models.config import tiny_config
 from selfvae_codec.models.exact import to_exact
 from selfvae_codec.models.io import load_model, save_model
 from selfvae_codec.models.selfvae import SelfVAE
-from selfvae_codec.training.rate_distortion import lossy_model_from
+from selfvae_codec.training.rate_distortion import lossy_model_from, psnr
 
 DATA = Path(__file__).parent / "data"
 QUALITIES = 3
@@ -182,10 +182,6 @@ def test_models_lists_a_lossy_models_measured_rates(monkeypatch):
     assert "lossy: a lossy model [rs2 on the validation photos: q1 0.100 bpp 25.00 dB, q2 0.300 bpp 28.50 dB" in output
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b) ** 2)))
-
-
 @pytest.mark.parametrize("source", ["astronaut_128x128.png", "coffee_96x64.png"])
 def test_the_shipped_models_order_the_modes_and_qualities(source):
     """What the CLI uses by default on a real photo: the lossy model for rs2 / rs1, the
@@ -203,20 +199,23 @@ def test_the_shipped_models_order_the_modes_and_qualities(source):
         "default",
     )
     lossy_codec, lossless_codec = Codec("lossy", threads=2), Codec("default", threads=2)
+    qualities = range(1, lossy_codec.model.config.qualities + 1)
     points = {}
     for mode in ("rs1", "rs2"):
-        for quality in range(1, lossy_codec.model.config.qualities + 1):
+        for quality in qualities:
             result = lossy_codec.encode(image, mode, quality=quality, strip_metadata=True)
             assert np.array_equal(lossy_codec.decompress(result.data), result.reconstruction)
-            points[mode, quality] = (len(result.data), _psnr(image, result.reconstruction))
+            error = float(np.mean((result.reconstruction.astype(np.float64) - image) ** 2))
+            points[mode, quality] = (len(result.data), psnr(error))
     for mode in ("rs1", "rs2"):
-        sizes = [points[mode, q][0] for q in range(1, 7)]
+        sizes = [points[mode, q][0] for q in qualities]
         assert sizes == sorted(set(sizes)), (mode, points)
     # rs1's preview (u alone) stays within about 0.3 dB across qualities: only rs2's
     # quality is asserted to rise with the setting.
-    psnrs = [points["rs2", q][1] for q in range(1, 7)]
+    psnrs = [points["rs2", q][1] for q in qualities]
     assert psnrs == sorted(set(psnrs)), points
-    assert all(points["rs2", q][1] > points["rs1", q][1] + 1 for q in range(1, 7)), points
+    assert all(points["rs2", q][1] > points["rs1", q][1] + 1 for q in qualities), points
     conditional = len(lossless_codec.compress(image, "conditional", strip_metadata=True))
     full = len(lossless_codec.compress(image, "full", strip_metadata=True, classical_tiles=False))
-    assert points["rs1", 1][0] < points["rs2", 1][0] < points["rs2", 6][0] < conditional < full
+    smallest, largest = points["rs2", qualities[0]][0], points["rs2", qualities[-1]][0]
+    assert points["rs1", qualities[0]][0] < smallest < largest < conditional < full

@@ -191,11 +191,11 @@ class Codec:
         """The quality to code at (None for a lossless model), or a one-line error."""
         lossy_modes = " and ".join(LOSSY_MODEL_MODES)
         if not self.lossy:
-            if quality is not None and mode not in LOSSY_MODEL_MODES:
+            if quality is None:
+                return None
+            if mode not in LOSSY_MODEL_MODES:
                 raise CodecError(f"--quality applies to {lossy_modes}, not to {mode} (a lossless model's mode)")
-            if quality is not None:
-                raise CodecError("--quality needs a lossy model (this one is lossless; the shipped one is 'lossy')")
-            return None
+            raise CodecError("--quality needs a lossy model (this one is lossless; the shipped one is 'lossy')")
         if mode not in LOSSY_MODEL_MODES:
             raise CodecError(f"a lossy model codes {lossy_modes}, not {mode}")
         count = self.model.config.qualities
