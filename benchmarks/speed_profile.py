@@ -23,7 +23,13 @@ from selfvae_codec.codec.api import Codec
 
 # the kind of work -> (substrings of) the cProfile function names doing it, outermost
 KINDS = {
-    "probability tables": ("channel_probabilities", "channel_table", "_check_table"),
+    "probability tables": (
+        "channel_probabilities",
+        "channel_table",
+        "_check_table",
+        "parameters_of",
+        "bin_table",  # and value_in_bin_table
+    ),
     "ANS coding": ("'encode_reverse' of 'builtins.AnsCoder'", "'decode' of 'builtins.AnsCoder'"),
 }
 

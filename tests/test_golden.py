@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selfvae_codec.bitstream import unpack
+from selfvae_codec.bitstream import FORMAT_VERSION, READABLE_VERSIONS, unpack
 from selfvae_codec.bitstream.container import CODED_KINDS
 from selfvae_codec.codec.api import Codec
 from selfvae_codec.models.pretrained import find_by_fingerprint
@@ -41,9 +41,9 @@ MODEL_CODED = sorted(
 
 @pytest.mark.parametrize("name", MODEL_CODED)
 def test_encoding_again_gives_the_golden_sections(name):
-    """The model-coded sections are byte-identical to the golden file's: the model,
-    the walk and the coder are unchanged (the container's version and the metadata
-    may differ; PNG / WebP tiles depend on the libraries and are left out)."""
+    """Encoding at the file's format version gives its model-coded sections byte for
+    byte: the model, the walk and the coder of every version are unchanged (the
+    metadata may differ; PNG / WebP tiles depend on the libraries and are left out)."""
     entry = MANIFEST[name]
     golden = unpack((GOLDEN / name).read_bytes())
     codec = codec_for(golden)
@@ -54,8 +54,10 @@ def test_encoding_again_gives_the_golden_sections(name):
         strip_metadata=True,
         classical_tiles=False,
         quality=golden.quality or None,
+        format_version=golden.version,
     )
     fresh = unpack(data)
+    assert fresh.version == golden.version
     assert fresh.sections == [s for s in golden.sections if s.kind in CODED_KINDS]
     assert (fresh.image_crc, fresh.channels, fresh.latent_step) == (
         golden.image_crc,
@@ -64,13 +66,17 @@ def test_encoding_again_gives_the_golden_sections(name):
     )
 
 
-def test_golden_files_cover_both_versions_metadata_classical_tiles_and_the_exact_models():
+def test_golden_files_cover_every_version_metadata_classical_tiles_and_the_exact_models():
     headers = [unpack((GOLDEN / name).read_bytes()) for name in MANIFEST]
-    assert {h.version for h in headers} == {1, 2} and {h.mode for h in headers} == {"full", "conditional", "rs2", "rs1"}
+    assert {h.version for h in headers} == set(READABLE_VERSIONS)
+    assert {h.mode for h in headers} == {"full", "conditional", "rs2", "rs1"}
     exact = [h for h in headers if h.threads == 0]  # files of exact models say 0 threads
     assert {h.mode for h in exact} == {"full", "conditional", "rs2", "rs1"} and any(h.tile_count > 1 for h in exact)
     lossy = [h for h in headers if h.quality]  # files of the lossy model record a quality
     assert {h.mode for h in lossy} == {"rs2", "rs1"} and any(h.tile_count > 1 for h in lossy)
+    # The current version's exact pixel coding (values in two steps), on one and many tiles:
+    current = [h for h in exact if h.version == FORMAT_VERSION and "x" in {s.kind for s in h.sections}]
+    assert current and any(h.tile_count > 1 for h in current)
     kinds = {s.kind for h in headers for s in h.sections}
     assert {"meta", "pixels"} <= kinds and any(h.tile_count > 1 for h in headers)
 

@@ -5,6 +5,8 @@ from .container import (
     LOSSY_MODEL_MODES,
     MAGIC,
     MODES,
+    READABLE_VERSIONS,
+    VALUES_IN_TWO_STEPS_FROM,
     ContainerError,
     Header,
     Section,
@@ -18,6 +20,8 @@ from .metadata import ImageMetadata, pack_metadata, unpack_metadata
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
+    "READABLE_VERSIONS",
+    "VALUES_IN_TWO_STEPS_FROM",
     "LOSSY_MODEL_MODES",
     "MODES",
     "ContainerError",

@@ -3,7 +3,7 @@
 All integers little-endian. Layout (byte offsets):
 
     0   4  magic            b"SVC\\x89"
-    4   1  format version   2 (version 1 files are still read)
+    4   1  format version   3 (versions 1 and 2 are still read and written)
     5   1  mode             0 full, 1 conditional, 2 rs2, 3 rs1
     6   1  channels         1 (grayscale input) or 3 (RGB)
     7   1  padding          1 = replicate (padding is implicit: never coded)
@@ -28,9 +28,11 @@ All integers little-endian. Layout (byte offsets):
            pixels: a PNG or lossless WebP file of the tile)
 
 The section table must follow the mode's order (`section_order`) tile by tile, after
-an optional single `meta` section (version 2 only); in a `full` file (version 2) a tile
+an optional single `meta` section (version 2 on); in a `full` file (version 2 on) a tile
 may instead be one `pixels` section. The file must end exactly after
-the last payload. No torch here.
+the last payload. Version 3 changes only how an exact model's pixel values are
+coded: as a bin of 16 values, then the value within it (`VALUES_IN_TWO_STEPS_FROM`).
+No torch here.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ from dataclasses import dataclass, field
 from ..errors import CodecError
 
 MAGIC = b"SVC\x89"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+VALUES_IN_TWO_STEPS_FROM = 3  # the first version whose exact models code pixel values in two steps
 
 
 @dataclass(frozen=True)
@@ -206,15 +209,18 @@ def _validate_section_table(header: Header, version: int) -> None:
 
 
 def pack(header: Header) -> bytes:
-    """Serialise a header and its sections into the bytes of one .svc file."""
+    """Serialise a header and its sections into the bytes of one .svc file of the
+    header's version (the current one unless set: a truncated file keeps its own)."""
+    if header.version not in READABLE_VERSIONS:
+        raise ContainerError(f"cannot write format version {header.version}")
     _validate_header_fields(header)
     if len(header.sections) > MAX_SECTIONS:
         raise ContainerError("too many sections")
-    _validate_section_table(header, FORMAT_VERSION)
+    _validate_section_table(header, header.version)
     parts = [
         _FIXED.pack(
             MAGIC,
-            FORMAT_VERSION,
+            header.version,
             list(MODES).index(header.mode),
             header.channels,
             header.padding,

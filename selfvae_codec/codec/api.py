@@ -24,8 +24,11 @@ import numpy as np
 import torch
 
 from ..bitstream import (
+    FORMAT_VERSION,
     LOSSY_MODEL_MODES,
     MODES,
+    READABLE_VERSIONS,
+    VALUES_IN_TWO_STEPS_FROM,
     ContainerError,
     Header,
     ImageMetadata,
@@ -217,6 +220,7 @@ class Codec:
         strip_metadata: bool = False,
         classical_tiles: bool = True,
         quality: int | None = None,
+        format_version: int = FORMAT_VERSION,
     ) -> EncodeResult:
         """Encode an image (path, file bytes, PIL image or uint8 array). Its ICC
         profile, EXIF and XMP go into the file unless `strip_metadata`. In `full`
@@ -225,13 +229,18 @@ class Codec:
         graphics and few-colour images never cost more than a classical coder.
 
         A lossy model codes rs2 and rs1 at a `quality` from 1 (smallest files) to its
-        number of settings (default DEFAULT_QUALITY); `step` then scales its steps."""
+        number of settings (default DEFAULT_QUALITY); `step` then scales its steps.
+        `format_version` 2 writes a file that selfvae-codec before version 3 of the
+        format reads too (an exact model's pixels then cost 5-6x the time to code)."""
         if mode not in MODES:
             raise CodecError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         quality = self.check_quality(mode, quality)
         step = DEFAULT_STEP[mode] if step is None else float(step)
         if not 1e-3 <= step <= 1e3:
             raise CodecError("the latent quantisation step must be between 0.001 and 1000")
+        if format_version not in READABLE_VERSIONS:
+            raise CodecError(f"format_version must be one of {', '.join(map(str, READABLE_VERSIONS))}")
+        two_steps = format_version >= VALUES_IN_TWO_STEPS_FROM
         started = time.perf_counter()
         loaded = load_image(image)
         array = loaded.pixels
@@ -246,7 +255,7 @@ class Codec:
         with _torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 tile = x[..., top:bottom, left:right].to(self.device, torch.int64)
-                stream = EncoderStream(tile=index, on_section=counter)
+                stream = EncoderStream(tile=index, on_section=counter, values_in_two_steps=two_steps)
                 result = walk(
                     self.model,
                     stream,
@@ -281,6 +290,7 @@ class Codec:
             image_crc=crc32(output.tobytes()),
             threads=0 if self.model.config.exact else self.threads,
             quality=quality or 0,
+            version=format_version,
             sections=sections,
         )
         return EncodeResult(pack(header), output, estimated, time.perf_counter() - started, metadata)
@@ -293,10 +303,17 @@ class Codec:
         strip_metadata: bool = False,
         classical_tiles: bool = True,
         quality: int | None = None,
+        format_version: int = FORMAT_VERSION,
     ) -> bytes:
         """The .svc bytes of `encode`."""
         return self.encode(
-            image, mode, step, strip_metadata=strip_metadata, classical_tiles=classical_tiles, quality=quality
+            image,
+            mode,
+            step,
+            strip_metadata=strip_metadata,
+            classical_tiles=classical_tiles,
+            quality=quality,
+            format_version=format_version,
         ).data
 
     # -- decoding ------------------------------------------------------------------
@@ -333,7 +350,11 @@ class Codec:
                     for _ in range(counter.total // len(tiles)):
                         counter()
                     continue
-                stream = DecoderStream(by_tile.get(index, []), on_section=counter)
+                stream = DecoderStream(
+                    by_tile.get(index, []),
+                    on_section=counter,
+                    values_in_two_steps=header.version >= VALUES_IN_TWO_STEPS_FROM,
+                )
                 try:
                     size = (bottom - top, right - left)
                     result = walk(self.model, stream, header.mode, size, header.latent_step, quality=quality)

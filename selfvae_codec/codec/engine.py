@@ -28,7 +28,7 @@ import torch
 from ..bitstream import MODES
 from ..models import fixed_point
 from ..models.distributions import DiscretizedLogisticMixture
-from ..models.exact_distributions import latent_scale_index
+from ..models.exact_distributions import BIN_VALUES, ExactLogisticMixture, latent_scale_index
 from ..models.selfvae import GroupStep, Inference, Level, SelfVAE
 from .entropy import scale_indices
 
@@ -43,7 +43,7 @@ def _row_ranges(height: int, width: int, mixtures: int, count: int) -> list[tupl
 
 def code_pixels(
     stream,
-    dist: DiscretizedLogisticMixture,
+    dist: DiscretizedLogisticMixture | ExactLogisticMixture,
     truth: torch.Tensor | None,
     mask: torch.Tensor,
     lo: torch.Tensor | None = None,
@@ -54,7 +54,8 @@ def code_pixels(
     channel by channel. With `lo`/`hi`, each value is coded as its offset from lo
     among `count` values. Positions outside the mask come back as 0."""
     height, width = mask.shape
-    ranges = _row_ranges(height, width, dist.mixtures, count)
+    in_two_steps = lo is None and stream.values_in_two_steps and isinstance(dist, ExactLogisticMixture)
+    ranges = _row_ranges(height, width, dist.mixtures, BIN_VALUES if in_two_steps else count)
     values = torch.zeros(1, dist.channels, height, width, dtype=torch.int64, device=mask.device)
     if truth is not None:
         values = torch.where(mask, truth.to(torch.int64), values)
@@ -66,7 +67,7 @@ def code_pixels(
             r0, r1 = ranges[i]
             part = dist.crop_rows(r0, r1)
             context = values[..., r0:r1, :]
-            exact = not isinstance(part, DiscretizedLogisticMixture)
+            exact = isinstance(part, ExactLogisticMixture)
             if lo is None:
                 probs = part.channel_table(c, context) if exact else part.channel_probabilities(c, context)
             elif exact:
@@ -79,7 +80,10 @@ def code_pixels(
         if truth is not None:
             symbols = values[0, c] - (lo[0, c] if interval else 0)
             true_symbols = [symbols[r0:r1][mask[r0:r1]].cpu().numpy() for r0, r1 in ranges]
-        coded = stream.categorical(table, len(ranges), true_symbols)
+        if in_two_steps:
+            coded = _code_in_two_steps(stream, dist, c, values, mask, ranges, true_symbols)
+        else:
+            coded = stream.categorical(table, len(ranges), true_symbols)
         if truth is None:
             for (r0, r1), chunk in zip(ranges, coded, strict=True):
                 decoded = torch.from_numpy(chunk.astype(np.int64)).to(mask.device)
@@ -87,6 +91,47 @@ def code_pixels(
                     decoded = decoded + lo[0, c, r0:r1][mask[r0:r1]]
                 values[0, c, r0:r1][mask[r0:r1]] = decoded
     return values
+
+
+def _code_in_two_steps(
+    stream,
+    dist: ExactLogisticMixture,
+    c: int,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    ranges: list[tuple[int, int]],
+    true_symbols: list[np.ndarray] | None,
+) -> list[np.ndarray]:
+    """Code channel c's values (0..255) as their bins of BIN_VALUES values, then as the
+    values within those bins: in the stream, every bin of the channel comes before
+    every value within a bin, whatever the chunks. Two tables of 16 counts per value
+    instead of one of 256."""
+    parameters: dict[int, tuple[torch.Tensor, ...]] = {}
+
+    def parameters_of(i: int) -> tuple[torch.Tensor, ...]:
+        # Each chunk's parameters serve its two tables: computed for the first, freed
+        # after the second (the encoder builds them last to first, the decoder first to last).
+        if i in parameters:
+            return parameters.pop(i)
+        r0, r1 = ranges[i]
+        real = mask[r0:r1].reshape(-1)
+        rows = dist.crop_rows(r0, r1).channel_parameters(c, values[..., r0:r1, :])
+        parameters[i] = tuple(t[real] for t in rows)
+        return parameters[i]
+
+    def first_step_table(i: int) -> np.ndarray:
+        return ExactLogisticMixture.bin_table(*parameters_of(i)).cpu().numpy()
+
+    true_bins = None if true_symbols is None else [s // BIN_VALUES for s in true_symbols]
+    bins = stream.categorical(first_step_table, len(ranges), true_bins)
+
+    def second_step_table(i: int) -> np.ndarray:
+        chosen = torch.from_numpy(bins[i].astype(np.int64)).to(values.device)
+        return ExactLogisticMixture.value_in_bin_table(*parameters_of(i), chosen).cpu().numpy()
+
+    true_offsets = None if true_symbols is None else [s % BIN_VALUES for s in true_symbols]
+    offsets = stream.categorical(second_step_table, len(ranges), true_offsets)
+    return [b.astype(np.int64) * BIN_VALUES + o for b, o in zip(bins, offsets, strict=True)]
 
 
 def _all_real(size: tuple[int, int], device) -> torch.Tensor:

@@ -106,10 +106,13 @@ class _OpenSection:
 
 
 class EncoderStream:
-    """Records what the walk codes; `finish()` returns the ANS-coded sections."""
+    """Records what the walk codes; `finish()` returns the ANS-coded sections.
+    `values_in_two_steps`: an exact model's pixel values are coded as a bin and a value
+    within it (format version 3; engine.code_pixels)."""
 
-    def __init__(self, tile: int = 0, on_section: Callable[[], None] | None = None):
+    def __init__(self, tile: int = 0, on_section: Callable[[], None] | None = None, values_in_two_steps: bool = True):
         self.tile = tile
+        self.values_in_two_steps = values_in_two_steps
         self.sections: list[Section] = []
         self._open: _OpenSection | None = None
         self._on_section = on_section
@@ -183,9 +186,13 @@ class EncoderStream:
 
 
 class DecoderStream:
-    """Decodes the sections of one tile in order, as the walk asks for them."""
+    """Decodes the sections of one tile in order, as the walk asks for them
+    (`values_in_two_steps` as in EncoderStream)."""
 
-    def __init__(self, sections: list[Section], on_section: Callable[[], None] | None = None):
+    def __init__(
+        self, sections: list[Section], on_section: Callable[[], None] | None = None, values_in_two_steps: bool = True
+    ):
+        self.values_in_two_steps = values_in_two_steps
         self._pending = list(sections)
         self._coder = None
         self._on_section = on_section

@@ -23,6 +23,10 @@ BIN_EDGES = torch.div(
 )
 BIN_EDGES[0], BIN_EDGES[256] = -(1 << 36), 1 << 36
 WINDOW_WIDTHS = (16, 32, 64, 128, 256)  # tables are computed over this many values
+# Coding a value in two steps (format version 3): its bin of BIN_VALUES values, then
+# the value within the bin; two tables of 16 counts each instead of one of 256.
+BIN_VALUES = 16
+BINS = 256 // BIN_VALUES
 SATURATION_Q32 = fp.SIGMOID_RANGE << 32  # |t| beyond which the table's sigmoid is exactly 0 or 1
 
 
@@ -135,16 +139,40 @@ class ExactLogisticMixture:
             table[rows.unsqueeze(-1), values[:, :-1]] = mixed[:, 1:] - mixed[:, :-1]
         return table
 
-    def channel_table(self, c: int, x: torch.Tensor, first: torch.Tensor | None = None, count: int = 256):
-        """Channel c's counts for the `count` values first..first+count-1 (0..255 without
-        `first`), given x's channels < c: int64 [B, H, W, count]."""
+    def channel_parameters(self, c: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Channel c's component means, inverse scales and weights given x's channels
+        < c, one row per position: int64 [B * H * W, M] each."""
         x = x.to(torch.int64)
 
         def rows(t: torch.Tensor) -> torch.Tensor:  # [B, M, H, W] -> [B * H * W, M]
             return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
 
-        weights, mean = rows(self._weights_for(c, x)), rows(self._channel_mean(c, x))
-        inv_scales = rows(self.inv_scales[:, c])
+        return rows(self._channel_mean(c, x)), rows(self.inv_scales[:, c]), rows(self._weights_for(c, x))
+
+    @classmethod
+    def bin_table(cls, mean: torch.Tensor, inv_scales: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Counts of the BINS bins of BIN_VALUES values each (rows of channel_parameters
+        in, int64 [N, BINS] out): the first step of coding a value in two."""
+        edges = BIN_EDGES.to(mean.device)[::BIN_VALUES].expand(mean.shape[0], -1)
+        mixed = cls._mixed_cdf(mean, inv_scales, weights, edges)
+        return mixed[:, 1:] - mixed[:, :-1]
+
+    @classmethod
+    def value_in_bin_table(
+        cls, mean: torch.Tensor, inv_scales: torch.Tensor, weights: torch.Tensor, bins: torch.Tensor
+    ) -> torch.Tensor:
+        """Counts of the BIN_VALUES values of each row's bin ([N] bins in, int64
+        [N, BIN_VALUES] out): the second step. A bin without mass (coded by the
+        coder's floor probability) gets a uniform table."""
+        values = (bins * BIN_VALUES).unsqueeze(-1) + torch.arange(BIN_VALUES + 1, device=mean.device)
+        mixed = cls._mixed_cdf(mean, inv_scales, weights, fp.lookup(BIN_EDGES.to(mean.device), values))
+        table = mixed[:, 1:] - mixed[:, :-1]
+        return torch.where(table.sum(-1, keepdim=True) > 0, table, torch.ones_like(table))
+
+    def channel_table(self, c: int, x: torch.Tensor, first: torch.Tensor | None = None, count: int = 256):
+        """Channel c's counts for the `count` values first..first+count-1 (0..255 without
+        `first`), given x's channels < c: int64 [B, H, W, count]."""
+        mean, inv_scales, weights = self.channel_parameters(c, x)
         batch, _, height, width = x.shape
         if first is None:
             return self._whole_table(mean, inv_scales, weights).reshape(batch, height, width, 256)
