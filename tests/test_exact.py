@@ -72,11 +72,11 @@ def _integer_conv_reference(x: torch.Tensor, layer: fp.ExactConv) -> torch.Tenso
     return out.clamp(-fp.ACT_LIMIT, fp.ACT_LIMIT)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_an_exact_convolution_equals_integer_arithmetic_at_any_thread_count(stride):
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (4, 2, 1), (3, 3, 0)])
+def test_an_exact_convolution_equals_integer_arithmetic_at_any_thread_count(kernel, stride, padding):
     generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(24, 40, 3, 3, generator=generator) * 0.3
-    layer = fp.ExactConv.from_float(weight, torch.randn(24, generator=generator), stride, 1, False)
+    weight = torch.randn(24, 40, kernel, kernel, generator=generator) * 0.3
+    layer = fp.ExactConv.from_float(weight, torch.randn(24, generator=generator), stride, padding, False)
     assert layer.weight.abs().max() <= 1 << fp.WEIGHT_BITS
     # Activations at the saturation limit: the largest sums an exact model can meet.
     x = torch.randint(-fp.ACT_LIMIT, fp.ACT_LIMIT + 1, (2, 40, 19, 23), generator=generator)
