@@ -13,6 +13,7 @@ CodecError with a one-line message.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -147,6 +148,24 @@ def _torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to release by hand
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def _release_free_memory() -> None:
+    """Give the memory freed by a tile back to the system (glibc's malloc_trim). glibc
+    keeps freed tensors' pages for reuse, and across many tiles the process grew by a
+    third over one tile's peak (1.18 GB for 48 tiles against 0.9 GB for one)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 class _SectionCounter:
     """Turns per-section callbacks into progress(done, total) calls."""
 
@@ -276,6 +295,8 @@ class Codec:
                 for label, bits in tile_bits.items():
                     estimated[label] = estimated.get(label, 0.0) + bits
                 reconstruction[top:bottom, left:right] = result[0].permute(1, 2, 0).cpu().numpy()
+                del result, stream
+                _release_free_memory()
         if mode == "full" and not np.array_equal(reconstruction, array):
             raise CodecError("internal error: the lossless walk did not reproduce the image")
         output = _output_image(reconstruction, loaded.channels)
@@ -366,6 +387,8 @@ class Codec:
                         raise
                     raise CodecError(f"cannot decode tile {index}: corrupt data ({type(error).__name__})") from error
                 reconstruction[top:bottom, left:right] = result[0].permute(1, 2, 0).cpu().numpy()
+                del result, stream
+                _release_free_memory()
         output = _output_image(reconstruction, header.channels)
         if verify and crc32(output.tobytes()) != header.image_crc:
             raise CodecError(
