@@ -250,7 +250,7 @@ class Codec:
         A lossy model codes rs2 and rs1 at a `quality` from 1 (smallest files) to its
         number of settings (default DEFAULT_QUALITY); `step` then scales its steps.
         `format_version` 2 writes a file that selfvae-codec before version 3 of the
-        format reads too (an exact model's pixels then cost 5-6x the time to code)."""
+        format reads too (an exact model's probability tables then take 5-6x the time)."""
         if mode not in MODES:
             raise CodecError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         quality = self.check_quality(mode, quality)

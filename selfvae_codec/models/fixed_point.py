@@ -229,7 +229,7 @@ class ExactConv(nn.Module):
 
     def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution as one matrix product per kernel tap, accumulated: no
-        unfolded copy of the input (2-3x faster than conv2d in float64 on CPU, and the
+        unfolded copy of the input (1.5-3x faster than conv2d in float64 on CPU, and the
         integer sums make the result the same)."""
         pad = self.padding
         if not pad:
