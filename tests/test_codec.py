@@ -229,3 +229,21 @@ def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_model_with_its_last_z_on_the_coarse_grid_codes_every_mode(exact):
+    from selfvae_codec.models.exact import to_exact
+
+    torch.manual_seed(0)
+    model = SelfVAE(tiny_config(z_strides=(4, 4, 2)))
+    model.initialize(torch.randint(0, 256, (2, 3, 32, 32)))
+    codec = Codec(to_exact(model.eval()) if exact else model.eval(), threads=1, tile_size=32)
+    image = load(DATA / "chelsea_75x50.png")
+    assert np.array_equal(codec.decompress(codec.compress(image, mode="full")), image)
+    sizes = {}
+    for mode in ("conditional", "rs2", "rs1"):
+        result = codec.encode(image, mode=mode)
+        assert np.array_equal(codec.decompress(result.data), result.reconstruction)
+        sizes[mode] = len(result.data)
+    assert sizes["rs1"] < sizes["rs2"] < sizes["conditional"]

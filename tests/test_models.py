@@ -308,3 +308,21 @@ def test_block_counts_leave_older_configs_and_fingerprints_unchanged(field):
             tiny_config(**{field: wrong})
     with pytest.raises(ValueError, match=f"{field} counts must be >= 0"):
         tiny_config(**{field: (0, -1, 0)})
+
+
+def test_z_strides_move_a_level_latent_and_leave_older_configs_unchanged():
+    plain = tiny_config()
+    assert "z_strides" not in plain.to_dict()
+    assert tiny_config(z_strides=(4, 4, 4)) == plain
+    fine = tiny_config(z_strides=(4, 4, 2))
+    assert ModelConfig.from_json(fine.to_json()) == fine
+    model = SelfVAE(fine)
+    assert model.z_strides == [16, 8, 2]  # relative to x; the default's last is 4
+    x = torch.randint(0, 256, (1, 3, 21, 30))
+    assert model.infer(x).zs[-1].shape[-2:] == (11, 15)  # on y_3's grid
+    with pytest.raises(ValueError, match="needs one stride per level"):
+        tiny_config(z_strides=(4, 2))
+    with pytest.raises(ValueError, match=r"z_strides\[2\] must be a power of two of at least 2"):
+        tiny_config(z_strides=(4, 4, 1))
+    with pytest.raises(ValueError, match="must not be coarser than the latent above it"):
+        tiny_config(z_strides=(4, 2, 8))

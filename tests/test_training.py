@@ -304,6 +304,33 @@ def test_growing_a_run_keeps_its_output_and_training_continues(tmp_path, option,
     assert [r["kind"] for r in records(grown)].count("grow") == 1
 
 
+def test_moving_a_levels_z_keeps_every_other_tensor_and_training_continues(tmp_path):
+    runner = CliRunner()
+    source, moved = tmp_path / "source", tmp_path / "moved"
+    assert runner.invoke(cli, train_args(source, 2), catch_exceptions=False).exit_code == 0
+    result = runner.invoke(cli, ["grow", str(source), "-o", str(moved), "--z-strides", "4,4,2"])
+    assert result.exit_code == 0, result.output
+    before, after = load_model(source / "latest.safetensors"), load_model(moved / "latest.safetensors")
+    assert after.config.z_strides == (4, 4, 2)
+    old, new = before.state_dict(), after.state_dict()
+    latent_networks = ("posterior_net", "prior_from_coarse", "prior_from_prev", "context_from_z")
+    changing = tuple(f"levels.2.{network}." for network in latent_networks)
+    for name, tensor in new.items():
+        if name in old:
+            assert torch.equal(tensor, old[name]), name
+        else:
+            assert name.startswith(changing), name  # only the moved latent's networks gain layers
+    dropped = set(old) - set(new)
+    assert dropped and all(name.startswith(changing) for name in dropped)
+    source_state = torch.load(source / "checkpoint.pt", weights_only=True)
+    moved_state = torch.load(moved / "checkpoint.pt", weights_only=True)
+    kept = sum(1 for name, _ in after.named_parameters() if name in dict(before.named_parameters()))
+    assert len(moved_state["optimizer"]["state"]) == kept < len(source_state["optimizer"]["state"])
+    result = runner.invoke(cli, train_args(moved, 3), catch_exceptions=False)
+    assert "resuming at step 2" in result.output
+    assert torch.load(moved / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
 def test_growing_refuses_a_taken_folder_and_a_wrong_shape(tmp_path):
     runner = CliRunner()
     source = tmp_path / "source"
@@ -313,7 +340,7 @@ def test_growing_refuses_a_taken_folder_and_a_wrong_shape(tmp_path):
     wrong = runner.invoke(cli, ["grow", str(source), "-o", str(tmp_path / "g"), "--head-blocks", "1,1"])
     assert wrong.exit_code != 0 and "head_blocks needs one count per level" in wrong.output
     neither = runner.invoke(cli, ["grow", str(source), "-o", str(tmp_path / "g")])
-    assert neither.exit_code != 0 and "--head-blocks, --trunk-blocks or both" in neither.output
+    assert neither.exit_code != 0 and "--head-blocks, --trunk-blocks, --z-strides or several" in neither.output
     garbled = runner.invoke(cli, ["grow", str(source), "-o", str(tmp_path / "g"), "--trunk-blocks", "0,x,1"])
     assert garbled.exit_code != 0 and "--trunk-blocks must be comma-separated integers" in garbled.output
     assert not (tmp_path / "g" / "checkpoint.pt").exists()

@@ -201,25 +201,26 @@ def publish(weights, name, description, validation_bpd, exact, rd_summary) -> No
 @click.option("-o", "--out", "target", required=True, type=click.Path(), help="New run folder.")
 @click.option("--head-blocks", help="Residual blocks per likelihood head, per level: e.g. 0,0,1.")
 @click.option("--trunk-blocks", help="Wide residual blocks after each likelihood trunk, per level: e.g. 0,1,2.")
-def grow(source, target, head_blocks, trunk_blocks) -> None:
-    """(developers) Grow the run SOURCE into a larger model with the same output;
-    `train -o OUT` continues it."""
+@click.option("--z-strides", help="How many times smaller each z_k is than y_{k+1}, per level: e.g. 4,4,2.")
+def grow(source, target, head_blocks, trunk_blocks, z_strides) -> None:
+    """(developers) Grow the run SOURCE into a larger model (with the same output
+    when only blocks are added); `train -o OUT` continues it."""
     from ..models.selfvae import parameter_count
     from ..training.grow import grow_run
 
-    blocks = {}
-    for name, text in (("head_blocks", head_blocks), ("trunk_blocks", trunk_blocks)):
+    changes = {}
+    for name, text in (("head_blocks", head_blocks), ("trunk_blocks", trunk_blocks), ("z_strides", z_strides)):
         if text is None:
             continue
         try:
-            blocks[name] = tuple(int(count) for count in text.split(","))
+            changes[name] = tuple(int(value) for value in text.split(","))
         except ValueError as error:
             option = "--" + name.replace("_", "-")
             raise CliError(f"{option} must be comma-separated integers, got {text!r}") from error
-    if not blocks:
-        raise CliError("give --head-blocks, --trunk-blocks or both")
+    if not changes:
+        raise CliError("give --head-blocks, --trunk-blocks, --z-strides or several")
     try:
-        model = grow_run(source, target, **blocks)
+        model = grow_run(source, target, **changes)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         raise CliError(str(error)) from error
     click.echo(f"grown run in {target}: {parameter_count(model):,} parameters")

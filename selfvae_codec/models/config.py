@@ -11,6 +11,7 @@ from .families import FAMILIES
 PRIORS = ("realnvp", "standard", "mog")
 # Per-level counts of residual blocks a trained model can grow by (see training/grow.py).
 BLOCK_FIELDS = ("head_blocks", "trunk_blocks")
+DEFAULT_Z_STRIDE = 4  # z_k lives at 1/4 of y_{k+1}'s size unless `z_strides` says otherwise
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class ModelConfig:
       They start at zero, so a trained model can grow them without changing its output.
     trunk_blocks: wide residual blocks after each level's likelihood trunk, per level,
       shared by its heads; they start at zero too.
+    z_strides: per level, how many times smaller z_k is than y_{k+1} (a power of two,
+      at least y_k's own stride below y_{k+1}); empty: DEFAULT_Z_STRIDE everywhere.
+      A finer z at the last level carries more of x's detail (lossy models).
     exact: integer weights and fixed-point arithmetic (models/exact.py): every number
       that decides a probability is the same on every machine.
     qualities: 0 for a lossless model; N > 0 for a lossy model trained for rate and
@@ -53,6 +57,7 @@ class ModelConfig:
     sketch_blur_passes: int = 4
     head_blocks: tuple[int, ...] = ()
     trunk_blocks: tuple[int, ...] = ()
+    z_strides: tuple[int, ...] = ()
     exact: bool = False
     qualities: int = 0
 
@@ -77,6 +82,7 @@ class ModelConfig:
                 f"{self.family} with {self.num_levels} level(s) needs that many level_widths, "
                 f"got {len(self.level_widths)}"
             )
+        self._check_z_strides()
         if self.qualities < 0:
             raise ValueError(f"qualities must be >= 0, got {self.qualities}")
         FAMILIES[self.family].check(self)
@@ -85,6 +91,26 @@ class ModelConfig:
     def num_levels(self) -> int:
         """Number of z levels (and of likelihoods below the top one)."""
         return FAMILIES[self.family].num_levels(self.levels)
+
+    def _check_z_strides(self) -> None:
+        strides = tuple(self.z_strides)
+        if strides and len(strides) != self.num_levels:
+            raise ValueError(f"z_strides needs one stride per level ({self.num_levels}), got {len(strides)}")
+        # The default everywhere is spelt (), so equal models have equal configs.
+        object.__setattr__(self, "z_strides", () if all(s == DEFAULT_Z_STRIDE for s in strides) else strides)
+        y_strides = FAMILIES[self.family].y_strides(self)
+        previous = y_strides[0] * self.u_stride  # u's stride relative to x
+        for k, stride in enumerate(self.level_z_strides):
+            coarse_ratio = y_strides[k] // y_strides[k + 1]
+            if stride < 1 or stride & (stride - 1) or stride < coarse_ratio:
+                raise ValueError(f"z_strides[{k}] must be a power of two of at least {coarse_ratio}, got {stride}")
+            if stride * y_strides[k + 1] > previous:
+                raise ValueError(f"z_{k + 1} must not be coarser than the latent above it (z_strides {strides})")
+            previous = stride * y_strides[k + 1]
+
+    @property
+    def level_z_strides(self) -> tuple[int, ...]:
+        return self.z_strides or (DEFAULT_Z_STRIDE,) * self.num_levels
 
     @property
     def lossy(self) -> bool:
@@ -108,6 +134,10 @@ class ModelConfig:
                 data[name] = list(getattr(self, name))
             else:
                 del data[name]
+        if self.z_strides:
+            data["z_strides"] = list(self.z_strides)
+        else:
+            del data["z_strides"]
         for name in ("exact", "qualities"):  # written only when set
             if not data[name]:
                 del data[name]

@@ -164,10 +164,8 @@ class Level(nn.Module):
 
     `coarse_stride`: how many times smaller y_k is than y_{k+1} (2 downscale, 1 sketch).
     `prev_ratio`: how many times coarser z_{k-1} (or u) is than z_k.
-    z_k lives at 1/4 of y_{k+1}'s size.
+    `z_stride`: how many times smaller z_k is than y_{k+1}.
     """
-
-    Z_STRIDE = 4
 
     def __init__(
         self,
@@ -178,6 +176,7 @@ class Level(nn.Module):
         coarse_stride: int,
         prev_channels: int,
         prev_ratio: int,
+        z_stride: int,
         head_blocks: int = 0,
         trunk_blocks: int = 0,
     ):
@@ -191,15 +190,15 @@ class Level(nn.Module):
         self.lossy = cfg.lossy
         growth, layers = cfg.growth, cfg.dense_layers
         posterior_inputs = fine_channels + (coarse_channels if cfg.lossy else 0)
-        self.posterior_net = Downsample(posterior_inputs, width, self.Z_STRIDE, growth, layers)
+        self.posterior_net = Downsample(posterior_inputs, width, z_stride, growth, layers)
         self.posterior_head = GaussianHead(width, cfg.z_channels)
-        self.prior_from_coarse = Downsample(coarse_channels, width, self.Z_STRIDE // coarse_stride, growth, layers)
+        self.prior_from_coarse = Downsample(coarse_channels, width, z_stride // coarse_stride, growth, layers)
         self.prior_from_prev = Upsample(prev_channels, width, prev_ratio)
         self.prior_block = DenseBlock(width, growth, layers)
         self.prior_head = GaussianHead(width, cfg.z_channels)
         # Likelihood trunk at y_k's resolution (the block grid when grouped).
         self.context_from_coarse = WNConv2d(coarse_channels, width, 3)
-        self.context_from_z = Upsample(cfg.z_channels, width, self.Z_STRIDE // coarse_stride)
+        self.context_from_z = Upsample(cfg.z_channels, width, z_stride // coarse_stride)
         self.context_block = DenseBlock(width, growth, layers)
         # Wide residual blocks after the trunk (twice its width inside): they deepen
         # and widen what every group head sees, and start as the identity.
@@ -375,7 +374,7 @@ class SelfVAE(nn.Module):
         self.y_strides = self.family.y_strides(config)
         self.y_channels = y_channels = self.family.y_channels(config)
         self.u_stride = self.y_strides[0] * config.u_stride
-        self.z_strides = [Level.Z_STRIDE * s for s in self.y_strides[1:]]
+        self.z_strides = [z * y for z, y in zip(config.level_z_strides, self.y_strides[1:], strict=True)]
         self.top = TopLatent(config, y_channels[0])
         prior = {
             "realnvp": lambda: RealNVPPrior(config.u_channels, config.flow_layers, config.flow_hidden),
@@ -396,6 +395,7 @@ class SelfVAE(nn.Module):
                     coarse_stride=self.y_strides[k] // self.y_strides[k + 1],
                     prev_channels=prev_channels,
                     prev_ratio=prev_stride // self.z_strides[k],
+                    z_stride=config.level_z_strides[k],
                     head_blocks=config.level_head_blocks[k],
                     trunk_blocks=config.level_trunk_blocks[k],
                 )
