@@ -25,7 +25,7 @@ from common import (
     write_json,
 )
 
-from selfvae_codec.bitstream import LOSSY_MODEL_MODES
+from selfvae_codec.models.pretrained import SHIPPED_LOSSY_MODES
 
 MODES = ("rs1", "rs2", "conditional")
 MIN_PSNR_SPREAD = 0.5  # dB
@@ -98,7 +98,7 @@ def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
 def selfvae_settings(mode: str, codec, steps: list[float], lossy_codec) -> tuple:
     """(the codec, [(label, encode options)]) of a mode's points: the lossy model at its
     quality settings for the modes it codes, the lossless model at latent steps otherwise."""
-    if lossy_codec is not None and mode in LOSSY_MODEL_MODES:
+    if lossy_codec is not None and mode in SHIPPED_LOSSY_MODES:
         return lossy_codec, [(f"q{q}", dict(quality=q)) for q in range(1, lossy_codec.model.config.qualities + 1)]
     return codec, [(f"step{step:g}", dict(step=step)) for step in steps]
 

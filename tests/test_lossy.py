@@ -83,6 +83,11 @@ def test_lossy_files_decode_to_the_prediction_and_truncate_to_rs1(lossy, image, 
         rs1 = codec.encode(image, "rs1", quality=quality)
         assert codec.truncate(result.data, "rs1") == rs1.data
         assert np.array_equal(codec.decompress(rs1.data), rs1.reconstruction)
+        # conditional: the exact y's, the model's own z's, x generated from them.
+        conditional = codec.encode(image, "conditional", quality=quality)
+        assert np.array_equal(codec.decompress(conditional.data), conditional.reconstruction)
+        assert codec.truncate(conditional.data, "rs1") == rs1.data
+        assert len(conditional.data) > len(result.data)
         sizes.append(len(result.data))
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # finer steps at higher qualities
 
@@ -91,11 +96,11 @@ def test_quality_settings_are_checked(lossy, lossless, image):
     lossy_codec, lossless_codec = Codec(lossy, tile_size=32), Codec(lossless, tile_size=32)
     with pytest.raises(CodecError, match="from 1 to 3"):
         lossy_codec.encode(image, "rs2", quality=4)
-    with pytest.raises(CodecError, match="codes rs2 and rs1, not full"):
+    with pytest.raises(CodecError, match="codes conditional, rs2 and rs1, not full"):
         lossy_codec.encode(image, "full")
     with pytest.raises(CodecError, match="needs a lossy model"):
         lossless_codec.encode(image, "rs2", quality=2)
-    with pytest.raises(CodecError, match="applies to rs2 and rs1, not to full"):
+    with pytest.raises(CodecError, match="applies to conditional, rs2 and rs1, not to full"):
         lossless_codec.encode(image, "full", quality=2)
     header = unpack(lossy_codec.compress(image, "rs2", quality=1))
     header.quality = 0  # a crafted file: the model's, without a quality

@@ -68,8 +68,9 @@ MODES: dict[str, Mode] = {
     "rs2": Mode(sends_z=True, sends_y=False, sends_x=False, summary="every level generated from u and the z's"),
     "rs1": Mode(sends_z=False, sends_y=False, sends_x=False, summary="everything generated from u alone"),
 }
-# The modes a lossy model codes (it is trained for rs2, whose prefix rs1 is).
-LOSSY_MODEL_MODES = ("rs2", "rs1")
+# The modes a lossy model codes, at a quality setting: rs2, which it is trained for,
+# its prefix rs1, and conditional (the exact y's, with its own z's and x generated).
+LOSSY_MODEL_MODES = ("conditional", "rs2", "rs1")
 SECTION_KINDS = {1: "u", 2: "z", 3: "y", 4: "x", 5: "meta", 6: "pixels"}
 KIND_CODES = {name: code for code, name in SECTION_KINDS.items()}
 CODED_KINDS = ("u", "z", "y", "x")  # ANS streams of the model's symbols

@@ -63,7 +63,8 @@ DEFAULT_QUALITY = 4  # a lossy model's default quality setting (1 = smallest fil
 # The latent quantisation step by mode. A fine step keeps what the z's carry (the
 # local noise level that sharpens the pixel distributions): on clean photos 2^-2.5
 # gives files 9% smaller than step 1, and 0.5% on JPEG-sourced ones (step_sweep
-# results). The lossy modes, whose rate is mostly the latents', keep step 1.
+# results). The lossy modes, whose rate is mostly the latents', keep step 1, and so
+# does a lossy model in every mode: its step multiplies the quality's learnt steps.
 DEFAULT_STEP = {"full": 2**-2.5, "conditional": 2**-2.5, "rs2": 1.0, "rs1": 1.0}
 SECTION_ENTRY_BYTES = 12  # a section's line in the table
 # (from mode, to mode) -> the section kinds the lower mode keeps. u is coded the
@@ -206,12 +207,12 @@ class Codec:
 
     @property
     def lossy(self) -> bool:
-        """Whether the model is a lossy one (rs2 and rs1 at quality settings)."""
+        """Whether the model is a lossy one (coding at quality settings)."""
         return self.model.config.lossy
 
     def check_quality(self, mode: str, quality: int | None) -> int | None:
         """The quality to code at (None for a lossless model), or a one-line error."""
-        lossy_modes = " and ".join(LOSSY_MODEL_MODES)
+        lossy_modes = ", ".join(LOSSY_MODEL_MODES[:-1]) + " and " + LOSSY_MODEL_MODES[-1]
         if not self.lossy:
             if quality is None:
                 return None
@@ -247,14 +248,17 @@ class Codec:
         smaller than the model's coding (unless `classical_tiles` is False): screenshots,
         graphics and few-colour images never cost more than a classical coder.
 
-        A lossy model codes rs2 and rs1 at a `quality` from 1 (smallest files) to its
-        number of settings (default DEFAULT_QUALITY); `step` then scales its steps.
+        A lossy model codes rs2, rs1 and conditional at a `quality` from 1 (smallest
+        files) to its number of settings (default DEFAULT_QUALITY); `step` then scales
+        its steps.
         `format_version` 2 writes a file that selfvae-codec before version 3 of the
         format reads too (an exact model's probability tables then take 5-6x the time)."""
         if mode not in MODES:
             raise CodecError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         quality = self.check_quality(mode, quality)
-        step = DEFAULT_STEP[mode] if step is None else float(step)
+        if step is None:
+            step = 1.0 if self.lossy else DEFAULT_STEP[mode]
+        step = float(step)
         if not 1e-3 <= step <= 1e3:
             raise CodecError("the latent quantisation step must be between 0.001 and 1000")
         if format_version not in READABLE_VERSIONS:

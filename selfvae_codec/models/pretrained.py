@@ -51,14 +51,15 @@ def load_named_model(name: str | Path | None = None, device: str = "cpu"):
 
 
 LOSSY_MODEL = "lossy"  # the shipped model for rs2 and rs1, when there is one
+# The modes whose shipped model is the lossy one: those it is trained for. Its y
+# likelihoods were not trained on, so conditional stays with `default`.
+SHIPPED_LOSSY_MODES = ("rs2", "rs1")
 
 
 def default_model_for(mode: str) -> str:
     """The shipped model a mode uses unless told otherwise: the lossy model for the
     modes it is trained for, `default` (lossless) for the rest."""
-    from ..bitstream.container import LOSSY_MODEL_MODES
-
-    return LOSSY_MODEL if mode in LOSSY_MODEL_MODES and LOSSY_MODEL in registry() else "default"
+    return LOSSY_MODEL if mode in SHIPPED_LOSSY_MODES and LOSSY_MODEL in registry() else "default"
 
 
 def find_by_fingerprint(fingerprint: str) -> str | None:
