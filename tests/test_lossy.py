@@ -72,6 +72,26 @@ def test_the_objective_measures_what_the_decoder_rebuilds(lossy):
         assert coded == pytest.approx(bits, rel=0.03)
 
 
+def test_the_conditional_objective_counts_what_conditional_files_code(lossy):
+    """With `conditional`, rate_distortion_terms counts the bits of a conditional file:
+    the y's given the true coarser levels, and the z's inferred and coded given them
+    (as the exact coder's tables code them, within their scale grid's rounding)."""
+    x = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (1, 3, 40, 56), dtype=np.uint8))
+    image = x[0].permute(1, 2, 0).numpy()
+    exact_codec = Codec(to_exact(lossy), tile_size=64, threads=1)
+    for quality in range(QUALITIES):
+        with torch.no_grad():
+            at_quality = torch.tensor([quality])
+            terms = lossy.rate_distortion_terms(x.to(torch.int64), at_quality, noisy=False, conditional=True)
+        assert "squared_error" not in terms
+        assert sorted(k for k in terms if k.startswith("rate_y")) == ["rate_y1", "rate_y2", "rate_y3"]
+        coded = exact_codec.encode(image, "conditional", quality=quality + 1).estimated_bits
+        y_bits = sum(float(v) for k, v in terms.items() if k.startswith("rate_y"))
+        assert sum(v for k, v in coded.items() if k.startswith("y")) == pytest.approx(y_bits, rel=0.01)
+        bits = sum(float(v) for k, v in terms.items() if k.startswith("rate_"))
+        assert sum(coded.values()) == pytest.approx(bits, rel=0.03)
+
+
 @pytest.mark.parametrize("exact", [False, True])
 def test_lossy_files_decode_to_the_prediction_and_truncate_to_rs1(lossy, image, exact):
     codec = Codec(to_exact(lossy) if exact else lossy, tile_size=32, threads=1)
@@ -143,12 +163,16 @@ def test_training_a_lossy_model_from_a_lossless_one(lossless, tmp_path):
     args = ["train", str(DATA), "-o", str(out), "--val", str(DATA), "--init-from", str(weights)]
     args += ["--config", '{"qualities": 2}', "--lambdas", "0.005,0.05", "--steps", "2", "--batch-size", "2"]
     args += ["--crop", "32", "--val-crop", "48", "--val-every", "2", "--no-progress", "--threads", "1"]
+    args += ["--conditional-weight", "0.5", "--log-every", "1"]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     (val,) = [r for r in log if r["kind"] == "val"]
     assert val["bpp_q0"] < val["bpp_q1"] and 0 < val["psnr_q0"] < 60
-    assert all(np.isfinite(r["total"]) for r in log if r["kind"] == "train")
+    # A conditional file sends the y's losslessly: many more bits than rs2's latents.
+    assert val["bpp_conditional_q0"] > val["bpp_q0"] + 1
+    train = [r for r in log if r["kind"] == "train"]
+    assert len(train) == 2 and all(np.isfinite(r["total"]) and r["bpp_conditional"] > r["bpp"] for r in train)
     trained = load_model(out / "latest.safetensors")
     assert trained.config.qualities == 2
     one_lambda = ["0.05" if a == "0.005,0.05" else str(tmp_path / "bad") if a == str(out) else a for a in args]

@@ -405,3 +405,19 @@ def test_a_second_validation_set_is_logged_beside_the_first(tmp_path):
     kinds = [r["kind"] for r in records(out)]
     assert kinds.count("val") == kinds.count("val_data") == 1
     assert kinds.count("val_ema") == kinds.count("val_ema_data") == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("ema_decay", 1.0, "--ema-decay must be in"),
+        ("native_fraction", 1.5, "--native-fraction must be in"),
+        ("jpeg_max_scale", 0.0, "--jpeg-max-scale must be in"),
+        ("coarse_weight", -0.1, "--coarse-weight must be >= 0"),
+        ("conditional_weight", -1.0, "--conditional-weight must be >= 0"),
+        ("clean_weight", 0.0, "--clean-weight must be positive"),
+    ],
+)
+def test_training_settings_refuse_values_out_of_range(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainSettings(train_dirs=[], out_dir="", **{field: value})

@@ -513,7 +513,9 @@ class SelfVAE(nn.Module):
         z_steps = torch.exp(self.z_log_steps[quality])[:, :, :, None, None]  # [B, L, C, 1, 1]
         return u_step, list(z_steps.unbind(1))
 
-    def rate_distortion_terms(self, x: torch.Tensor, quality: torch.Tensor, noisy: bool) -> dict[str, torch.Tensor]:
+    def rate_distortion_terms(
+        self, x: torch.Tensor, quality: torch.Tensor, noisy: bool, conditional: bool = False
+    ) -> dict[str, torch.Tensor]:
         """What a lossy model trains on, per example: the bits of u and every z_k
         (rate_u, rate_z1 ..) and the squared error of the rs2 reconstruction summed
         over subpixels (squared_error). `quality` [B] picks each example's latent steps.
@@ -524,7 +526,11 @@ class SelfVAE(nn.Module):
         coder does (relative to the prior mean), or, with `noisy`, get uniform noise of
         the same width instead (training). The rates are those of the discretized
         logistics that code them. coarse_mse: the mean over the coarser levels of
-        each reconstructed y_k's MSE per subpixel against the true one."""
+        each reconstructed y_k's MSE per subpixel against the true one.
+
+        With `conditional`, the walk is that of a conditional file instead: every y_k
+        is the true one, coded losslessly (rate_y1 .. rate_yL, bits), and the z's are
+        inferred and coded given it; there is no distortion term."""
         self._check_input(x)
         if not self.config.lossy:
             raise ValueError("rate_distortion_terms needs a lossy model (config.qualities > 0)")
@@ -535,16 +541,28 @@ class SelfVAE(nn.Module):
         base = quantize_latents(base, torch.zeros_like(base), u_step, noisy)
         terms = {"rate_u": latent_bits(base, u_step, torch.ones_like(base))}
         u = self.prior_u.from_base(base)
-        y = self.top.likelihood(u, self.y_size(0, image_size)).expected_values()
+        top = self.top.likelihood(u, self.y_size(0, image_size))
+        if conditional:
+            terms["rate_y1"] = -top.log_prob(ys[0]).flatten(1).sum(1) / math.log(2)
+            y = ys[0]
+        else:
+            y = top.expected_values()
         prev = u
         coarse_errors = []
         for k, level in enumerate(self.levels):
-            coarse_errors.append((y - ys[k].to(y.dtype)).square().flatten(1).mean(1))
+            if not conditional:
+                coarse_errors.append((y - ys[k].to(y.dtype)).square().flatten(1).mean(1))
             prior = level.prior(y, prev, self.z_size(k, image_size))
             z = quantize_latents(level.posterior(ys[k + 1], y).mean, prior.mean, z_steps[k], noisy)
             terms[f"rate_z{k + 1}"] = latent_bits(z - prior.mean, z_steps[k], prior.std)
-            y = level.expected(y, z, self.y_size(k + 1, image_size))
+            if not conditional:
+                y = level.expected(y, z, self.y_size(k + 1, image_size))
+            elif k + 1 < len(self.levels):  # x itself is not coded
+                terms[f"rate_y{k + 2}"] = -level.log_prob(ys[k + 1], y, z) / math.log(2)
+                y = ys[k + 1]
             prev = z
+        if conditional:
+            return terms
         terms["squared_error"] = (y - ys[-1].to(y.dtype)).square().flatten(1).sum(1)
         terms["coarse_mse"] = torch.stack(coarse_errors).mean(0)
         return terms

@@ -6,9 +6,10 @@ of from scratch.
   the grown model computes exactly the source's function at the moment of growing.
 - z strides: a level's z moves to another resolution. Its latent networks (posterior,
   prior and the trunk's reading of z) keep the layers that still fit (the same stem
-  and the first resampling stages), lose the others and gain new ones; the model is
-  then a different function that starts close to the source's, and every other
-  tensor is the source's.
+  and the first resampling stages), lose the others and gain new ones. Every other
+  tensor is the source's, but the model is a different function: the decoder must
+  learn to read the new z (a lossy run's rs2 MSE doubled at the switch and was back
+  below the source's within 1000 steps, docs/training.md).
 The target run is a normal run folder: `selfvae-codec train -o TARGET` resumes it
 (same step, optimiser state per parameter, moving average, RNG states), with the
 learning rate warming up again from the step of growing.

@@ -32,20 +32,37 @@ def psnr(mse: float) -> float:
     return 10 * math.log10(255.0**2 / max(mse, 1e-10))
 
 
+def _bits(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per example: the sum of the rate terms (bits)."""
+    return sum(value for name, value in terms.items() if name.startswith("rate_"))
+
+
 def rate_distortion_loss(
-    model: SelfVAE, x: torch.Tensor, lambdas: torch.Tensor, coarse_weight: float = 0.0
+    model: SelfVAE,
+    x: torch.Tensor,
+    lambdas: torch.Tensor,
+    coarse_weight: float = 0.0,
+    conditional_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss of a batch (each example at a random quality) and what to log:
     bits per pixel of each latent, the MSE and the loss. The distortion is the image's
     MSE plus `coarse_weight` times the coarser levels' mean MSE (which keeps each
-    level a faithful downscale, what the next level's network learnt to refine)."""
+    level a faithful downscale, what the next level's network learnt to refine).
+    `conditional_weight` adds that weight times the bits per pixel of the example's
+    conditional file (bpp_conditional), which trains the y likelihoods that mode
+    codes with."""
     quality = torch.randint(len(lambdas), (x.shape[0],)).to(x.device)
     terms = model.rate_distortion_terms(x, quality, noisy=True)
     pixels = x.shape[2] * x.shape[3]
-    rate = sum(v for k, v in terms.items() if k.startswith("rate_")) / pixels
+    rate = _bits(terms) / pixels
     mse = terms["squared_error"] / (pixels * x.shape[1])
     distortion = mse + coarse_weight * terms["coarse_mse"]
     loss = (rate + lambdas.to(x.device)[quality] * distortion).mean()
+    extra = {}
+    if conditional_weight > 0:
+        conditional_rate = _bits(model.rate_distortion_terms(x, quality, noisy=True, conditional=True)) / pixels
+        loss = loss + conditional_weight * conditional_rate.mean()
+        extra["bpp_conditional"] = float(conditional_rate.detach().mean())
     record = {
         name.replace("rate_", "bpp_"): float(value.detach().mean()) / pixels
         for name, value in terms.items()
@@ -56,6 +73,7 @@ def rate_distortion_loss(
         mse=float(mse.detach().mean()),
         coarse_mse=float(terms["coarse_mse"].detach().mean()),
         total=float(loss.detach()),
+        **extra,
     )
     return loss, record
 
@@ -63,20 +81,24 @@ def rate_distortion_loss(
 @torch.no_grad()
 def validate_rate_distortion(model: SelfVAE, crops: torch.Tensor, lambdas: list[float], device) -> dict[str, float]:
     """Rounded latents (what the coder sends) at every quality: bpp_qN, psnr_qN (of the
-    mean MSE) and 'total', the loss averaged over the qualities."""
+    mean MSE) of rs2, bpp_conditional_qN of conditional files, and 'total', the rs2
+    loss averaged over the qualities."""
     out: dict[str, float] = {}
     losses = []
     for q, lam in enumerate(lambdas):
-        bits = squared = 0.0
+        bits = squared = conditional_bits = 0.0
         for start in range(0, len(crops), 8):
             batch = crops[start : start + 8].to(device)
             quality = torch.full((len(batch),), q, dtype=torch.int64, device=device)
             terms = model.rate_distortion_terms(batch, quality, noisy=False)
-            bits += float(sum(v.sum() for k, v in terms.items() if k.startswith("rate_")))
+            bits += float(_bits(terms).sum())
             squared += float(terms["squared_error"].sum())
+            conditional = model.rate_distortion_terms(batch, quality, noisy=False, conditional=True)
+            conditional_bits += float(_bits(conditional).sum())
         pixels = crops.shape[0] * crops.shape[2] * crops.shape[3]
         bpp, mse = bits / pixels, squared / (pixels * crops.shape[1])
         out[f"bpp_q{q}"], out[f"psnr_q{q}"] = bpp, psnr(mse)
+        out[f"bpp_conditional_q{q}"] = conditional_bits / pixels
         losses.append(bpp + lam * mse)
     out["total"] = sum(losses) / len(losses)
     return out

@@ -58,6 +58,11 @@ class TrainSettings:
     coarse_weight: float = setting(
         0.5, "A lossy model's distortion adds this weight times the coarser levels' mean MSE (y_1 .. y_L)."
     )
+    conditional_weight: float = setting(
+        0.0,
+        "A lossy model's loss adds this weight times the bits per pixel of its conditional files "
+        "(u, the z's and y_1 .. y_L coded losslessly given the true coarser levels).",
+    )
     val_every: int = setting(1000, "Validate every this many steps.")
     checkpoint_every: int = setting(250, "Write the checkpoint every this many steps.")
     log_every: int = setting(25, "Log training losses every this many steps.")
@@ -77,7 +82,8 @@ class TrainSettings:
             raise ValueError(f"--native-fraction must be in [0, 1], got {self.native_fraction}")
         if not 0.0 < self.jpeg_max_scale <= 1.0:
             raise ValueError(f"--jpeg-max-scale must be in (0, 1], got {self.jpeg_max_scale}")
-        if self.coarse_weight < 0:
-            raise ValueError(f"--coarse-weight must be >= 0, got {self.coarse_weight}")
+        for name in ("coarse_weight", "conditional_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.clean_weight <= 0:
             raise ValueError(f"--clean-weight must be positive, got {self.clean_weight}")

@@ -317,7 +317,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         if self.lambdas is not None:
-            loss, out = rate_distortion_loss(self.model, batch, self.lambdas, self.s.coarse_weight)
+            loss, out = rate_distortion_loss(
+                self.model, batch, self.lambdas, self.s.coarse_weight, self.s.conditional_weight
+            )
         else:
             terms = self.forward(batch)
             loss = training_loss(terms, self._kl_weight(), self.s.free_bits, self.model.dimensions(batch))
