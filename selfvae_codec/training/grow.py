@@ -8,8 +8,7 @@ of from scratch.
   prior and the trunk's reading of z) keep the layers that still fit (the same stem
   and the first resampling stages), lose the others and gain new ones. Every other
   tensor is the source's, but the model is a different function: the decoder must
-  learn to read the new z (a lossy run's rs2 MSE doubled at the switch and was back
-  below the source's within 1000 steps, docs/training.md).
+  learn to read the new z (docs/training.md: the lossy run that did it).
 The target run is a normal run folder: `selfvae-codec train -o TARGET` resumes it
 (same step, optimiser state per parameter, moving average, RNG states), with the
 learning rate warming up again from the step of growing.
