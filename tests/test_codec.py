@@ -247,3 +247,16 @@ def test_a_model_with_its_last_z_on_the_coarse_grid_codes_every_mode(exact):
         assert np.array_equal(codec.decompress(result.data), result.reconstruction)
         sizes[mode] = len(result.data)
     assert sizes["rs1"] < sizes["rs2"] < sizes["conditional"]
+
+
+def test_a_tile_the_entropy_coder_cannot_code_is_stored_classically(codec):
+    """On pure noise some of the exact model's tables put a coded value in an empty
+    entry beside entries of 2^46, where constriction's float arithmetic gives it no
+    probability and panics: `full` then stores the tile as a classical file, and
+    without classical tiles the error is one line, not a crash."""
+    noise = np.random.default_rng(0).integers(0, 256, (192, 192, 3), dtype=np.uint8)
+    result = codec.encode(noise, "full")
+    assert [s.kind for s in unpack(result.data).sections] == ["pixels"]
+    assert np.array_equal(codec.decompress(result.data), noise)
+    with pytest.raises(CodecError, match=r"tile 1 of 1: the entropy coder cannot code section"):
+        codec.encode(noise, "full", classical_tiles=False)

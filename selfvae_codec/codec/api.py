@@ -279,20 +279,27 @@ class Codec:
             for index, (top, bottom, left, right) in enumerate(tiles):
                 tile = x[..., top:bottom, left:right].to(self.device, torch.int64)
                 stream = EncoderStream(tile=index, on_section=counter, values_in_two_steps=two_steps)
-                result = walk(
-                    self.model,
-                    stream,
-                    mode,
-                    (bottom - top, right - left),
-                    step,
-                    # A lossy model's encoder infers the z's inside the walk (closed loop).
-                    truth=self.model.infer(tile, with_z=MODES[mode].sends_z and not self.lossy),
-                    quality=quality - 1 if quality else None,
-                )
-                tile_sections, tile_bits = stream.finish(), stream.estimated_bits
+                try:
+                    result = walk(
+                        self.model,
+                        stream,
+                        mode,
+                        (bottom - top, right - left),
+                        step,
+                        # A lossy model's encoder infers the z's inside the walk (closed loop).
+                        truth=self.model.infer(tile, with_z=MODES[mode].sends_z and not self.lossy),
+                        quality=quality - 1 if quality else None,
+                    )
+                    tile_sections, tile_bits = stream.finish(), stream.estimated_bits
+                except CodingError as error:
+                    if not (mode == "full" and classical_tiles):
+                        raise CodecError(f"tile {index + 1} of {len(tiles)}: {error}") from None
+                    # A full tile the coder cannot code is stored as a classical file.
+                    result, tile_sections, tile_bits = tile, [], {}
                 if mode == "full" and classical_tiles:
                     classical = classical_lossless(array[top:bottom, left:right], grayscale=loaded.channels == 1)
-                    if len(classical) < sum(len(s.payload) + SECTION_ENTRY_BYTES for s in tile_sections):
+                    model_bytes = sum(len(s.payload) + SECTION_ENTRY_BYTES for s in tile_sections)
+                    if not tile_sections or len(classical) < model_bytes:
                         tile_sections = [Section("pixels", 0, index, classical)]
                         tile_bits = {"pixels": 8.0 * len(classical)}
                 sections += tile_sections

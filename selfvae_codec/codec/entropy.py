@@ -16,8 +16,11 @@ same function with the same arguments, so the tables are bit-identical.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -78,6 +81,22 @@ def _latent_groups(indices: np.ndarray) -> list[tuple[int, np.ndarray]]:
     order in which an exact model's latents are coded."""
     flat = indices.ravel()
     return [(int(index), np.flatnonzero(flat == index)) for index in np.unique(flat)]
+
+
+@contextlib.contextmanager
+def _rust_panics_unprinted() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null meanwhile: Rust's panic hook writes its
+    message there before the panic becomes a Python exception, which the caller turns
+    into a one-line error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _check_table(table: np.ndarray) -> np.ndarray:
@@ -147,6 +166,18 @@ class EncoderStream:
         if self._open is None:
             return
         section, self._open = self._open, None
+        try:
+            with _rust_panics_unprinted():
+                self._encode(section)
+        except BaseException as error:
+            # constriction panics (a pyo3 PanicException) where its float arithmetic
+            # leaves a symbol that is to be coded with no probability: with tables of
+            # very unequal entries and an empty one, as on pure noise.
+            if type(error).__name__ != "PanicException":
+                raise
+            raise CodingError(f"the entropy coder cannot code section {section.kind}{section.level or ''}") from None
+
+    def _encode(self, section: _OpenSection) -> None:
         coder = constriction.stream.stack.AnsCoder()
         bits = 0.0
         for request in reversed(section.requests):
