@@ -176,6 +176,8 @@ class EncoderStream:
             if type(error).__name__ != "PanicException":
                 raise
             raise CodingError(f"the entropy coder cannot code section {section.kind}{section.level or ''}") from None
+        if self._on_section:  # after the redirection: a progress bar writes to stderr
+            self._on_section()
 
     def _encode(self, section: _OpenSection) -> None:
         coder = constriction.stream.stack.AnsCoder()
@@ -208,8 +210,6 @@ class EncoderStream:
         self.estimated_bits[label] = self.estimated_bits.get(label, 0.0) + bits
         payload = coder.get_compressed().astype("<u4").tobytes()
         self.sections.append(Section(section.kind, section.level, self.tile, payload))
-        if self._on_section:
-            self._on_section()
 
     def finish(self) -> list[Section]:
         self._close()
