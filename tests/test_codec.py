@@ -260,3 +260,11 @@ def test_a_tile_the_entropy_coder_cannot_code_is_stored_classically(codec):
     assert np.array_equal(codec.decompress(result.data), noise)
     with pytest.raises(CodecError, match=r"tile 1 of 1: the entropy coder cannot code section"):
         codec.encode(noise, "full", classical_tiles=False)
+
+
+def test_progress_counts_every_section_once(tiny_codec):
+    image = load(DATA / "chelsea_75x50.png")
+    calls = []
+    tiny_codec.encode(image, "full", progress=lambda done, total: calls.append((done, total)))
+    total = calls[-1][1]
+    assert [done for done, _ in calls] == list(range(1, total + 1)) and {t for _, t in calls} == {total}
