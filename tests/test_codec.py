@@ -255,8 +255,10 @@ def test_a_tile_the_entropy_coder_cannot_code_is_stored_classically(codec):
     probability and panics: `full` then stores the tile as a classical file, and
     without classical tiles the error is one line, not a crash."""
     noise = np.random.default_rng(0).integers(0, 256, (192, 192, 3), dtype=np.uint8)
-    result = codec.encode(noise, "full")
+    calls = []
+    result = codec.encode(noise, "full", progress=lambda done, total: calls.append((done, total)))
     assert [s.kind for s in unpack(result.data).sections] == ["pixels"]
+    assert calls[-1][0] == calls[-1][1]  # the progress still reaches its total
     assert np.array_equal(codec.decompress(result.data), noise)
     with pytest.raises(CodecError, match=r"tile 1 of 1: the entropy coder cannot code section"):
         codec.encode(noise, "full", classical_tiles=False)

@@ -178,6 +178,12 @@ class _SectionCounter:
         if self.progress:
             self.progress(self.done, self.total)
 
+    def finish_tile(self, index: int, tiles: int) -> None:
+        """Count the sections of tile `index` (0-based, of `tiles`) not counted yet: a
+        tile stored as a classical file codes none, or fewer than its share."""
+        while self.done < (index + 1) * (self.total // tiles):
+            self()
+
 
 class Codec:
     """A loaded model plus coding settings; reuse one for many images."""
@@ -296,6 +302,7 @@ class Codec:
                         raise CodecError(f"tile {index + 1} of {len(tiles)}: {error}") from None
                     # A full tile the coder cannot code is stored as a classical file.
                     result, tile_sections, tile_bits = tile, [], {}
+                    counter.finish_tile(index, len(tiles))
                 if mode == "full" and classical_tiles:
                     classical = classical_lossless(array[top:bottom, left:right], grayscale=loaded.channels == 1)
                     model_bytes = sum(len(s.payload) + SECTION_ENTRY_BYTES for s in tile_sections)
@@ -379,8 +386,7 @@ class Codec:
                     reconstruction[top:bottom, left:right] = read_classical_tile(
                         by_tile[index][0].payload, bottom - top, right - left
                     )
-                    for _ in range(counter.total // len(tiles)):
-                        counter()
+                    counter.finish_tile(index, len(tiles))
                     continue
                 stream = DecoderStream(
                     by_tile.get(index, []),
