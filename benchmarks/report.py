@@ -275,13 +275,13 @@ def exact_note() -> list[str]:
         values = [float(r["psnr"]) for r in rows if r["mode"] == mode and r["model"] == model]
         return sum(values) / len(values)
 
-    def mean_seconds(mode: str, model: str) -> float:
+    def total_seconds(mode: str, model: str) -> float:
         chosen = [r for r in rows if r["mode"] == mode and r["model"] == model]
         return sum(float(r["encode_s"]) + float(r["decode_s"]) for r in chosen)
 
     lossy = {row["mode"] for row in rows} - {"full"}
     gap = max(abs(mean_psnr(mode, "default") - mean_psnr(mode, "default-float")) for mode in lossy)
-    slowdowns = [mean_seconds(mode, "default") / mean_seconds(mode, "default-float") for mode in lossy]
+    slowdowns = [total_seconds(mode, "default") / total_seconds(mode, "default-float") for mode in lossy]
     return [
         "The shipped model is exact (integer arithmetic: its files decode on every machine). Against the float "
         f"model it was converted from, its lossy modes' mean PSNR differs by at most {gap:.3f} dB, and it is "

@@ -129,15 +129,11 @@ class ModelConfig:
         data["level_widths"] = list(self.level_widths)
         # Written only when used, so models saved before these fields existed keep
         # their fingerprints (the config JSON is part of the fingerprint).
-        for name in BLOCK_FIELDS:
+        for name in (*BLOCK_FIELDS, "z_strides"):
             if getattr(self, name):
                 data[name] = list(getattr(self, name))
             else:
                 del data[name]
-        if self.z_strides:
-            data["z_strides"] = list(self.z_strides)
-        else:
-            del data["z_strides"]
         for name in ("exact", "qualities"):  # written only when set
             if not data[name]:
                 del data[name]
