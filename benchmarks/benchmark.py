@@ -39,6 +39,12 @@ def main() -> None:
         "the lossless model across --steps)",
     )
     parser.add_argument("--only", choices=("lossless", "rd"), default=None, help="run one of the two parts")
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        help="an earlier rd/per_image.csv of the same folder: its rows of the classical codecs and of the "
+        "selfvae modes not in --modes are kept instead of measured again (to re-measure a new lossy model)",
+    )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     codec, files = load_codec_and_images(args)
@@ -49,6 +55,10 @@ def main() -> None:
     sweeps = rate_distortion.classical_sweeps()
     from tqdm import tqdm
 
+    reused, reused_modes = {}, []
+    if args.reuse and args.only != "lossless":
+        reused, reused_modes = rate_distortion.reused_rows(Path(args.reuse), modes, [path.name for path in files])
+        sweeps = {}
     lossless_rows, rd_rows = [], []
     for path in tqdm(files, unit="image", file=sys.stderr):
         image = load_rgb(path)
@@ -56,11 +66,22 @@ def main() -> None:
             lossless_rows.append(lossless.measure(codec, image, path.name, classical_lossless))
         if args.only in (None, "rd"):
             rd_rows += rate_distortion.measure(codec, image, path.name, modes, steps, sweeps, lossy_codec)
+            rd_rows += reused.get(path.name, [])
     out = Path(args.out)
     if lossless_rows:
         lossless.summarize(lossless_rows, codec, classical_lossless, args.folder, args.threads, out / "lossless")
     if rd_rows:
-        rate_distortion.summarize(rd_rows, codec, modes, args.folder, args.threads, out / "rd", lossy_codec)
+        all_modes = [mode for mode in rate_distortion.MODES if mode in modes or mode in reused_modes]
+        rate_distortion.summarize(
+            rd_rows,
+            codec,
+            all_modes,
+            args.folder,
+            args.threads,
+            out / "rd",
+            lossy_codec,
+            dict(measured_modes=modes, **{"from": args.reuse}) if args.reuse else None,
+        )
 
 
 if __name__ == "__main__":

@@ -138,6 +138,27 @@ def measure(
     return rows
 
 
+def reused_rows(path: Path, modes: list[str], images: list[str]) -> tuple[dict[str, list[dict]], list[str]]:
+    """The rows of an earlier per_image.csv that a run measuring only `modes` does not
+    measure again: every classical codec, and every selfvae mode not in `modes`, for
+    each of `images` (image name -> rows; numbers come back as numbers), and the
+    selfvae modes they hold. An image the file lacks stops the benchmark."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = [
+            {key: value if key in ("image", "codec", "setting") else float(value) for key, value in row.items()}
+            for row in csv.DictReader(handle)
+            if row["codec"] not in {f"selfvae-{mode}" for mode in modes}
+        ]
+    by_image = {name: [r for r in rows if r["image"] == name] for name in images}
+    missing = [name for name, found in by_image.items() if not found]
+    if missing:
+        raise SystemExit(f"--reuse {path}: no rows for {', '.join(missing[:3])}")
+    reused_modes = [mode for mode in MODES if any(r["codec"] == f"selfvae-{mode}" for r in rows)]
+    return by_image, reused_modes
+
+
 def anchor_psnr_at(points: list[dict], bpp: float) -> float | None:
     """PSNR of an anchor's mean curve at `bpp` (linear in log-rate between its two
     nearest settings); None outside the rates the anchor reaches."""
@@ -148,10 +169,19 @@ def anchor_psnr_at(points: list[dict], bpp: float) -> float | None:
 
 
 def summarize(
-    rows: list[dict], codec, modes: list[str], folder: str, threads: int, out: Path, lossy_codec=None
+    rows: list[dict],
+    codec,
+    modes: list[str],
+    folder: str,
+    threads: int,
+    out: Path,
+    lossy_codec=None,
+    reused: dict | None = None,
 ) -> None:
     """Average each setting over the images (CompressAI style), write one JSON per
-    codec, per_image.csv, summary.json (BD-rates, anchors at matched bpp) and the plot."""
+    codec, per_image.csv, summary.json (BD-rates, anchors at matched bpp) and the plot.
+    `reused` ({"from": the earlier per_image.csv, "measured_modes": [...]}) says which
+    rows were taken from an earlier run instead of measured (benchmark.py --reuse)."""
     images = len({r["image"] for r in rows})
     write_csv(out / "per_image.csv", rows)
     curves: dict[str, list[dict]] = {}
@@ -197,6 +227,7 @@ def summarize(
             "model_load_s": codec.load_seconds,
             "model_fingerprint": codec.fingerprint,
             "lossy_model_fingerprint": lossy_codec.fingerprint if lossy_codec is not None else None,
+            "reused_rows": reused,
             "bd_rate_percent_psnr": bd,
             "selfvae_points": matched,
             "anchor_ranges_bpp": {a: [curves[a][0]["bpp"], curves[a][-1]["bpp"]] for a in anchors},

@@ -158,15 +158,28 @@ def rd_section(folder: str = "rd") -> list[str]:
         return []
     anchors = list(summary["anchor_ranges_bpp"])
     rd_options = " --only rd"
-    if "/" in folder:  # a second validation set: its own folder, and only the modes it was run with
+    reused = summary.get("reused_rows")
+    if reused:  # only these modes measured, the other rows taken from the previous run
+        rd_options += f" --modes {','.join(reused['measured_modes'])} --reuse {reused['from']}"
+    elif "/" in folder:  # a second validation set: only the modes it was run with
         modes = ",".join(dict.fromkeys(p["codec"].removeprefix("selfvae-") for p in summary["selfvae_points"]))
-        rd_options = f" --out benchmarks/results/{folder.split('/')[0]}{rd_options} --modes {modes}"
+        rd_options += f" --modes {modes}"
+    if "/" in folder:  # a second validation set: its own folder
+        rd_options = f" --out benchmarks/results/{folder.split('/')[0]}{rd_options}"
+    reuse_note = ""
+    if reused:
+        reuse_note = (
+            f"Only {' and '.join(reused['measured_modes'])} were measured in this run; the other rows "
+            "(the classical codecs, and selfvae-codec's other modes, whose model is unchanged) are those of "
+            "the previous run of this table, on the same images. "
+        )
     lines = [
         f"### Lossy modes ({summary['images']} images of `{summary['folder']}`)",
         "",
         *earlier_model_note(summary),
         f"`{BENCHMARK_COMMAND.format(folder=summary['folder'], only=rd_options)}` ({summary['machine']}). "
-        "Each selfvae-codec point is the mean over the images at one setting: the lossy model's quality "
+        + reuse_note
+        + "Each selfvae-codec point is the mean over the images at one setting: the lossy model's quality "
         "(`qN`) in rs2 and rs1, the lossless model's latent step in conditional; beside it, the PSNR of the "
         "anchors' mean curves at the same bpp (interpolated in log-rate between their two nearest quality "
         "settings; `-` where the anchor cannot reach that rate: "

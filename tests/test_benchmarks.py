@@ -78,3 +78,36 @@ def test_the_per_level_diagnosis_walks_as_the_decoder_does():
         assert all(len(scores[how]) == len(model.levels) for how in ("given the truth", "z at prior mean", "bicubic"))
         rs2 = codec.encode(image, "rs2", quality=quality).reconstruction
         assert scores["walk"][-1] == pytest.approx(rate_distortion.psnr(rs2, image), abs=1e-9)
+
+
+def test_reused_rows_keep_what_the_run_does_not_measure_and_refuse_missing_images(tmp_path):
+    from common import write_csv
+
+    def row(image, codec, setting, bpp):
+        return dict(
+            image=image,
+            codec=codec,
+            setting=setting,
+            bpp=bpp,
+            psnr_rgb=30.0,
+            ms_ssim_rgb=0.9,
+            encoding_time=0.1,
+            decoding_time=0.1,
+        )
+
+    path = tmp_path / "per_image.csv"
+    write_csv(
+        path,
+        [
+            row("a.png", "selfvae-rs2", "q1", 0.2),
+            row("a.png", "selfvae-conditional", "step1", 3.0),
+            row("a.png", "JPEG", "q50", 1.0),
+            row("b.png", "JPEG", "q50", 1.5),
+        ],
+    )
+    by_image, modes = rate_distortion.reused_rows(path, ["rs2", "rs1"], ["a.png", "b.png"])
+    assert [(r["codec"], r["bpp"]) for r in by_image["a.png"]] == [("selfvae-conditional", 3.0), ("JPEG", 1.0)]
+    assert [(r["codec"], r["bpp"]) for r in by_image["b.png"]] == [("JPEG", 1.5)]
+    assert modes == ["conditional"]
+    with pytest.raises(SystemExit, match="no rows for c.png"):
+        rate_distortion.reused_rows(path, ["rs2"], ["a.png", "c.png"])
