@@ -48,6 +48,11 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(msssim(ta, tb, data_range=255.0))
 
 
+def ms_ssim_db(value: float) -> float:
+    """MS-SSIM on a dB scale, -10 log10(1 - MS-SSIM), as rate-distortion plots show it."""
+    return float("nan") if math.isnan(value) else -10 * math.log10(max(1e-12, 1 - value))
+
+
 def classical_sweeps() -> dict[str, list[tuple[str, dict]]]:
     """codec name -> [(setting label, Pillow save options)]."""
     sweeps = {
@@ -75,7 +80,7 @@ def classical_sweeps() -> dict[str, list[tuple[str, dict]]]:
 def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
     """Bjontegaard delta rate (%) of `test` against `anchor`, each [(bpp, psnr)]: cubic
     fits of log-rate over PSNR, integrated over the overlapping PSNR range."""
-    if len(anchor) < 4 or len(test) < 4:
+    if len(anchor) < 4 or len(test) < 4 or not np.isfinite(anchor + test).all():
         return None
     anchor, test = sorted(anchor), sorted(test)
     ra = np.log([bpp for bpp, _ in anchor])
@@ -211,11 +216,15 @@ def summarize(
             },
         )
     anchors = [a for a in ("JPEG", "WebP") if a in curves]
-    bd, matched = {}, []
+    bd, bd_ms_ssim, matched = {}, {}, []
+
+    def curve(name, metric):
+        return [(p["bpp"], metric(p)) for p in curves[name]]
+
     for mode in modes:
         name = f"selfvae-{mode}"
-        test = [(p["bpp"], p["psnr_rgb"]) for p in curves[name]]
-        bd[name] = {a: bd_rate([(p["bpp"], p["psnr_rgb"]) for p in curves[a]], test) for a in anchors}
+        for table, metric in ((bd, lambda p: p["psnr_rgb"]), (bd_ms_ssim, lambda p: ms_ssim_db(p["ms_ssim_rgb"]))):
+            table[name] = {a: bd_rate(curve(a, metric), curve(name, metric)) for a in anchors}
         for p in curves[name]:
             matched.append(dict(codec=name, **p, anchor_psnr={a: anchor_psnr_at(curves[a], p["bpp"]) for a in anchors}))
     write_json(
@@ -229,6 +238,7 @@ def summarize(
             "lossy_model_fingerprint": lossy_codec.fingerprint if lossy_codec is not None else None,
             "reused_rows": reused,
             "bd_rate_percent_psnr": bd,
+            "bd_rate_percent_ms_ssim": bd_ms_ssim,
             "selfvae_points": matched,
             "anchor_ranges_bpp": {a: [curves[a][0]["bpp"], curves[a][-1]["bpp"]] for a in anchors},
         },
@@ -240,7 +250,7 @@ def summarize(
         print(
             f"| {p['codec']} | {p['setting']} | {p['bpp']:.3f} | {p['psnr_rgb']:.2f} | {p['ms_ssim_rgb']:.4f} | {at} |"
         )
-    print(f"\nBD-rate (PSNR) vs anchors, %: {bd}; model load {codec.load_seconds:.2f} s")
+    print(f"\nBD-rate vs anchors, %: PSNR {bd}, MS-SSIM {bd_ms_ssim}; model load {codec.load_seconds:.2f} s")
 
 
 def plot(curves: dict[str, list[dict]], out: Path) -> None:
@@ -254,11 +264,7 @@ def plot(curves: dict[str, list[dict]], out: Path) -> None:
         style = "o-" if name.startswith("selfvae") else "s--"
         bpp = [p["bpp"] for p in points]
         axes[0].plot(bpp, [p["psnr_rgb"] for p in points], style, ms=3, label=name)
-        msssim_db = [
-            -10 * math.log10(max(1e-12, 1 - p["ms_ssim_rgb"])) if not math.isnan(p["ms_ssim_rgb"]) else float("nan")
-            for p in points
-        ]
-        axes[1].plot(bpp, msssim_db, style, ms=3, label=name)
+        axes[1].plot(bpp, [ms_ssim_db(p["ms_ssim_rgb"]) for p in points], style, ms=3, label=name)
     for axis, label in zip(axes, ("PSNR RGB (dB)", "MS-SSIM (dB)"), strict=True):
         axis.set_xlabel("bits per pixel")
         axis.set_ylabel(label)

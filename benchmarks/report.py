@@ -151,6 +151,26 @@ def lossless_section(folder: str = "lossless", lossy_too: bool = True) -> list[s
     return lines
 
 
+def bd_rate_table(summary: dict, anchors: list[str]) -> list[str]:
+    """BD-rate of each mode against each anchor, in PSNR and (where measured) MS-SSIM."""
+    metrics = [("PSNR", summary["bd_rate_percent_psnr"])]
+    if "bd_rate_percent_ms_ssim" in summary:
+        metrics.append(("MS-SSIM", summary["bd_rate_percent_ms_ssim"]))
+    columns = [(metric, anchor) for metric, _ in metrics for anchor in anchors]
+    lines = [
+        "BD-rate, % (negative: fewer bits for the same quality; `-` where the curves do not overlap in "
+        "quality or a curve's quality barely moves):",
+        "",
+        "| mode | " + " | ".join(f"against {anchor}, {metric}" for metric, anchor in columns) + " |",
+        "| --- | " + " | ".join("---" for _ in columns) + " |",
+    ]
+    for mode in metrics[0][1]:
+        cells = [dict(metrics)[metric][mode].get(anchor) for metric, anchor in columns]
+        cells = ["-" if value is None else f"{value:+.1f}" for value in cells]
+        lines.append(f"| {mode.removeprefix('selfvae-')} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def rd_section(folder: str = "rd") -> list[str]:
     """The lossy modes' table of one validation set (results in RESULTS/folder)."""
     summary = load(RESULTS / folder / "summary.json")
@@ -198,11 +218,8 @@ def rd_section(folder: str = "rd") -> list[str]:
             f"{p['psnr_rgb']:.2f} | {p['ms_ssim_rgb']:.4f} | {at} | {p['encoding_time']:.2f} | "
             f"{p['decoding_time']:.2f} |"
         )
+    lines += ["", *bd_rate_table(summary, anchors), ""]
     lines += [
-        "",
-        "BD-rate in PSNR against the anchors (negative is better; `None` where the curves do not "
-        "overlap in PSNR or a curve's PSNR barely moves): `" + json.dumps(summary["bd_rate_percent_psnr"]) + "`",
-        "",
         f"![rate-distortion]({folder}/rate_distortion.png)",
         "",
         f"The anchors' full curves (JPEG, WebP, AVIF, JPEG XL) are in `{folder}/*.json`.",
@@ -357,16 +374,21 @@ def validation_sets_table() -> list[str]:
 
 
 def lossy_summary() -> str:
-    """One sentence on rs2 against JPEG and WebP (BD-rate in PSNR), from the rd results."""
+    """One sentence on rs2 against JPEG and WebP (BD-rate in PSNR, and in MS-SSIM where
+    measured), from the rd results."""
     summary = load(RESULTS / "rd" / "summary.json")
     bd_rate = (summary or {}).get("bd_rate_percent_psnr", {}).get("selfvae-rs2", {})
     if bd_rate.get("JPEG") is None or bd_rate.get("WebP") is None:
         return ""
+    by_ms_ssim = summary.get("bd_rate_percent_ms_ssim", {}).get("selfvae-rs2", {})
+    ms_ssim = ""
+    if by_ms_ssim.get("JPEG") is not None and by_ms_ssim.get("WebP") is not None:
+        ms_ssim = f", in MS-SSIM {by_ms_ssim['JPEG']:+.1f}% and {by_ms_ssim['WebP']:+.1f}%"
     points = [p for p in summary["selfvae_points"] if p["codec"] == "selfvae-rs2"]
     bpp, psnr = [p["bpp"] for p in points], [p["psnr_rgb"] for p in points]
     return (
         f"Lossy, `rs2` spans {min(bpp):.2f}-{max(bpp):.2f} bpp and {min(psnr):.1f}-{max(psnr):.1f} dB; BD-rate "
-        f"(PSNR) {bd_rate['JPEG']:+.1f}% against JPEG and {bd_rate['WebP']:+.1f}% against WebP (plot). "
+        f"(PSNR) {bd_rate['JPEG']:+.1f}% against JPEG and {bd_rate['WebP']:+.1f}% against WebP" + ms_ssim + " (plot). "
     )
 
 

@@ -32,6 +32,8 @@ def test_bd_rate_refuses_flat_or_short_curves():
     flat = [(bpp, 29.0 + 0.01 * i) for i, (bpp, _) in enumerate(CURVE)]
     assert rate_distortion.bd_rate(CURVE, flat) is None
     assert rate_distortion.bd_rate(CURVE, CURVE[:3]) is None
+    # MS-SSIM is NaN for images too small to measure it
+    assert rate_distortion.bd_rate(CURVE, [(bpp, math.nan) for bpp, _ in CURVE]) is None
 
 
 def test_anchor_psnr_interpolates_in_log_rate_and_refuses_to_extrapolate():

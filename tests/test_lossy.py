@@ -215,7 +215,7 @@ def test_models_lists_a_lossy_models_measured_rates(monkeypatch):
 def test_the_shipped_models_order_the_modes_and_qualities(source):
     """What the CLI uses by default on a real photo: the lossy model for rs2 / rs1, the
     lossless one for conditional / full. Higher qualities cost more bytes, and give a
-    higher PSNR in rs2; rs2 beats rs1 at every quality, the modes are ordered in rate, and
+    higher PSNR in rs2; rs2 is at least 2 dB above rs1 at every quality, the modes are ordered in rate, and
     every decode is the reconstruction the encoder predicted."""
     from PIL import Image
 
@@ -243,7 +243,7 @@ def test_the_shipped_models_order_the_modes_and_qualities(source):
     # quality is asserted to rise with the setting.
     psnrs = [points["rs2", q][1] for q in qualities]
     assert psnrs == sorted(set(psnrs)), points
-    assert all(points["rs2", q][1] > points["rs1", q][1] + 1 for q in qualities), points
+    assert all(points["rs2", q][1] >= points["rs1", q][1] + 2 for q in qualities), points
     conditional = len(lossless_codec.compress(image, "conditional", strip_metadata=True))
     full = len(lossless_codec.compress(image, "full", strip_metadata=True, classical_tiles=False))
     smallest, largest = points["rs2", qualities[0]][0], points["rs2", qualities[-1]][0]
