@@ -80,7 +80,7 @@ def main() -> None:
             args.threads,
             out / "rd",
             lossy_codec,
-            dict(measured_modes=modes, **{"from": args.reuse}) if args.reuse else None,
+            {"from": args.reuse, "measured_modes": modes} if args.reuse else None,
         )
 
 

@@ -78,8 +78,9 @@ def classical_sweeps() -> dict[str, list[tuple[str, dict]]]:
 
 
 def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
-    """Bjontegaard delta rate (%) of `test` against `anchor`, each [(bpp, psnr)]: cubic
-    fits of log-rate over PSNR, integrated over the overlapping PSNR range."""
+    """Bjontegaard delta rate (%) of `test` against `anchor`, each [(bpp, quality in dB:
+    PSNR or MS-SSIM's)]: cubic fits of log-rate over quality, integrated over the
+    overlapping quality range; None for curves with a missing (NaN) quality."""
     if len(anchor) < 4 or len(test) < 4 or not np.isfinite(anchor + test).all():
         return None
     anchor, test = sorted(anchor), sorted(test)
