@@ -264,6 +264,23 @@ def test_a_tile_the_entropy_coder_cannot_code_is_stored_classically(codec):
         codec.encode(noise, "full", classical_tiles=False)
 
 
+def test_a_ctrl_c_that_comes_back_as_a_coder_panic_still_interrupts(tiny_codec, monkeypatch):
+    """A Ctrl-C that reaches Python calls inside the Rust coder surfaces as its panic
+    (pyo3's PanicException, naming the KeyboardInterrupt): that must stop the encode,
+    not turn into a tile stored classically."""
+    from selfvae_codec.codec import entropy
+
+    class PanicException(BaseException):  # what pyo3 raises: not an Exception
+        pass
+
+    def interrupted(self, section):
+        raise PanicException("called `Result::unwrap()` on an `Err` value: PyErr { type: <class 'KeyboardInterrupt'> }")
+
+    monkeypatch.setattr(entropy.EncoderStream, "_encode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_codec.encode(load(DATA / "chelsea_75x50.png"), "full")
+
+
 def test_progress_counts_every_section_once(tiny_codec):
     image = load(DATA / "chelsea_75x50.png")
     calls = []

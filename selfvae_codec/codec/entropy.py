@@ -175,6 +175,8 @@ class EncoderStream:
             # very unequal entries and an empty one, as on pure noise.
             if type(error).__name__ != "PanicException":
                 raise
+            if "KeyboardInterrupt" in str(error):  # a Ctrl-C seen inside the coder comes back as its panic
+                raise KeyboardInterrupt from None
             raise CodingError(f"the entropy coder cannot code section {section.kind}{section.level or ''}") from None
         if self._on_section:  # after the redirection: a progress bar writes to stderr
             self._on_section()
