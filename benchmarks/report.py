@@ -177,22 +177,20 @@ def rd_section(folder: str = "rd") -> list[str]:
     if summary is None:
         return []
     anchors = list(summary["anchor_ranges_bpp"])
-    rd_options = " --only rd"
+    rd_options, reuse_note = " --only rd", ""
     reused = summary.get("reused_rows")
     if reused:  # only these modes measured, the other rows taken from the previous run
         rd_options += f" --modes {','.join(reused['measured_modes'])} --reuse {reused['from']}"
-    elif "/" in folder:  # a second validation set: only the modes it was run with
-        modes = ",".join(dict.fromkeys(p["codec"].removeprefix("selfvae-") for p in summary["selfvae_points"]))
-        rd_options += f" --modes {modes}"
-    if "/" in folder:  # a second validation set: its own folder
-        rd_options = f" --out benchmarks/results/{folder.split('/')[0]}{rd_options}"
-    reuse_note = ""
-    if reused:
         reuse_note = (
             f"Only {' and '.join(reused['measured_modes'])} were measured in this run; the other rows "
             "(the classical codecs, and selfvae-codec's other modes, whose model is unchanged) are those of "
             "the previous run of this table, on the same images. "
         )
+    elif "/" in folder:  # a second validation set: only the modes it was run with
+        modes = ",".join(dict.fromkeys(p["codec"].removeprefix("selfvae-") for p in summary["selfvae_points"]))
+        rd_options += f" --modes {modes}"
+    if "/" in folder:  # a second validation set: its own folder
+        rd_options = f" --out benchmarks/results/{folder.split('/')[0]}{rd_options}"
     lines = [
         f"### Lossy modes ({summary['images']} images of `{summary['folder']}`)",
         "",
