@@ -240,6 +240,11 @@ class ExactConv(nn.Module):
         return shifted_products(padded, self._weight64, self.stride)
 
 
+# Output columns per block of a convolution's matrix products: the block and the
+# input columns it reads stay in a core's cache across the kernel taps.
+GEMM_BLOCK_COLUMNS = 4096
+
+
 def shifted_products(padded: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
     """conv2d(padded, weight, stride=stride) without padding, as a sum over the kernel
     taps (dy, dx) of weight[:, :, dy, dx] @ (the input shifted by the tap). The input
@@ -259,16 +264,19 @@ def shifted_products(padded: torch.Tensor, weight: torch.Tensor, stride: int) ->
         for b in range(stride)
     }
     length = (out_height - 1) * phase_width + out_width
-    # Uninitialised: the first tap overwrites (beta=0), and what lies past `length`
-    # belongs to the dropped columns.
-    out = padded.new_empty(batch, out_channels, out_height * phase_width)
+    taps = []  # (weight, phase, offset of the shifted input in the phase) per tap
     for dy in range(kernel):
         for dx in range(kernel):
-            phase = phases[dy % stride, dx % stride]
             offset = (dy // stride) * phase_width + dx // stride
-            first = dy == 0 and dx == 0
-            for item in range(batch):
-                out[item, :, :length].addmm_(
-                    weight[:, :, dy, dx], phase[item, :, offset : offset + length], beta=0 if first else 1
-                )
+            taps.append((weight[:, :, dy, dx].contiguous(), phases[dy % stride, dx % stride], offset))
+    # Uninitialised: the first tap overwrites (beta=0), and what lies past `length`
+    # belongs to the dropped columns. The output is built in blocks of columns, every
+    # tap's product added to a block while it is still in the CPU's cache.
+    out = padded.new_empty(batch, out_channels, out_height * phase_width)
+    for item in range(batch):
+        for start in range(0, length, GEMM_BLOCK_COLUMNS):
+            end = min(length, start + GEMM_BLOCK_COLUMNS)
+            block = out[item, :, start:end]
+            for index, (tap_weight, phase, offset) in enumerate(taps):
+                block.addmm_(tap_weight, phase[item, :, offset + start : offset + end], beta=0 if index == 0 else 1)
     return out.view(batch, out_channels, out_height, phase_width)[..., :out_width]

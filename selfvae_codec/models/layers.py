@@ -140,16 +140,32 @@ class DenseBlock(nn.Module):
 
     def __init__(self, width: int, growth: int, layers: int):
         super().__init__()
+        self.growth = growth
         self.layers = nn.ModuleList(WNConv2d(width + i * growth, growth, 3) for i in range(layers))
         self.transition = WNConv2d(width + layers * growth, width, 1, init_scale=0.1)
         self.attention = ChannelAttention(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            return x + self.attention(self._exact_features(x))
         features = [x]
         for layer in self.layers:
             features.append(layer(elu(torch.cat(features, dim=1))))
         out = self.transition(elu(torch.cat(features, dim=1)))
         return x + self.attention(out)
+
+    def _exact_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The transition's output for integer activations, with each feature's ELU
+        computed once, into one buffer whose leading channels each layer reads (the
+        same integers as the ELU of each concatenation; float models keep the form
+        above, whose float results files may depend on)."""
+        width, growth = x.shape[1], self.growth
+        activated = x.new_empty(x.shape[0], width + len(self.layers) * growth, *x.shape[2:])
+        activated[:, :width] = elu(x)
+        for index, layer in enumerate(self.layers):
+            channels = width + index * growth
+            activated[:, channels : channels + growth] = elu(layer(activated[:, :channels]))
+        return self.transition(activated)
 
 
 def log2_int(factor: int) -> int:
