@@ -42,7 +42,7 @@ def _weighted_update(weights: torch.Tensor, likelihoods: torch.Tensor) -> torch.
 def _component_cdf(edges: torch.Tensor, mean: torch.Tensor, inv_scales: torch.Tensor) -> torch.Tensor:
     """A logistic component's CDF * 2^30 at bin edges (* 2^16), for means (* 2^16) and
     inverse scales (* 2^16) that broadcast against them."""
-    return fp.sigmoid_nearest((edges - mean).mul_(inv_scales), 32)  # t * 2^32
+    return fp.sigmoid_nearest_((edges - mean).mul_(inv_scales), 32)  # t * 2^32
 
 
 class ExactLogisticMixture:

@@ -121,11 +121,17 @@ def sigmoid(t: torch.Tensor, input_bits: int) -> torch.Tensor:
 def sigmoid_nearest(t: torch.Tensor, input_bits: int) -> torch.Tensor:
     """sigmoid(t) * 2^30 at the nearest multiple of 2^-12 (input_bits > 12); exactly 0 and
     1 from |t| = 16 on: the fast form for probability tables."""
+    return sigmoid_nearest_(t.clone(), input_bits)
+
+
+def sigmoid_nearest_(t: torch.Tensor, input_bits: int) -> torch.Tensor:
+    """sigmoid_nearest, computed in t (which it overwrites): a probability table's
+    tensors are its largest, and a copy of each costs time."""
     table = _on("sigmoid_fine", FINE_SIGMOID_TABLE, t.device)
     shift = input_bits - FINE_STEP_BITS
-    start = (SIGMOID_RANGE << input_bits) + (1 << (shift - 1))
-    index = ((t + start) >> shift).clamp_(0, FINE_SIGMOID_TABLE.numel() - 1)
-    return lookup(table, index)
+    t += (SIGMOID_RANGE << input_bits) + (1 << (shift - 1))
+    t >>= shift
+    return lookup(table, t.clamp_(0, FINE_SIGMOID_TABLE.numel() - 1))
 
 
 EXP_MAX = 8  # exp(x) is defined up to x = 8
@@ -235,8 +241,10 @@ class ExactConv(nn.Module):
         if not pad:
             return shifted_products(x.to(torch.float64), self._weight64, self.stride)
         batch, channels, height, width = x.shape
-        padded = x.new_zeros(batch, channels, height + 2 * pad, width + 2 * pad, dtype=torch.float64)
+        padded = x.new_empty(batch, channels, height + 2 * pad, width + 2 * pad, dtype=torch.float64)
         padded[..., pad:-pad, pad:-pad] = x  # converted in the copy: one pass
+        for border in (padded[..., :pad, :], padded[..., -pad:, :], padded[..., :, :pad], padded[..., :, -pad:]):
+            border.zero_()
         return shifted_products(padded, self._weight64, self.stride)
 
 
