@@ -18,6 +18,7 @@ from selfvae_codec.codec.api import Codec
 from selfvae_codec.models import fixed_point as fp
 from selfvae_codec.models.config import tiny_config
 from selfvae_codec.models.exact import to_exact
+from selfvae_codec.models.layers import DenseBlock, WNConv2d
 from selfvae_codec.models.exact_distributions import (
     BIN_VALUES,
     BINS,
@@ -72,8 +73,12 @@ def _integer_conv_reference(x: torch.Tensor, layer: fp.ExactConv) -> torch.Tenso
     return out.clamp(-fp.ACT_LIMIT, fp.ACT_LIMIT)
 
 
+@pytest.mark.parametrize("block_columns", [fp.GEMM_BLOCK_COLUMNS, 64])  # 64: several blocks, the last one short
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (4, 2, 1), (3, 3, 0)])
-def test_an_exact_convolution_equals_integer_arithmetic_at_any_thread_count(kernel, stride, padding):
+def test_an_exact_convolution_equals_integer_arithmetic_at_any_thread_count(
+    kernel, stride, padding, block_columns, monkeypatch
+):
+    monkeypatch.setattr(fp, "GEMM_BLOCK_COLUMNS", block_columns)
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(24, 40, kernel, kernel, generator=generator) * 0.3
     layer = fp.ExactConv.from_float(weight, torch.randn(24, generator=generator), stride, padding, False)
@@ -88,6 +93,25 @@ def test_an_exact_convolution_equals_integer_arithmetic_at_any_thread_count(kern
             assert torch.equal(layer(x), expected)
     finally:
         torch.set_num_threads(previous)
+
+
+def test_an_exact_dense_block_equals_the_elu_of_each_concatenation():
+    """The exact dense block computes each feature's ELU once; the numbers must be those
+    of the float form, ELU(concatenation of all features so far) before each layer."""
+    generator = torch.Generator().manual_seed(1)
+    block = DenseBlock(width=8, growth=4, layers=3)
+    for name, layer in list(block.named_modules()):
+        if isinstance(layer, (WNConv2d, torch.nn.Conv2d)):
+            weight = torch.randn(layer.weight_v.shape if isinstance(layer, WNConv2d) else layer.weight.shape) * 0.3
+            exact = fp.ExactConv.from_float(weight, torch.randn(weight.shape[0]) * 0.1, 1, weight.shape[-1] // 2, False)
+            parent, _, child = name.rpartition(".")
+            setattr(block.get_submodule(parent) if parent else block, child, exact)
+    x = torch.randint(-4 * fp.ACT_ONE, 4 * fp.ACT_ONE, (1, 8, 9, 11), generator=generator)
+    features = [x]
+    for layer in block.layers:
+        features.append(layer(fp.elu(torch.cat(features, dim=1))))
+    expected = x + block.attention(block.transition(fp.elu(torch.cat(features, dim=1))))
+    assert torch.equal(block(x), expected)
 
 
 def test_quantised_weights_keep_the_float_convolution():

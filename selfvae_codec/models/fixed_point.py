@@ -278,12 +278,13 @@ def shifted_products(padded: torch.Tensor, weight: torch.Tensor, stride: int) ->
             offset = (dy // stride) * phase_width + dx // stride
             taps.append((weight[:, :, dy, dx].contiguous(), phases[dy % stride, dx % stride], offset))
     # Uninitialised: the first tap overwrites (beta=0), and what lies past `length`
-    # belongs to the dropped columns. The output is built in blocks of columns, every
-    # tap's product added to a block while it is still in the CPU's cache.
+    # belongs to the dropped columns. On a CPU the output is built in blocks of
+    # columns, every tap's product added to a block while it is still in the cache.
     out = padded.new_empty(batch, out_channels, out_height * phase_width)
+    block_columns = GEMM_BLOCK_COLUMNS if padded.device.type == "cpu" else length
     for item in range(batch):
-        for start in range(0, length, GEMM_BLOCK_COLUMNS):
-            end = min(length, start + GEMM_BLOCK_COLUMNS)
+        for start in range(0, length, block_columns):
+            end = min(length, start + block_columns)
             block = out[item, :, start:end]
             for index, (tap_weight, phase, offset) in enumerate(taps):
                 block.addmm_(tap_weight, phase[item, :, offset + start : offset + end], beta=0 if index == 0 else 1)
