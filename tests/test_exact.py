@@ -18,7 +18,6 @@ from selfvae_codec.codec.api import Codec
 from selfvae_codec.models import fixed_point as fp
 from selfvae_codec.models.config import tiny_config
 from selfvae_codec.models.exact import to_exact
-from selfvae_codec.models.layers import DenseBlock, WNConv2d
 from selfvae_codec.models.exact_distributions import (
     BIN_VALUES,
     BINS,
@@ -29,6 +28,7 @@ from selfvae_codec.models.exact_distributions import (
     latent_symbol_range,
     latent_table,
 )
+from selfvae_codec.models.layers import DenseBlock, WNConv2d
 from selfvae_codec.models.pretrained import load_pretrained
 from selfvae_codec.models.selfvae import SelfVAE
 
