@@ -81,7 +81,8 @@ def speed_section() -> list[str]:
     lines = [
         "### Speed and memory",
         "",
-        "`python benchmarks/speed.py $DATA/train/wikipedia/001.png --threads 2`:",
+        "`python benchmarks/speed.py $DATA/train/wikipedia/001.png --threads 2 [--mode rs2]` (`full` stores "
+        "this photo's tiles as WebP, which is why its decode is fast; the encode tried the model too):",
         "",
         *("    " + line for line in speed.read_text().strip().splitlines()),
         "",
@@ -89,11 +90,13 @@ def speed_section() -> list[str]:
     profile = RESULTS / "speed_profile.txt"
     if profile.is_file():
         lines += [
-            "Where the time goes, `python benchmarks/speed_profile.py $DATA/train/wikipedia/001.png --threads 2` "
-            "(every tile coded by the exact model): the networks (float64 convolutions of integers) take most of "
-            "it, above all at full resolution (x), then the pixels' probability tables (two 16-entry tables per "
-            "value) and the ANS coder. The float model, in the same session: encode 3.20 s, decode 2.91 s "
-            "(docs/exact.md).",
+            "Where the time goes, `python benchmarks/speed_profile.py $DATA/train/wikipedia/001.png --threads 2 "
+            "[--mode rs2 --model lossy]` (every tile coded by the exact model). The convolutions' arithmetic "
+            "(float64 matrix products of integers, close to the 2 cores' float64 peak) is a floor: 1.0 s of the "
+            "encode and 0.8 s of the decode in `full`, 1.7 s and 1.4 s in `rs2`. The rest is the integer "
+            "activations' element-wise work (ELU tables, "
+            "conversions, rescaling), the pixels' probability tables (two 16-entry tables per value) and, little, "
+            "the ANS coder. Times on this machine vary by up to 30% from run to run.",
             "",
             *("    " + line.replace("../shared/data", "$DATA") for line in profile.read_text().strip().splitlines()),
             "",
