@@ -38,6 +38,12 @@ def main() -> None:
         help="lossy model for rs2 / rs1, swept over its qualities (default: the shipped one, if any; 'none': "
         "the lossless model across --steps)",
     )
+    parser.add_argument(
+        "--lossy-modes",
+        default=",".join(rate_distortion.SHIPPED_LOSSY_MODES),
+        help="the modes the lossy model codes (default: those it is shipped for; add conditional to measure a "
+        "lossy model's conditional files)",
+    )
     parser.add_argument("--only", choices=("lossless", "rd"), default=None, help="run one of the two parts")
     parser.add_argument(
         "--reuse",
@@ -51,6 +57,9 @@ def main() -> None:
     lossy_codec = load_lossy_codec(args.lossy_model, args.threads) if args.only != "lossless" else None
     steps = [float(s) for s in args.steps.split(",")]
     modes = args.modes.split(",")
+    lossy_modes = tuple(args.lossy_modes.split(","))
+    if not set(lossy_modes) <= set(rate_distortion.MODES):
+        parser.error(f"--lossy-modes: a lossy model codes {', '.join(rate_distortion.MODES)}")
     classical_lossless = lossless_codecs()
     sweeps = rate_distortion.classical_sweeps()
     from tqdm import tqdm
@@ -65,7 +74,7 @@ def main() -> None:
         if args.only in (None, "lossless"):
             lossless_rows.append(lossless.measure(codec, image, path.name, classical_lossless))
         if args.only in (None, "rd"):
-            rd_rows += rate_distortion.measure(codec, image, path.name, modes, steps, sweeps, lossy_codec)
+            rd_rows += rate_distortion.measure(codec, image, path.name, modes, steps, sweeps, lossy_codec, lossy_modes)
             rd_rows += reused.get(path.name, [])
     out = Path(args.out)
     if lossless_rows:
@@ -81,6 +90,7 @@ def main() -> None:
             out / "rd",
             lossy_codec,
             {"from": args.reuse, "measured_modes": modes} if args.reuse else None,
+            lossy_modes,
         )
 
 

@@ -101,19 +101,28 @@ def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
     return float((np.exp(mean_t - mean_a) - 1) * 100)
 
 
-def selfvae_settings(mode: str, codec, steps: list[float], lossy_codec) -> tuple:
+def selfvae_settings(
+    mode: str, codec, steps: list[float], lossy_codec, lossy_modes: tuple[str, ...] = SHIPPED_LOSSY_MODES
+) -> tuple:
     """(the codec, [(label, encode options)]) of a mode's points: the lossy model at its
-    quality settings for the modes it codes, the lossless model at latent steps otherwise."""
-    if lossy_codec is not None and mode in SHIPPED_LOSSY_MODES:
+    quality settings for `lossy_modes`, the lossless model at latent steps otherwise."""
+    if lossy_codec is not None and mode in lossy_modes:
         return lossy_codec, [(f"q{q}", dict(quality=q)) for q in range(1, lossy_codec.model.config.qualities + 1)]
     return codec, [(f"step{step:g}", dict(step=step)) for step in steps]
 
 
 def measure(
-    codec, image: np.ndarray, name: str, modes: list[str], steps: list[float], sweeps: dict, lossy_codec=None
+    codec,
+    image: np.ndarray,
+    name: str,
+    modes: list[str],
+    steps: list[float],
+    sweeps: dict,
+    lossy_codec=None,
+    lossy_modes: tuple[str, ...] = SHIPPED_LOSSY_MODES,
 ) -> list[dict]:
     """One image: every selfvae-codec lossy mode at every setting (`lossy_codec`'s
-    qualities for rs2 / rs1 when given), and every classical setting. bpp from the real
+    qualities for `lossy_modes` when given), and every classical setting. bpp from the real
     byte counts; decoding must give exactly the reconstruction the encoder predicted."""
     pixels = image.shape[0] * image.shape[1]
 
@@ -131,7 +140,7 @@ def measure(
 
     rows = []
     for mode in modes:
-        coder, settings = selfvae_settings(mode, codec, steps, lossy_codec)
+        coder, settings = selfvae_settings(mode, codec, steps, lossy_codec, lossy_modes)
         for setting, options in settings:
             label = f"{mode} {setting}: {name}"
             result, decoded, decode_seconds = selfvae_round_trip(coder, image, label, mode=mode, **options)
@@ -183,6 +192,7 @@ def summarize(
     out: Path,
     lossy_codec=None,
     reused: dict | None = None,
+    lossy_modes: tuple[str, ...] = SHIPPED_LOSSY_MODES,
 ) -> None:
     """Average each setting over the images (CompressAI style), write one JSON per
     codec, per_image.csv, summary.json (BD-rates, anchors at matched bpp) and the plot.
@@ -237,6 +247,7 @@ def summarize(
             "model_load_s": codec.load_seconds,
             "model_fingerprint": codec.fingerprint,
             "lossy_model_fingerprint": lossy_codec.fingerprint if lossy_codec is not None else None,
+            "lossy_modes": list(lossy_modes) if lossy_codec is not None else [],
             "reused_rows": reused,
             "bd_rate_percent_psnr": bd,
             "bd_rate_percent_ms_ssim": bd_ms_ssim,

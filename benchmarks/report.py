@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from selfvae_codec.models.pretrained import registry
+from selfvae_codec.models.pretrained import SHIPPED_LOSSY_MODES, registry
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARK_COMMAND = "python benchmarks/benchmark.py {folder} --threads 2{only}"
@@ -42,13 +42,29 @@ def earlier_model_note(summary: dict) -> list[str]:
     return lines
 
 
+def settings_note(summary: dict) -> str:
+    """What a selfvae-codec setting is in each mode of an rd summary: the lossy model's
+    quality in the modes it coded (rs2 and rs1 in summaries older than the key), the
+    lossless model's latent step in the others."""
+    measured = [m for m in ("rs2", "rs1", "conditional") if f"selfvae-{m}" in summary["bd_rate_percent_psnr"]]
+    lossy = summary.get("lossy_modes", ["rs2", "rs1"] if summary.get("lossy_model_fingerprint") else [])
+    by_lossy = [m for m in measured if m in lossy]
+    by_lossless = [m for m in measured if m not in lossy]
+    parts = []
+    if by_lossy:
+        parts.append("the lossy model's quality (`qN`) in " + " and ".join(by_lossy))
+    if by_lossless:
+        parts.append("the lossless model's latent step in " + " and ".join(by_lossless))
+    return ", ".join(parts)
+
+
 def model_section() -> list[str]:
     lines = []
     shipped = registry()
     if "default" in shipped:
         lines += ["### The shipped models", "", f"`default`: {shipped['default']['description']}.", ""]
     if "lossy" in shipped:
-        lines += [f"`lossy` (rs2 and rs1): {shipped['lossy']['description']}.", ""]
+        lines += [f"`lossy` ({' and '.join(SHIPPED_LOSSY_MODES)}): {shipped['lossy']['description']}.", ""]
     evaluation = RESULTS / "evaluate.txt"
     if evaluation.is_file():
         terms, summary = evaluation.read_text().strip().splitlines()[-2:]
@@ -192,6 +208,9 @@ def rd_section(folder: str = "rd") -> list[str]:
     elif "/" in folder:  # a second validation set: only the modes it was run with
         modes = ",".join(dict.fromkeys(p["codec"].removeprefix("selfvae-") for p in summary["selfvae_points"]))
         rd_options += f" --modes {modes}"
+    lossy_modes = summary.get("lossy_modes")
+    if lossy_modes and tuple(lossy_modes) != SHIPPED_LOSSY_MODES:
+        rd_options += f" --lossy-modes {','.join(lossy_modes)}"
     if "/" in folder:  # a second validation set: its own folder
         rd_options = f" --out benchmarks/results/{folder.split('/')[0]}{rd_options}"
     lines = [
@@ -200,8 +219,9 @@ def rd_section(folder: str = "rd") -> list[str]:
         *earlier_model_note(summary),
         f"`{BENCHMARK_COMMAND.format(folder=summary['folder'], only=rd_options)}` ({summary['machine']}). "
         + reuse_note
-        + "Each selfvae-codec point is the mean over the images at one setting: the lossy model's quality "
-        "(`qN`) in rs2 and rs1, the lossless model's latent step in conditional; beside it, the PSNR of the "
+        + "Each selfvae-codec point is the mean over the images at one setting: "
+        + settings_note(summary)
+        + "; beside it, the PSNR of the "
         "anchors' mean curves at the same bpp (interpolated in log-rate between their two nearest quality "
         "settings; `-` where the anchor cannot reach that rate: "
         + ", ".join(f"{a} spans {lo:.3f}-{hi:.3f} bpp" for a, (lo, hi) in summary["anchor_ranges_bpp"].items())

@@ -113,3 +113,23 @@ def test_reused_rows_keep_what_the_run_does_not_measure_and_refuse_missing_image
     assert modes == ["conditional"]
     with pytest.raises(SystemExit, match="no rows for c.png"):
         rate_distortion.reused_rows(path, ["rs2"], ["a.png", "c.png"])
+
+
+def test_the_lossy_model_codes_the_modes_it_is_given_and_the_report_says_so():
+    torch.manual_seed(0)
+    lossless = SelfVAE(tiny_config())
+    lossless.initialize(torch.randint(0, 256, (2, 3, 64, 64)))
+    codec, lossy_codec = Codec(lossless.eval()), Codec(lossy_model_from(lossless.eval(), 3).eval())
+    coder, settings = rate_distortion.selfvae_settings("conditional", codec, [0.5, 1.0], lossy_codec)
+    assert coder is codec and [label for label, _ in settings] == ["step0.5", "step1"]
+    modes = ("rs2", "rs1", "conditional")
+    coder, settings = rate_distortion.selfvae_settings("conditional", codec, [0.5, 1.0], lossy_codec, modes)
+    assert coder is lossy_codec and [label for label, _ in settings] == ["q1", "q2", "q3"]
+
+    summary = {"bd_rate_percent_psnr": {"selfvae-rs2": {}, "selfvae-conditional": {}}, "lossy_model_fingerprint": "f"}
+    assert report.settings_note(summary) == (
+        "the lossy model's quality (`qN`) in rs2, the lossless model's latent step in conditional"
+    )
+    assert report.settings_note({**summary, "lossy_modes": list(modes)}) == (
+        "the lossy model's quality (`qN`) in rs2 and conditional"
+    )
