@@ -248,3 +248,31 @@ def test_the_shipped_models_order_the_modes_and_qualities(source):
     full = len(lossless_codec.compress(image, "full", strip_metadata=True, classical_tiles=False))
     smallest, largest = points["rs2", qualities[0]][0], points["rs2", qualities[-1]][0]
     assert points["rs1", qualities[0]][0] < smallest < largest < conditional < full
+
+
+def test_a_conditional_image_keeps_the_sent_half_size_image_from_format_version_4():
+    """Version 4 moves a conditional image onto the images whose 2x2 means are the exact
+    half-size image it sends: the same bytes as version 3, a different (closer) image,
+    and each version decodes to what its encoder predicted. The lossless model's
+    conditional images hold those means already, so for it nothing changes."""
+    from PIL import Image
+
+    from selfvae_codec.models.transforms import downscale
+
+    image = np.asarray(Image.open(DATA / "coffee_96x64.png").convert("RGB"))
+    truth = torch.from_numpy(image.copy()).permute(2, 0, 1)[None]
+    lossy_codec, lossless_codec = Codec("lossy", threads=2), Codec("default", threads=2)
+    old, new = (
+        lossy_codec.encode(image, "conditional", quality=1, strip_metadata=True, format_version=version)
+        for version in (3, 4)
+    )
+    assert unpack(old.data).sections == unpack(new.data).sections
+    for result in (old, new):
+        assert np.array_equal(lossy_codec.decompress(result.data), result.reconstruction)
+    rebuilt = torch.from_numpy(new.reconstruction.copy()).permute(2, 0, 1)[None]
+    assert torch.equal(downscale(rebuilt), downscale(truth))
+    assert psnr(float(np.mean((new.reconstruction.astype(np.float64) - image) ** 2))) > psnr(
+        float(np.mean((old.reconstruction.astype(np.float64) - image) ** 2))
+    )
+    lossless = [lossless_codec.encode(image, "conditional", format_version=v).reconstruction for v in (3, 4)]
+    assert np.array_equal(*lossless)

@@ -11,7 +11,7 @@ from selfvae_codec.models.distributions import (
 )
 from selfvae_codec.models.layers import WNConv2d, data_dependent_init
 from selfvae_codec.models.selfvae import SelfVAE, parameter_count
-from selfvae_codec.models.transforms import downscale, downscale_pyramid, sketch
+from selfvae_codec.models.transforms import downscale, downscale_pyramid, keep_block_means, sketch
 
 FAMILIES = {
     "downscale-K1": dict(levels=1),
@@ -326,3 +326,17 @@ def test_z_strides_move_a_level_latent_and_leave_older_configs_unchanged():
         tiny_config(z_strides=(4, 4, 1))
     with pytest.raises(ValueError, match="must not be coarser than the latent above it"):
         tiny_config(z_strides=(4, 2, 8))
+
+
+@pytest.mark.parametrize("size", [(8, 10), (7, 9)])
+def test_keeping_block_means_moves_a_guess_onto_the_downscaled_image_and_leaves_the_truth(size):
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randint(0, 256, (1, 3, *size), generator=generator)
+    coarse = downscale(truth)
+    assert torch.equal(keep_block_means(truth, coarse), truth)
+    guess = (truth + torch.randint(-60, 61, truth.shape, generator=generator)).clamp(0, 255)
+    moved = keep_block_means(guess, coarse)
+    assert moved.min() >= 0 and moved.max() <= 255
+    whole = (size[0] // 2, size[1] // 2)  # blocks without a replicated row or column
+    assert torch.equal(downscale(moved)[..., : whole[0], : whole[1]], coarse[..., : whole[0], : whole[1]])
+    assert (moved - truth).square().sum() < (guess - truth).square().sum()

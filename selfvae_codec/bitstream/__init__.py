@@ -1,6 +1,7 @@
 """The .svc container (no torch here)."""
 
 from .container import (
+    BLOCK_MEANS_HELD_FROM,
     FORMAT_VERSION,
     LOSSY_MODEL_MODES,
     MAGIC,
@@ -22,6 +23,7 @@ __all__ = [
     "MAGIC",
     "READABLE_VERSIONS",
     "VALUES_IN_TWO_STEPS_FROM",
+    "BLOCK_MEANS_HELD_FROM",
     "LOSSY_MODEL_MODES",
     "MODES",
     "ContainerError",

@@ -127,8 +127,8 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
     "--quality",
     type=click.IntRange(1, 255),
     default=None,
-    help="rs2 / rs1 (the lossy model): 1 gives the smallest files, higher settings more bits and quality; "
-    "`selfvae-codec models` lists each setting's rate.",
+    help="rs2, rs1 and conditional (the lossy model): 1 gives the smallest files, higher settings more bits "
+    "and quality; `selfvae-codec models` lists each setting's rate.",
 )
 @click.option("--step", type=float, default=None, help="Latent quantisation step (expert: the latents' rate).")
 @click.option("--tile-size", type=click.IntRange(16, 65535), default=None, help="Tile side (default 512).")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..bitstream import (
+    BLOCK_MEANS_HELD_FROM,
     FORMAT_VERSION,
     LOSSY_MODEL_MODES,
     MODES,
@@ -257,8 +258,9 @@ class Codec:
         A lossy model codes rs2, rs1 and conditional at a `quality` from 1 (smallest
         files) to its number of settings (default DEFAULT_QUALITY); `step` then scales
         its steps.
-        `format_version` 2 writes a file that selfvae-codec before version 3 of the
-        format reads too (an exact model's probability tables then take 5-6x the time)."""
+        `format_version` 2 or 3 writes a file that older selfvae-codec releases read
+        too (version 2: an exact model's probability tables then take 5-6x the time;
+        versions before 4 rebuild a conditional image without holding its block means)."""
         if mode not in MODES:
             raise CodecError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         quality = self.check_quality(mode, quality)
@@ -295,6 +297,7 @@ class Codec:
                         # A lossy model's encoder infers the z's inside the walk (closed loop).
                         truth=self.model.infer(tile, with_z=MODES[mode].sends_z and not self.lossy),
                         quality=quality - 1 if quality else None,
+                        hold_block_means=format_version >= BLOCK_MEANS_HELD_FROM,
                     )
                     tile_sections, tile_bits = stream.finish(), stream.estimated_bits
                 except CodingError as error:
@@ -395,7 +398,15 @@ class Codec:
                 )
                 try:
                     size = (bottom - top, right - left)
-                    result = walk(self.model, stream, header.mode, size, header.latent_step, quality=quality)
+                    result = walk(
+                        self.model,
+                        stream,
+                        header.mode,
+                        size,
+                        header.latent_step,
+                        quality=quality,
+                        hold_block_means=header.version >= BLOCK_MEANS_HELD_FROM,
+                    )
                     stream.finish()
                 except CodingError as error:
                     raise CodecError(f"cannot decode tile {index}: {error}") from error
@@ -559,7 +570,7 @@ def shipped_codec(name: str = "default") -> Codec:
 
 def compress(image, mode: str = "full", step: float | None = None, quality: int | None = None) -> bytes:
     """Compress an image (path, file bytes, PIL image or uint8 array) with the shipped
-    model for the mode (the lossy one for rs2 and rs1, when shipped)."""
+    model for the mode (the lossy one for rs2, rs1 and conditional, when shipped)."""
     from ..models.pretrained import default_model_for
 
     return shipped_codec(default_model_for(mode)).compress(image, mode, step, quality=quality)

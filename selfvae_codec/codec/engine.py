@@ -30,6 +30,7 @@ from ..models import fixed_point
 from ..models.distributions import DiscretizedLogisticMixture
 from ..models.exact_distributions import BIN_VALUES, ExactLogisticMixture, latent_scale_index
 from ..models.selfvae import GroupStep, Inference, Level, SelfVAE
+from ..models.transforms import keep_block_means
 from .entropy import scale_indices
 
 RECONSTRUCTION = "mean"  # how the decoder fills in what was not sent
@@ -240,11 +241,14 @@ def walk(
     step: float,
     truth: Inference | None = None,
     quality: int | None = None,
+    hold_block_means: bool = False,
 ) -> torch.Tensor:
     """Code (encoder) or decode (decoder) one tile; returns the reconstruction
     [1, C, H, W] as int64 (the image itself in `full` mode). A lossy model codes at
     `quality` (0-based), and its encoder infers each z_k from the true y_{k+1} and the
-    y_k the decoder has (closed loop)."""
+    y_k the decoder has (closed loop). With `hold_block_means` (files of format
+    version 4 on), an image generated from an exact downscaled one (conditional) is
+    moved onto the images that downscale to it."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     levels = len(model.levels)
@@ -284,6 +288,9 @@ def walk(
             stream.begin_section(*_section_of(model, k + 1))
             y = code_level_pixels(stream, level, y, z, fine_size, truth.ys[k + 1] if truth else None)
         else:
-            y = level.generate(y, z, fine_size, RECONSTRUCTION)
+            coarse = y
+            y = level.generate(coarse, z, fine_size, RECONSTRUCTION)
+            if hold_block_means and spec.sends_y and level.grouped:  # y_k exact, y_{k+1} its 2x upscale
+                y = keep_block_means(y, coarse)
         prev = z
     return y

@@ -47,6 +47,41 @@ def block_sum_bounds(coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 4 * coarse - 2, 4 * coarse + 1
 
 
+def keep_block_means(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """`fine` (0..255) moved, block by block, to the nearest image whose 2x2 blocks
+    downscale to `coarse`: each block's missing sum is spread over those of its four
+    pixels that can still move that way (as evenly as integers allow: the remainder
+    goes to the first of them in block order), clipped to 0..255; a pixel that hits 0
+    or 255 leaves the rest to the others in the next pass. Used where the coarse image
+    is exact and the fine one a model's guess (a conditional file): the truth lies in
+    that set, and moving onto it brings a guess closer to the truth. On an odd side the
+    last row / column counts twice in its block, as in `downscale`, so those blocks
+    only come closer to their bounds."""
+    height, width = fine.shape[-2:]
+    image = fine.to(torch.int64)
+    low, high = block_sum_bounds(coarse.to(torch.int64))
+    offsets = ((0, 0), (0, 1), (1, 0), (1, 1))
+    for _ in range(len(offsets) + 1):  # each pass settles a block or saturates a pixel of it
+        padded = pad_to_even(image)
+        pixels = [padded[..., dy::2, dx::2] for dy, dx in offsets]
+        block_sum = sum(pixels)
+        missing = block_sum.clamp(low, high) - block_sum
+        if not bool(missing.any()):
+            break
+        up = missing > 0
+        movable = [torch.where(up, pixel < 255, pixel > 0) & (missing != 0) for pixel in pixels]
+        count = sum(m.to(torch.int64) for m in movable).clamp(min=1)
+        share = torch.div(missing.abs(), count, rounding_mode="floor")
+        remainder = missing.abs() - share * count
+        rank = torch.zeros_like(missing)  # how many movable pixels come before, in block order
+        for pixel, can_move in zip(pixels, movable, strict=True):
+            step = (share + (rank < remainder).to(torch.int64)) * can_move
+            pixel += torch.where(up, step, -step)
+            rank += can_move
+        image = padded[..., :height, :width].clamp(0, 255)
+    return image
+
+
 def to_grayscale(image: torch.Tensor) -> torch.Tensor:
     """ITU-R 601 luma, rounded: [B, 3, H, W] -> [B, 1, H, W]. Gray input passes."""
     image = image.to(torch.int64)
