@@ -209,6 +209,24 @@ def test_models_lists_a_lossy_models_measured_rates(monkeypatch):
     monkeypatch.setattr(pretrained, "registry", lambda: {"lossy": entry})
     output = CliRunner().invoke(cli, ["models"]).output
     assert "lossy: a lossy model [rs2 on the validation photos: q1 0.100 bpp 25.00 dB, q2 0.300 bpp 28.50 dB" in output
+    entry["conditional_points"] = {"1": {"bpp": 4.0, "psnr": 30.0}}
+    output = CliRunner().invoke(cli, ["models"]).output
+    assert "q2 0.300 bpp 28.50 dB; conditional on the validation photos: q1 4.000 bpp 30.00 dB" in output
+
+
+def test_publish_records_the_rates_of_each_mode_a_summary_has_at_quality_settings():
+    from selfvae_codec.cli.research import quality_points
+
+    summary = {
+        "selfvae_points": [
+            {"codec": "selfvae-rs2", "setting": "q1", "bpp": 0.123456, "psnr_rgb": 25.4321},
+            {"codec": "selfvae-conditional", "setting": "q1", "bpp": 4.5, "psnr_rgb": 31.0},
+            {"codec": "selfvae-conditional", "setting": "step0.5", "bpp": 3.0, "psnr_rgb": 29.0},
+        ]
+    }
+    assert quality_points(summary, "rs2") == {"1": {"bpp": 0.1235, "psnr": 25.43}}
+    assert quality_points(summary, "conditional") == {"1": {"bpp": 4.5, "psnr": 31.0}}
+    assert quality_points(summary, "rs1") == {}
 
 
 @pytest.mark.parametrize("source", ["astronaut_128x128.png", "coffee_96x64.png"])

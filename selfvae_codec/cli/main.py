@@ -341,10 +341,15 @@ def models() -> None:
         click.echo("no pretrained models are shipped with this build")
         return
     for name, entry in entries.items():
-        bpd, coded, points = entry.get("validation_bpd"), entry.get("coded_bpsp"), entry.get("rs2_points")
-        if points:
-            settings = ", ".join(f"q{q} {p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for q, p in sorted(points.items()))
-            measured = f"rs2 on the validation photos: {settings}"
+        bpd, coded = entry.get("validation_bpd"), entry.get("coded_bpsp")
+        by_mode = {mode: entry.get(f"{mode}_points") for mode in ("rs2", "conditional")}
+        if by_mode["rs2"]:
+            measured = "; ".join(
+                f"{mode} on the validation photos: "
+                + ", ".join(f"q{q} {p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for q, p in sorted(points.items()))
+                for mode, points in by_mode.items()
+                if points
+            )
         elif coded is not None:
             measured = f"coded: {coded:.4f} bits/subpixel on the validation photos"
         else:

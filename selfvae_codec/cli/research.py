@@ -174,7 +174,7 @@ def convert(weights, output, force) -> None:
     "--rd-summary",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="A lossy model's benchmark summary.json: its rs2 points are recorded per quality.",
+    help="A lossy model's benchmark summary.json: its rs2 (and conditional) points are recorded per quality.",
 )
 def publish(weights, name, description, validation_bpd, exact, rd_summary) -> None:
     """(developers) Ship WEIGHTS inside the package as pretrained model NAME."""
@@ -182,18 +182,23 @@ def publish(weights, name, description, validation_bpd, exact, rd_summary) -> No
 
     from ..models.pretrained import publish as publish_model
 
-    points = None
+    points = {}
     if rd_summary:
         summary = json.loads(Path(rd_summary).read_text())
-        points = {
-            point["setting"].removeprefix("q"): {"bpp": round(point["bpp"], 4), "psnr": round(point["psnr_rgb"], 2)}
-            for point in summary["selfvae_points"]
-            if point["codec"] == "selfvae-rs2" and point["setting"].startswith("q")
-        }
-        if not points:
+        points = {f"{mode}_points": quality_points(summary, mode) or None for mode in ("rs2", "conditional")}
+        if not points["rs2_points"]:
             raise CliError(f"{rd_summary} has no rs2 points at quality settings")
-    entry = publish_model(weights, name, description, exact=exact, validation_bpd=validation_bpd, rs2_points=points)
+    entry = publish_model(weights, name, description, exact=exact, validation_bpd=validation_bpd, **points)
     click.echo(json.dumps(entry, indent=2))
+
+
+def quality_points(summary: dict, mode: str) -> dict[str, dict[str, float]]:
+    """A benchmark summary's mean bpp and PSNR of `mode` at each quality setting."""
+    return {
+        point["setting"].removeprefix("q"): {"bpp": round(point["bpp"], 4), "psnr": round(point["psnr_rgb"], 2)}
+        for point in summary["selfvae_points"]
+        if point["codec"] == f"selfvae-{mode}" and point["setting"].startswith("q")
+    }
 
 
 @click.command(hidden=True)
