@@ -279,9 +279,9 @@ def test_the_shipped_models_order_the_modes_and_qualities(source):
 
 def test_a_conditional_image_keeps_the_sent_half_size_image_from_format_version_4():
     """Version 4 moves a conditional image onto the images whose 2x2 means are the exact
-    half-size image it sends: the same bytes as version 3, a different (closer) image,
-    and each version decodes to what its encoder predicted. The lossless model's
-    conditional images hold those means already, so for it nothing changes."""
+    half-size image it sends: a closer image, and each version decodes to what its
+    encoder predicted. The lossless model's conditional images hold those means
+    already, so for it only the coding of the tables changes, not the image."""
     from PIL import Image
 
     from selfvae_codec.models.transforms import downscale
@@ -293,7 +293,6 @@ def test_a_conditional_image_keeps_the_sent_half_size_image_from_format_version_
         lossy_codec.encode(image, "conditional", quality=1, strip_metadata=True, format_version=version)
         for version in (3, 4)
     )
-    assert unpack(old.data).sections == unpack(new.data).sections
     for result in (old, new):
         assert np.array_equal(lossy_codec.decompress(result.data), result.reconstruction)
     rebuilt = torch.from_numpy(new.reconstruction.copy()).permute(2, 0, 1)[None]

@@ -2,6 +2,7 @@
 
 from .container import (
     BLOCK_MEANS_HELD_FROM,
+    COUNTS_REDUCED_FROM,
     FORMAT_VERSION,
     LOSSY_MODEL_MODES,
     MAGIC,
@@ -24,6 +25,7 @@ __all__ = [
     "READABLE_VERSIONS",
     "VALUES_IN_TWO_STEPS_FROM",
     "BLOCK_MEANS_HELD_FROM",
+    "COUNTS_REDUCED_FROM",
     "LOSSY_MODEL_MODES",
     "MODES",
     "ContainerError",

@@ -32,9 +32,10 @@ an optional single `meta` section (version 2 on); in a `full` file (version 2 on
 may instead be one `pixels` section. The file must end exactly after
 the last payload. Version 3 changes only how an exact model's pixel values are
 coded: as a bin of 16 values, then the value within it (`VALUES_IN_TWO_STEPS_FROM`).
-Version 4 changes only how a conditional file's image is rebuilt: moved onto the
-images whose 2x2 block means are the exact half-size image it sends
-(`BLOCK_MEANS_HELD_FROM`); the bytes of every section are those of version 3.
+Version 4 hands an exact model's pixel tables to the coder with totals below 2^24 and
+no zero count, so that every value can be coded (`COUNTS_REDUCED_FROM`), and moves a conditional file's image
+onto the images whose 2x2 block means are the exact half-size image it sends
+(`BLOCK_MEANS_HELD_FROM`).
 No torch here.
 """
 
@@ -51,6 +52,7 @@ MAGIC = b"SVC\x89"
 FORMAT_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
 VALUES_IN_TWO_STEPS_FROM = 3  # the first version whose exact models code pixel values in two steps
+COUNTS_REDUCED_FROM = 4  # the first version whose exact models' pixel tables reach the coder reduced, none zero
 BLOCK_MEANS_HELD_FROM = 4  # the first version whose conditional images keep the sent half-size image's block means
 
 

@@ -25,12 +25,10 @@ import numpy as np
 import torch
 
 from ..bitstream import (
-    BLOCK_MEANS_HELD_FROM,
     FORMAT_VERSION,
     LOSSY_MODEL_MODES,
     MODES,
     READABLE_VERSIONS,
-    VALUES_IN_TWO_STEPS_FROM,
     ContainerError,
     Header,
     ImageMetadata,
@@ -271,7 +269,6 @@ class Codec:
             raise CodecError("the latent quantisation step must be between 0.001 and 1000")
         if format_version not in READABLE_VERSIONS:
             raise CodecError(f"format_version must be one of {', '.join(map(str, READABLE_VERSIONS))}")
-        two_steps = format_version >= VALUES_IN_TWO_STEPS_FROM
         started = time.perf_counter()
         loaded = load_image(image)
         array = loaded.pixels
@@ -286,7 +283,7 @@ class Codec:
         with _torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 tile = x[..., top:bottom, left:right].to(self.device, torch.int64)
-                stream = EncoderStream(tile=index, on_section=counter, values_in_two_steps=two_steps)
+                stream = EncoderStream(tile=index, on_section=counter, version=format_version)
                 try:
                     result = walk(
                         self.model,
@@ -297,7 +294,6 @@ class Codec:
                         # A lossy model's encoder infers the z's inside the walk (closed loop).
                         truth=self.model.infer(tile, with_z=MODES[mode].sends_z and not self.lossy),
                         quality=quality - 1 if quality else None,
-                        hold_block_means=format_version >= BLOCK_MEANS_HELD_FROM,
                     )
                     tile_sections, tile_bits = stream.finish(), stream.estimated_bits
                 except CodingError as error:
@@ -394,19 +390,11 @@ class Codec:
                 stream = DecoderStream(
                     by_tile.get(index, []),
                     on_section=counter,
-                    values_in_two_steps=header.version >= VALUES_IN_TWO_STEPS_FROM,
+                    version=header.version,
                 )
                 try:
                     size = (bottom - top, right - left)
-                    result = walk(
-                        self.model,
-                        stream,
-                        header.mode,
-                        size,
-                        header.latent_step,
-                        quality=quality,
-                        hold_block_means=header.version >= BLOCK_MEANS_HELD_FROM,
-                    )
+                    result = walk(self.model, stream, header.mode, size, header.latent_step, quality=quality)
                     stream.finish()
                 except CodingError as error:
                     raise CodecError(f"cannot decode tile {index}: {error}") from error

@@ -28,7 +28,7 @@ import torch
 from ..bitstream import MODES
 from ..models import fixed_point
 from ..models.distributions import DiscretizedLogisticMixture
-from ..models.exact_distributions import BIN_VALUES, ExactLogisticMixture, latent_scale_index
+from ..models.exact_distributions import BIN_VALUES, ExactLogisticMixture, coder_counts, latent_scale_index
 from ..models.selfvae import GroupStep, Inference, Level, SelfVAE
 from ..models.transforms import keep_block_means
 from .entropy import scale_indices
@@ -40,6 +40,14 @@ TABLE_BUDGET = 1 << 23  # floats per probability-table chunk (32 MB)
 def _row_ranges(height: int, width: int, mixtures: int, count: int) -> list[tuple[int, int]]:
     rows = max(1, TABLE_BUDGET // max(1, width * mixtures * (count + 1)))
     return [(start, min(height, start + rows)) for start in range(0, height, rows)]
+
+
+def _for_coder(stream, table: torch.Tensor) -> np.ndarray:
+    """A probability table as the coder takes it: an exact model's counts reduced
+    (coder_counts) where the file's format says so; float probabilities as they are."""
+    if stream.reduces_counts and not table.is_floating_point():
+        table = coder_counts(table)
+    return table.cpu().numpy()
 
 
 def code_pixels(
@@ -75,7 +83,7 @@ def code_pixels(
                 probs = part.interval_table(c, context, lo[..., r0:r1, :], hi[..., r0:r1, :], count)
             else:
                 probs = part.interval_probabilities(c, context, lo[..., r0:r1, :], hi[..., r0:r1, :], count)
-            return probs[0][mask[r0:r1]].cpu().numpy()
+            return _for_coder(stream, probs[0][mask[r0:r1]])
 
         true_symbols = None
         if truth is not None:
@@ -121,14 +129,14 @@ def _code_in_two_steps(
         return parameters[i]
 
     def first_step_table(i: int) -> np.ndarray:
-        return ExactLogisticMixture.bin_table(*parameters_of(i)).cpu().numpy()
+        return _for_coder(stream, ExactLogisticMixture.bin_table(*parameters_of(i)))
 
     true_bins = None if true_symbols is None else [s // BIN_VALUES for s in true_symbols]
     bins = stream.categorical(first_step_table, len(ranges), true_bins)
 
     def second_step_table(i: int) -> np.ndarray:
         chosen = torch.from_numpy(bins[i].astype(np.int64)).to(values.device)
-        return ExactLogisticMixture.value_in_bin_table(*parameters_of(i), chosen).cpu().numpy()
+        return _for_coder(stream, ExactLogisticMixture.value_in_bin_table(*parameters_of(i), chosen))
 
     true_offsets = None if true_symbols is None else [s % BIN_VALUES for s in true_symbols]
     offsets = stream.categorical(second_step_table, len(ranges), true_offsets)
@@ -241,14 +249,12 @@ def walk(
     step: float,
     truth: Inference | None = None,
     quality: int | None = None,
-    hold_block_means: bool = False,
 ) -> torch.Tensor:
     """Code (encoder) or decode (decoder) one tile; returns the reconstruction
     [1, C, H, W] as int64 (the image itself in `full` mode). A lossy model codes at
     `quality` (0-based), and its encoder infers each z_k from the true y_{k+1} and the
-    y_k the decoder has (closed loop). With `hold_block_means` (files of format
-    version 4 on), an image generated from an exact downscaled one (conditional) is
-    moved onto the images that downscale to it."""
+    y_k the decoder has (closed loop). What the file's format version changes comes
+    from the stream (entropy._FormatRules)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     levels = len(model.levels)
@@ -290,7 +296,7 @@ def walk(
         else:
             coarse = y
             y = level.generate(coarse, z, fine_size, RECONSTRUCTION)
-            if hold_block_means and spec.sends_y and level.grouped:  # y_k exact, y_{k+1} its 2x upscale
+            if stream.holds_block_means and spec.sends_y and level.grouped:  # y_k exact, y_{k+1} its 2x upscale
                 y = keep_block_means(y, coarse)
         prev = z
     return y

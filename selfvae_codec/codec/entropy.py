@@ -28,7 +28,7 @@ import constriction
 import numpy as np
 import torch
 
-from ..bitstream import Section
+from ..bitstream import BLOCK_MEANS_HELD_FROM, COUNTS_REDUCED_FROM, FORMAT_VERSION, VALUES_IN_TWO_STEPS_FROM, Section
 from ..models.exact_distributions import latent_symbol_range, latent_table
 
 LATENT_SYMBOL_LIMIT = 4096  # latent symbols are clamped to [-L, L]
@@ -124,14 +124,36 @@ class _OpenSection:
     requests: list[_Request] = field(default_factory=list)
 
 
-class EncoderStream:
-    """Records what the walk codes; `finish()` returns the ANS-coded sections.
-    `values_in_two_steps`: an exact model's pixel values are coded as a bin and a value
-    within it (format version 3; engine.code_pixels)."""
+class _FormatRules:
+    """What the file's format version changes in the walk (engine.py)."""
 
-    def __init__(self, tile: int = 0, on_section: Callable[[], None] | None = None, values_in_two_steps: bool = True):
+    version: int
+
+    @property
+    def values_in_two_steps(self) -> bool:
+        """An exact model's pixel values are coded as a bin and a value within it."""
+        return self.version >= VALUES_IN_TWO_STEPS_FROM
+
+    @property
+    def reduces_counts(self) -> bool:
+        """An exact model's pixel tables reach the coder through coder_counts (totals
+        below 2^24, no zero count), so that every value can be coded."""
+        return self.version >= COUNTS_REDUCED_FROM
+
+    @property
+    def holds_block_means(self) -> bool:
+        """A conditional image is moved onto the images whose 2x2 means are the sent
+        half-size image (transforms.keep_block_means)."""
+        return self.version >= BLOCK_MEANS_HELD_FROM
+
+
+class EncoderStream(_FormatRules):
+    """Records what the walk codes; `finish()` returns the ANS-coded sections of a
+    file of format `version`."""
+
+    def __init__(self, tile: int = 0, on_section: Callable[[], None] | None = None, version: int = FORMAT_VERSION):
         self.tile = tile
-        self.values_in_two_steps = values_in_two_steps
+        self.version = version
         self.sections: list[Section] = []
         self._open: _OpenSection | None = None
         self._on_section = on_section
@@ -218,14 +240,14 @@ class EncoderStream:
         return self.sections
 
 
-class DecoderStream:
-    """Decodes the sections of one tile in order, as the walk asks for them
-    (`values_in_two_steps` as in EncoderStream)."""
+class DecoderStream(_FormatRules):
+    """Decodes the sections of one tile of a file of format `version` in order, as the
+    walk asks for them."""
 
     def __init__(
-        self, sections: list[Section], on_section: Callable[[], None] | None = None, values_in_two_steps: bool = True
+        self, sections: list[Section], on_section: Callable[[], None] | None = None, version: int = FORMAT_VERSION
     ):
-        self.values_in_two_steps = values_in_two_steps
+        self.version = version
         self._pending = list(sections)
         self._coder = None
         self._on_section = on_section

@@ -45,6 +45,23 @@ def _component_cdf(edges: torch.Tensor, mean: torch.Tensor, inv_scales: torch.Te
     return fp.sigmoid_nearest_((edges - mean).mul_(inv_scales), 32)  # t * 2^32
 
 
+CODER_COUNT_BITS = 23  # what coder_counts reduces a table's total below
+
+
+def coder_counts(table: torch.Tensor) -> torch.Tensor:
+    """Counts [N, K] (int64, any totals) as the entropy coder takes them: each row
+    shifted right until its total is below 2^23, then one added to every entry. The
+    coder converts counts to float32 and quantises them to 24 bits; with totals below
+    2^24 every sum it forms is exact in float32, and no entry is 0, so every value can
+    be coded (a 0, or float32 rounding of large totals, can leave a value without
+    probability: constriction then cannot code it). Integer operations only."""
+    total = table.sum(dim=-1)
+    shift = torch.zeros_like(total)
+    for bit in range(CODER_COUNT_BITS, 63):
+        shift += (total >> bit) > 0
+    return (table >> shift.unsqueeze(-1)) + 1
+
+
 class ExactLogisticMixture:
     """The discretized logistic mixture with channel coupling (as
     DiscretizedLogisticMixture), on integers: weights exp(logit - max) * 2^16, CDFs
