@@ -32,8 +32,8 @@ from ..bitstream import BLOCK_MEANS_HELD_FROM, COUNTS_REDUCED_FROM, FORMAT_VERSI
 from ..models.exact_distributions import latent_symbol_range, latent_table
 
 LATENT_SYMBOL_LIMIT = 4096  # latent symbols are clamped to [-L, L]
-# constriction's leaky models give every symbol at least one quantum of 2^-24, so an
-# entry that underflowed to 0 still codes; the bit estimate uses the same floor.
+# The smallest probability constriction's 24-bit models give a codable value: the
+# floor of the bit estimate.
 MIN_PROBABILITY = 2.0**-24
 
 # Standard deviations (in units of the quantisation step) that latents are coded
