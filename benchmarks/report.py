@@ -42,6 +42,12 @@ def earlier_model_note(summary: dict) -> list[str]:
     return lines
 
 
+def listed(items) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def settings_note(summary: dict) -> str:
     """What a selfvae-codec setting is in each mode of an rd summary: the lossy model's
     quality in the modes it coded (rs2 and rs1 in summaries older than the key), the
@@ -52,9 +58,9 @@ def settings_note(summary: dict) -> str:
     by_lossless = [m for m in measured if m not in lossy]
     parts = []
     if by_lossy:
-        parts.append("the lossy model's quality (`qN`) in " + " and ".join(by_lossy))
+        parts.append("the lossy model's quality (`qN`) in " + listed(by_lossy))
     if by_lossless:
-        parts.append("the lossless model's latent step in " + " and ".join(by_lossless))
+        parts.append("the lossless model's latent step in " + listed(by_lossless))
     return ", ".join(parts)
 
 
@@ -64,7 +70,7 @@ def model_section() -> list[str]:
     if "default" in shipped:
         lines += ["### The shipped models", "", f"`default`: {shipped['default']['description']}.", ""]
     if "lossy" in shipped:
-        lines += [f"`lossy` ({' and '.join(SHIPPED_LOSSY_MODES)}): {shipped['lossy']['description']}.", ""]
+        lines += [f"`lossy` ({listed(SHIPPED_LOSSY_MODES)}): {shipped['lossy']['description']}.", ""]
     evaluation = RESULTS / "evaluate.txt"
     if evaluation.is_file():
         terms, summary = evaluation.read_text().strip().splitlines()[-2:]
@@ -201,7 +207,8 @@ def rd_section(folder: str = "rd") -> list[str]:
     if reused:  # only these modes measured, the other rows taken from the previous run
         rd_options += f" --modes {','.join(reused['measured_modes'])} --reuse {reused['from']}"
         reuse_note = (
-            f"Only {' and '.join(reused['measured_modes'])} were measured in this run; the other rows "
+            f"Only {listed(reused['measured_modes'])} {'was' if len(reused['measured_modes']) == 1 else 'were'} "
+            "measured in this run; the other rows "
             "(the classical codecs, and selfvae-codec's other modes, whose model is unchanged) are those of "
             "the previous run of this table, on the same images. "
         )

@@ -120,10 +120,10 @@ def test_the_lossy_model_codes_the_modes_it_is_given_and_the_report_says_so():
     lossless = SelfVAE(tiny_config())
     lossless.initialize(torch.randint(0, 256, (2, 3, 64, 64)))
     codec, lossy_codec = Codec(lossless.eval()), Codec(lossy_model_from(lossless.eval(), 3).eval())
-    coder, settings = rate_distortion.selfvae_settings("conditional", codec, [0.5, 1.0], lossy_codec)
+    coder, settings = rate_distortion.selfvae_settings("conditional", codec, [0.5, 1.0], lossy_codec, ("rs2", "rs1"))
     assert coder is codec and [label for label, _ in settings] == ["step0.5", "step1"]
-    modes = ("rs2", "rs1", "conditional")
-    coder, settings = rate_distortion.selfvae_settings("conditional", codec, [0.5, 1.0], lossy_codec, modes)
+    modes = ("rs2", "rs1", "conditional")  # the shipped lossy model's modes, the default
+    coder, settings = rate_distortion.selfvae_settings("conditional", codec, [0.5, 1.0], lossy_codec)
     assert coder is lossy_codec and [label for label, _ in settings] == ["q1", "q2", "q3"]
 
     summary = {"bd_rate_percent_psnr": {"selfvae-rs2": {}, "selfvae-conditional": {}}, "lossy_model_fingerprint": "f"}
