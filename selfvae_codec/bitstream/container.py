@@ -33,9 +33,9 @@ may instead be one `pixels` section. The file must end exactly after
 the last payload. Version 3 changes only how an exact model's pixel values are
 coded: as a bin of 16 values, then the value within it (`VALUES_IN_TWO_STEPS_FROM`).
 Version 4 hands an exact model's pixel tables to the coder with totals below 2^24 and
-no zero count, so that every value can be coded (`COUNTS_REDUCED_FROM`), and moves a conditional file's image
-onto the images whose 2x2 block means are the exact half-size image it sends
-(`BLOCK_MEANS_HELD_FROM`).
+no zero count, so that every value can be coded (`COUNTS_REDUCED_FROM`), and moves a
+conditional file's image onto the images whose 2x2 block means are the exact
+half-size image it sends (`BLOCK_MEANS_HELD_FROM`).
 No torch here.
 """
 
