@@ -1,10 +1,10 @@
 """One photo in every mode and quality, beside JPEG at the same rate: a picture grid.
 
-Row 1: the original crop, `full` (lossless) and `conditional` (lossless model).
-Then one row per lossy mode (rs2, rs1) with a column per quality setting of the
-lossy model, and a row of JPEG at the largest quality that does not exceed each
-rs2 file's rate. Every panel is labelled with its real bpp and PSNR; every selfvae
-file is decoded and checked against the encoder's reconstruction.
+Row 1: the original crop and `full` (lossless). Then one row per lossy mode (rs2,
+rs1, conditional) with a column per quality setting of the lossy model, and a row of
+JPEG at the largest quality that does not exceed each rs2 file's rate. Every panel is
+labelled with its real bpp and PSNR; every selfvae file is decoded and checked against
+the encoder's reconstruction.
 
     python benchmarks/picture_grid.py ../shared/data/val/classic/waterloo-tulips.png --crop 256 \\
         --out benchmarks/results/rd/picture_grid.png
@@ -34,8 +34,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image")
     parser.add_argument("--crop", type=int, default=256, help="side of the centre crop shown")
-    parser.add_argument("--model", default=None, help="lossless model (full, conditional)")
-    parser.add_argument("--lossy-model", default=None, help="lossy model (rs2, rs1); default: the shipped one")
+    parser.add_argument("--model", default=None, help="lossless model (full)")
+    parser.add_argument(
+        "--lossy-model", default=None, help="lossy model (rs2, rs1, conditional); default: the shipped one"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/rd/picture_grid.png")
     args = parser.parse_args()
@@ -66,8 +68,8 @@ def main() -> None:
         return decoded, f"JPEG\n{jpeg_rate:.3f} bpp, {jpeg_psnr:.2f} dB"
 
     qualities = range(1, lossy.model.config.qualities + 1)
-    rows = [[(image, "original"), panel(lossless, "full"), panel(lossless, "conditional")]]
-    for mode in ("rs2", "rs1"):
+    rows = [[(image, "original"), panel(lossless, "full")]]
+    for mode in ("rs2", "rs1", "conditional"):
         rows.append([panel(lossy, mode, quality=q) for q in qualities])
     rows.append([jpeg_panel(rate) for rate in rs2_rates])
     draw(rows, Path(args.out))
