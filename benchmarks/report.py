@@ -142,6 +142,12 @@ def lossless_table(summary: dict) -> list[str]:
     return [*earlier_model_note(summary), "| codec | bits per subpixel |", "| --- | --- |", *rows]
 
 
+def out_option(folder: str) -> str:
+    """benchmark.py's --out for the results in RESULTS/folder: none for the main
+    validation set's, the set's own folder for a second one ('classic/rd')."""
+    return f" --out benchmarks/results/{folder.split('/')[0]}" if "/" in folder else ""
+
+
 def lossless_section(folder: str = "lossless", lossy_too: bool = True) -> list[str]:
     """The lossless table of one validation set (results in RESULTS/folder), measured
     alone or in one run with the lossy modes."""
@@ -151,13 +157,7 @@ def lossless_section(folder: str = "lossless", lossy_too: bool = True) -> list[s
     lines = [
         f"### Lossless ({summary['images']} images of `{summary['folder']}`)",
         "",
-        # a second validation set writes to its own folder
-        "`"
-        + BENCHMARK_COMMAND.format(
-            folder=summary["folder"],
-            only=(f" --out benchmarks/results/{folder.split('/')[0]}" if "/" in folder else "") + " --only lossless",
-        )
-        + "`:",
+        "`" + BENCHMARK_COMMAND.format(folder=summary["folder"], only=out_option(folder) + " --only lossless") + "`:",
         "",
         *lossless_table(summary),
     ]
@@ -221,8 +221,7 @@ def rd_section(folder: str = "rd") -> list[str]:
     lossy_modes = summary.get("lossy_modes")
     if lossy_modes and tuple(lossy_modes) != SHIPPED_LOSSY_MODES:
         rd_options += f" --lossy-modes {','.join(lossy_modes)}"
-    if "/" in folder:  # a second validation set: its own folder
-        rd_options = f" --out benchmarks/results/{folder.split('/')[0]}{rd_options}"
+    rd_options = out_option(folder) + rd_options
     lines = [
         f"### Lossy modes ({summary['images']} images of `{summary['folder']}`)",
         "",

@@ -334,7 +334,7 @@ def truncate(svc_file, mode, output, model_name, force, quiet) -> None:
 @cli.command()
 def models() -> None:
     """List the pretrained models shipped with this version."""
-    from ..models.pretrained import registry
+    from ..models.pretrained import RATED_MODES, registry
 
     entries = registry()
     if not entries:
@@ -342,7 +342,7 @@ def models() -> None:
         return
     for name, entry in entries.items():
         bpd, coded = entry.get("validation_bpd"), entry.get("coded_bpsp")
-        by_mode = {mode: entry.get(f"{mode}_points") for mode in ("rs2", "conditional")}
+        by_mode = {mode: entry.get(f"{mode}_points") for mode in RATED_MODES}
         if by_mode["rs2"]:
             measured = "; ".join(
                 f"{mode} on the validation photos: "

@@ -180,12 +180,13 @@ def publish(weights, name, description, validation_bpd, exact, rd_summary) -> No
     """(developers) Ship WEIGHTS inside the package as pretrained model NAME."""
     from pathlib import Path
 
+    from ..models.pretrained import RATED_MODES
     from ..models.pretrained import publish as publish_model
 
     points = {}
     if rd_summary:
         summary = json.loads(Path(rd_summary).read_text())
-        points = {f"{mode}_points": quality_points(summary, mode) or None for mode in ("rs2", "conditional")}
+        points = {f"{mode}_points": quality_points(summary, mode) or None for mode in RATED_MODES}
         if not points["rs2_points"]:
             raise CliError(f"{rd_summary} has no rs2 points at quality settings")
     entry = publish_model(weights, name, description, exact=exact, validation_bpd=validation_bpd, **points)

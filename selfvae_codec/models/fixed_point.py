@@ -118,15 +118,10 @@ def sigmoid(t: torch.Tensor, input_bits: int) -> torch.Tensor:
     return _interpolate("sigmoid", SIGMOID_TABLE, t, input_bits, -SIGMOID_RANGE)
 
 
-def sigmoid_nearest(t: torch.Tensor, input_bits: int) -> torch.Tensor:
-    """sigmoid(t) * 2^30 at the nearest multiple of 2^-12 (input_bits > 12); exactly 0 and
-    1 from |t| = 16 on: the fast form for probability tables."""
-    return sigmoid_nearest_(t.clone(), input_bits)
-
-
 def sigmoid_nearest_(t: torch.Tensor, input_bits: int) -> torch.Tensor:
-    """sigmoid_nearest, computed in t (which it overwrites): a probability table's
-    tensors are its largest, and a copy of each costs time."""
+    """sigmoid(t) * 2^30 at the nearest multiple of 2^-12 (input_bits > 12); exactly 0 and
+    1 from |t| = 16 on: the fast form for probability tables. Computed in t, which it
+    overwrites: a probability table's tensors are its largest, and a copy costs time."""
     table = _on("sigmoid_fine", FINE_SIGMOID_TABLE, t.device)
     shift = input_bits - FINE_STEP_BITS
     t += (SIGMOID_RANGE << input_bits) + (1 << (shift - 1))

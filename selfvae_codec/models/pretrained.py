@@ -56,6 +56,9 @@ LOSSY_MODEL = "lossy"  # the shipped model for the lossy modes, when there is on
 # bicubic upscaling of the same exact half-resolution image, the lossless model's
 # 0.5 dB (benchmarks/results).
 SHIPPED_LOSSY_MODES = ("rs2", "rs1", "conditional")
+# The modes whose measured rates a lossy model's registry entry records per quality
+# (as "<mode>_points"): `publish` writes them, `models` lists them.
+RATED_MODES = ("rs2", "conditional")
 
 
 def default_model_for(mode: str) -> str:
