@@ -1,7 +1,8 @@
 """Run by test_exact.py in a subprocess under one environment (CPU capability, oneDNN
 ISA, thread count): encode the test images in every mode with the shipped exact model,
-and in rs2 / rs1 at two qualities with the shipped lossy model, into OUT; decode every
-.svc in DECODE_DIR (if given); print the SHA-256 of each decoded image's pixels as JSON."""
+and in rs2, rs1 and conditional at two qualities with the shipped lossy model, into
+OUT; decode every .svc in DECODE_DIR (if given); print the SHA-256 of each decoded
+image's pixels as JSON."""
 
 import hashlib
 import json
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from selfvae_codec.codec.api import Codec
+from selfvae_codec.models.pretrained import SHIPPED_LOSSY_MODES
 
 DATA = Path(__file__).parent / "data"
 # An image larger than its tiles with odd sides, and one tile of another image.
@@ -27,7 +29,7 @@ def main(out: Path, threads: int, decode_dir: Path | None) -> None:
             data = codec.compress(DATA / source, mode, classical_tiles=False)
             (out / f"{Path(source).stem}_{mode}.svc").write_bytes(data)
         lossy_codec = Codec("lossy", threads=threads, tile_size=tile)
-        for mode in ("rs2", "rs1"):
+        for mode in SHIPPED_LOSSY_MODES:
             for quality in LOSSY_QUALITIES:
                 data = lossy_codec.compress(DATA / source, mode, quality=quality)
                 (out / f"{Path(source).stem}_lossy_{mode}_q{quality}.svc").write_bytes(data)
