@@ -64,6 +64,9 @@ def test_report_marks_a_table_measured_with_other_weights_than_the_shipped_model
     other = "0" * 64 if shipped != "0" * 64 else "1" * 64
     note = report.earlier_model_note({"model_fingerprint": other})
     assert other[:12] in note[0] and shipped[:12] in note[0] and "earlier model" in note[0]
+    kept = report.registry()["lossy-v1"]["fingerprint"]  # an earlier model still shipped for its files
+    note = report.earlier_model_note({"model_fingerprint": shipped, "lossy_model_fingerprint": kept})
+    assert note[0].startswith("Measured with `lossy-v1`, an earlier model") and "shipped `lossy`" in note[0]
 
 
 def test_the_per_level_diagnosis_walks_as_the_decoder_does():
@@ -133,3 +136,23 @@ def test_the_lossy_model_codes_the_modes_it_is_given_and_the_report_says_so():
     assert report.settings_note({**summary, "lossy_modes": list(modes)}) == (
         "the lossy model's quality (`qN`) in rs2 and conditional"
     )
+
+
+def test_the_exact_note_reads_each_comparison_with_its_own_models(tmp_path, monkeypatch):
+    rows = ["image,mode,model,bpp,psnr,encode_s,decode_s"]
+    for image in ("a", "b"):
+        rows += [
+            f"{image},rs2,source.safetensors,0.5,30.0,1.0,1.0",
+            f"{image},rs2,lossy,0.5,30.5,2.0,3.0",
+            f"{image},conditional,source.safetensors,4.0,32.0,1.0,1.0",
+            f"{image},conditional,lossy,4.0,31.9,3.0,3.0",
+            f"{image},full,source.safetensors,9.0,inf,1.0,1.0",
+            f"{image},full,lossy,9.0,inf,9.0,9.0",
+        ]
+    (tmp_path / "exact_lossy").mkdir()
+    (tmp_path / "exact_lossy" / "per_image.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    name, gap, slowdowns = report.exact_gaps("exact_lossy")
+    assert name == "lossy" and gap == pytest.approx(0.5) and sorted(slowdowns) == pytest.approx([2.5, 3.0])
+    assert report.exact_gaps("exact") is None
+    assert "`lossy` by at most 0.500 dB, 2.5-3.0x slower" in report.exact_note()[0]
