@@ -26,6 +26,7 @@ from rate_distortion import psnr
 
 MODES = ("full", "conditional", "rs2", "rs1")
 DEFAULT_MODELS = "default-float,default"  # the float source, then its exact conversion
+DEFAULT_OUT = "benchmarks/results/exact"
 
 
 def measure(codec, image: np.ndarray, mode: str, name: str) -> dict:
@@ -61,7 +62,7 @@ def summary_table(rows: list[dict], modes: list[str], models: list[str]) -> list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
-    parser.add_argument("--out", default="benchmarks/results/exact")
+    parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--modes", default=",".join(MODES), help="modes to measure")
     parser.add_argument(
         "--models", default=DEFAULT_MODELS, help="FLOAT,EXACT: a float model (name or .safetensors), its conversion"
@@ -91,7 +92,8 @@ def main() -> None:
         f"{machine_description(args.threads)}), the model in every tile, default steps and quality:",
         f"`python benchmarks/exact_vs_float.py {args.folder} --threads {args.threads} --modes {args.modes}"
         + ("" if args.limit is None else f" --limit {args.limit}")
-        + ("" if args.models == DEFAULT_MODELS else f" --models {args.models} --out {args.out}")
+        + ("" if args.models == DEFAULT_MODELS else f" --models {args.models}")
+        + ("" if args.out == DEFAULT_OUT else f" --out {args.out}")
         + "`",
         "",
     ]
