@@ -1,6 +1,11 @@
 """Golden files: .svc files written by earlier versions must keep decoding to the same
 pixels, so that no change orphans existing archives. Each file in tests/golden is
-listed in manifest.json with the SHA-256 of the pixels it decodes to."""
+listed in manifest.json with the SHA-256 of the pixels it decodes to and what made it
+("made_by"): an exact model, whose files decode to the same pixels on every machine
+(the compatibility contract), or a float model, whose files decode only where torch
+computes the floats that the encoder's machine did (its torch build, CPU vector level
+and thread count are recorded). Elsewhere a float file must fail with a clean
+CodecError that says so, never decode to other pixels."""
 
 import hashlib
 import json
@@ -8,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from selfvae_codec.bitstream import FORMAT_VERSION, READABLE_VERSIONS, unpack
 from selfvae_codec.bitstream.container import CODED_KINDS
 from selfvae_codec.codec.api import Codec
-from selfvae_codec.models.pretrained import find_by_fingerprint
+from selfvae_codec.errors import CodecError
+from selfvae_codec.models.pretrained import find_by_fingerprint, registry
 
 GOLDEN = Path(__file__).parent / "golden"
 DATA = Path(__file__).parent / "data"
@@ -25,13 +32,68 @@ def codec_for(header) -> Codec:
     return Codec(name, threads=header.threads or None, tile_size=header.tile_size)
 
 
+def this_environment() -> dict:
+    return {"torch": torch.__version__.split("+")[0], "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def other_environment(name: str) -> str | None:
+    """Why a float golden file's floats may not come out here (None where they do):
+    the environment it was made in against this one."""
+    made_by = MANIFEST[name]["made_by"]
+    if made_by["exact"]:
+        return None
+    recorded = {key: made_by[key] for key in this_environment()}
+    if recorded == this_environment():
+        return None
+    return (
+        f"{name} was made by float model {made_by['model']} with torch {recorded['torch']} "
+        f"on {recorded['cpu_capability']} at {made_by['threads']} thread(s); this is torch "
+        f"{this_environment()['torch']} on {this_environment()['cpu_capability']}"
+    )
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
 @pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_golden_file_decodes_to_its_recorded_pixels(name):
     entry = MANIFEST[name]
     data = (GOLDEN / name).read_bytes()
+    if other_environment(name):
+        pytest.skip(other_environment(name))
     image = codec_for(unpack(data)).decompress(data)
     assert list(image.shape) == entry["shape"]
-    assert hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() == entry["pixels_sha256"]
+    assert pixel_hash(image) == entry["pixels_sha256"]
+
+
+FLOAT_MADE = sorted(name for name, entry in MANIFEST.items() if not entry["made_by"]["exact"])
+
+
+@pytest.mark.parametrize("name", FLOAT_MADE)
+def test_a_float_golden_file_decodes_to_its_pixels_or_says_why_not_on_any_machine(name):
+    """Everywhere, a float model's file gives its recorded pixels or a one-line
+    CodecError naming the cause, never other pixels."""
+    data = (GOLDEN / name).read_bytes()
+    try:
+        image = codec_for(unpack(data)).decompress(data)
+    except CodecError as error:
+        assert other_environment(name), f"fails where it was made: {error}"
+        message = str(error)
+        assert "\n" not in message and "float model" in message and "exact model" in message
+        assert torch.backends.cpu.get_cpu_capability() in message
+    else:
+        assert pixel_hash(image) == MANIFEST[name]["pixels_sha256"]
+
+
+def test_the_manifest_records_what_made_every_golden_file():
+    for name, entry in MANIFEST.items():
+        made_by = entry["made_by"]
+        header = unpack((GOLDEN / name).read_bytes())
+        assert registry()[made_by["model"]]["fingerprint"] == header.model_fingerprint.hex()
+        assert made_by["exact"] == registry()[made_by["model"]]["exact"] == (header.threads == 0)
+        if not made_by["exact"]:
+            assert made_by["threads"] == header.threads and {"torch", "cpu_capability"} <= set(made_by)
 
 
 MODEL_CODED = sorted(
@@ -45,6 +107,8 @@ def test_encoding_again_gives_the_golden_sections(name):
     byte: the model, the walk and the coder of every version are unchanged (the
     metadata may differ; PNG / WebP tiles depend on the libraries and are left out)."""
     entry = MANIFEST[name]
+    if other_environment(name):
+        pytest.skip(other_environment(name))
     golden = unpack((GOLDEN / name).read_bytes())
     codec = codec_for(golden)
     data = codec.compress(
@@ -85,7 +149,7 @@ def test_lossless_golden_files_decode_to_their_source_images():
     from PIL import Image
 
     for name, entry in MANIFEST.items():
-        if entry["mode"] == "full":
+        if entry["mode"] == "full" and not other_environment(name):
             data = (GOLDEN / name).read_bytes()
             image = codec_for(unpack(data)).decompress(data)
             assert np.array_equal(image, np.asarray(Image.open(DATA / entry["source"])))

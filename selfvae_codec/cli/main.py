@@ -148,6 +148,11 @@ def encode(
 
     codec = load_codec(model_name or default_model_for(mode), device, threads, tile_size)
     codec.check_quality(mode, quality)  # before any image: the same answer for every one
+    if not codec.portable:
+        report.warn(
+            "a float model's files decode only on the CPU kind and torch build that wrote them; "
+            "encode with an exact model (the shipped ones, or `selfvae-codec convert`) for files that decode anywhere"
+        )
 
     def encode_one(job: Job, progress) -> None:
         result = codec.compress_file(

@@ -211,6 +211,13 @@ class Codec:
         self.load_seconds = time.perf_counter() - started
 
     @property
+    def portable(self) -> bool:
+        """Whether the model's files decode on any machine: an exact model's do; a
+        float model's only where torch computes the same floats (same CPU kind,
+        vector level and torch build)."""
+        return self.model.config.exact
+
+    @property
     def lossy(self) -> bool:
         """Whether the model is a lossy one (coding at quality settings)."""
         return self.model.config.lossy
@@ -397,21 +404,32 @@ class Codec:
                     result = walk(self.model, stream, header.mode, size, header.latent_step, quality=quality)
                     stream.finish()
                 except CodingError as error:
-                    raise CodecError(f"cannot decode tile {index}: {error}") from error
+                    raise self._decoding_error(f"cannot decode tile {index}: {error}") from error
                 except BaseException as error:  # constriction panics are not Exceptions
                     if isinstance(error, (KeyboardInterrupt, SystemExit, MemoryError)):
                         raise
-                    raise CodecError(f"cannot decode tile {index}: corrupt data ({type(error).__name__})") from error
+                    problem = f"cannot decode tile {index}: the entropy coder failed ({type(error).__name__})"
+                    raise self._decoding_error(problem) from error
                 reconstruction[top:bottom, left:right] = result[0].permute(1, 2, 0).cpu().numpy()
                 del result, stream
                 _release_free_memory()
         output = _output_image(reconstruction, header.channels)
         if verify and crc32(output.tobytes()) != header.image_crc:
-            raise CodecError(
-                "the decoded image does not match the encoder's checksum "
-                "(different torch build or device, or corrupt data); nothing was written"
-            )
+            raise self._decoding_error("the decoded image does not match the encoder's checksum")
         return output
+
+    def _decoding_error(self, problem: str) -> CodecError:
+        """A failed decode, with its likely cause: for an exact model's file corrupt
+        data; for a float model's file also a machine that computes other floats than
+        the encoder's did, which the file cannot tell apart from corruption."""
+        if self.portable:
+            return CodecError(f"{problem} (corrupt data)")
+        here = f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
+        return CodecError(
+            f"{problem}: the file was made by a float model, whose files decode only on the CPU kind "
+            f"and torch build that wrote them (this machine: {here}), or it is corrupt; "
+            "encode with an exact model (the shipped ones, or `selfvae-codec convert`) for files that decode anywhere"
+        )
 
     # -- the model as a generator ------------------------------------------------------
     def upscale(

@@ -292,7 +292,7 @@ class DecoderStream(_FormatRules):
     def _check_exhausted(self) -> None:
         # A well-formed section is consumed exactly; leftovers mean a mismatch.
         if self._coder is not None and not self._coder.is_empty():
-            raise CodingError("a section was not consumed exactly (model mismatch or corrupt data)")
+            raise CodingError("a section was not consumed exactly")
 
     def finish(self) -> None:
         self._check_exhausted()
