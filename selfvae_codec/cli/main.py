@@ -166,6 +166,8 @@ def encode(
             quality=quality,
         )
         header = unpack(result.data)
+        if result.not_kept and not strip:
+            report.warn(f"{job.name}: an .svc file does not keep the source's {', '.join(result.not_kept)}")
         report.line(_summary("encoded", job, len(result.data), header, result.seconds, codec))
         if verbose:
             kept = ", ".join(result.metadata.names()) or "none"

@@ -91,6 +91,7 @@ class EncodeResult:
     estimated_bits: dict[str, float]  # -log2 p of the coded symbols, per section
     seconds: float
     metadata: ImageMetadata  # what the file carries (empty when stripped)
+    not_kept: list[str]  # what the source carried that the file does not (text, resolution, ...)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -338,7 +339,8 @@ class Codec:
             version=format_version,
             sections=sections,
         )
-        return EncodeResult(pack(header), output, estimated, time.perf_counter() - started, metadata)
+        seconds = time.perf_counter() - started
+        return EncodeResult(pack(header), output, estimated, seconds, metadata, loaded.not_kept)
 
     def compress(
         self,
@@ -373,6 +375,8 @@ class Codec:
                 f"the file was encoded with model {header.model_fingerprint.hex()[:12]}, "
                 f"not with the loaded model {self.fingerprint[:12]}"
             )
+        self._check_fields_fit_the_model(header)
+        unpack_metadata(header.metadata_payload)  # a damaged metadata section fails here, as in the CLI
         tiles = tile_boxes(header.height, header.width, header.tile_size)
         by_tile: dict[int, list[Section]] = {}
         for section in header.sections:
@@ -383,8 +387,6 @@ class Codec:
         # An exact model gives the same numbers at any thread count (its files say 0);
         # a float model's files decode only at the encoder's.
         threads = header.threads or self.threads
-        if bool(header.quality) != self.lossy or header.quality > self.model.config.qualities:
-            raise CodecError(f"the file's quality setting ({header.quality}) does not fit the model")
         quality = header.quality - 1 if header.quality else None
         with _torch_threads(threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
@@ -417,6 +419,20 @@ class Codec:
         if verify and crc32(output.tobytes()) != header.image_crc:
             raise self._decoding_error("the decoded image does not match the encoder's checksum")
         return output
+
+    def _check_fields_fit_the_model(self, header: Header) -> None:
+        """Refuse, before any model work, header fields the file's model cannot have
+        written: a damaged field must not make the decoder run long (a thread count
+        an exact model's file never records would run 255 threads) or far."""
+        if self.portable and header.threads:
+            raise CodecError(
+                f"the file records {header.threads} encoder thread(s), but an exact model's files record none "
+                "(corrupt header)"
+            )
+        if not self.portable and not header.threads:
+            raise CodecError("the file records no encoder thread count; a float model's files do (corrupt header)")
+        if bool(header.quality) != self.lossy or header.quality > self.model.config.qualities:
+            raise CodecError(f"the file's quality setting ({header.quality}) does not fit the model")
 
     def _decoding_error(self, problem: str) -> CodecError:
         """A failed decode, with its likely cause: for an exact model's file corrupt

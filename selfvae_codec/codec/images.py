@@ -49,11 +49,23 @@ FORMAT_METADATA = {
 _HIGH_BIT_DEPTH = re.compile(r";(16|32)[BLN]?$")  # Pillow raw modes of 16/32-bit samples
 
 
+# TIFF tags that describe the file's layout, not the picture: left out when a TIFF's
+# tags become the EXIF block an .svc file keeps (ICC profile and XMP go separately).
+TIFF_LAYOUT_TAGS = frozenset(
+    [254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 288, 289]
+    + [290, 291, 292, 293, 317, 320, 322, 323, 324, 325, 330, 338, 339, 340, 341, 347]
+    + list(range(512, 522))
+    + [529, 530, 531, 532, 700, 34675]
+)
+EXIF_POINTER_TAGS = (0x8769, 0x8825, 0xA005)  # the Exif, GPS and interoperability sub-blocks
+
+
 @dataclass
 class LoadedImage:
     pixels: np.ndarray  # uint8 [H, W, 3] (grayscale repeated into three channels)
     channels: int  # 1 or 3: what the source had and what decoding gives back
     metadata: ImageMetadata = field(default_factory=ImageMetadata)
+    not_kept: list[str] = field(default_factory=list)  # what the source carried that an .svc file does not
 
 
 def load_image(source) -> LoadedImage:
@@ -104,13 +116,16 @@ def _from_pil(image: Image.Image) -> LoadedImage:
         raise CodecError("the image has 16-bit samples; only 8-bit images are coded (coding 8 bits would lose data)")
     image.load()
     xmp = image.info.get("xmp")
+    exif = image.info.get("exif") or (_tiff_exif(image) if image.format == "TIFF" else None)
     metadata = ImageMetadata(
         icc_profile=image.info.get("icc_profile") or None,
-        exif=image.info.get("exif") or None,
+        exif=exif or None,
         xmp=(xmp.encode("utf-8") if isinstance(xmp, str) else xmp) or None,
     )
+    if "transparency" in image.info:  # a palette's, or a tRNS colour of a grayscale / RGB image
+        image = image.convert("LA" if image.mode in ("1", "L") else "RGBA")
     if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        image = image.convert("RGB")
     if image.mode == "1":
         image = image.convert("L")
     if image.mode not in ("L", "LA", "RGB", "RGBA"):
@@ -119,7 +134,38 @@ def _from_pil(image: Image.Image) -> LoadedImage:
             "(with an opaque alpha) are coded; convert it first"
         )
     pixels, channels = _from_array(np.asarray(image))
-    return LoadedImage(pixels, channels, metadata)
+    return LoadedImage(pixels, channels, metadata, _not_kept(image))
+
+
+def _tiff_exif(image: Image.Image) -> bytes | None:
+    """A TIFF's descriptive tags (camera, orientation, dates, resolution, the Exif and
+    GPS blocks) as an EXIF block, without the tags of its own file layout."""
+    tags = image.getexif()
+    kept = Image.Exif()
+    for tag, value in tags.items():
+        if tag not in TIFF_LAYOUT_TAGS and tag not in EXIF_POINTER_TAGS:
+            kept[tag] = value
+    for pointer in EXIF_POINTER_TAGS:
+        if pointer in tags:
+            kept.get_ifd(pointer).update(tags.get_ifd(pointer))
+    return kept.tobytes() if len(kept) or any(kept.get_ifd(p) for p in EXIF_POINTER_TAGS) else None
+
+
+def _not_kept(image: Image.Image) -> list[str]:
+    """What the source file carried that an .svc file does not keep (the ICC profile,
+    EXIF and XMP it keeps): text chunks, the resolution, colour tags without a profile."""
+    text = [key for key in getattr(image, "text", {}) if key != "XML:com.adobe.xmp"]
+    found = [f"text ({', '.join(text)})"] if text else []
+    dpi = image.info.get("dpi")
+    if dpi and 282 not in image.getexif():  # 282: the EXIF block's own resolution, which is kept
+        found.append(f"resolution ({round(float(dpi[0]))} dpi)")
+    if "icc_profile" not in image.info:
+        found += [name for key, name in _COLOUR_TAGS.items() if key in image.info]
+    return found
+
+
+# PNG colour chunks that an ICC profile, when present, supersedes.
+_COLOUR_TAGS = {"gamma": "gamma", "chromaticity": "chromaticities", "srgb": "sRGB rendering intent"}
 
 
 def _from_array(image: np.ndarray) -> tuple[np.ndarray, int]:
