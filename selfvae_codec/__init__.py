@@ -7,7 +7,16 @@ error a user can cause is a `CodecError` (corrupt files are `ContainerError`s, m
 or corrupt weights `ModelLoadError`s, both CodecErrors).
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# OpenMP threads that wait for work sleep instead of spinning, unless the user chose
+# otherwise. Spinning threads fight any other busy process for the cores: beside one,
+# 2 spinning threads took 5.16 s where 2 sleeping ones took 2.94 s
+# (benchmarks/results/threads_under_load.csv). OpenMP reads this when torch loads it,
+# so it is set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _API = {"Codec", "EncodeResult", "ModelLoadError", "ModelMismatchError", "compress", "decompress", "file_metadata"}
 

@@ -407,3 +407,27 @@ def test_evaluate_reports_unreadable_and_refused_images_and_scores_the_rest(tmp_
     assert "1 images: negative ELBO" in result.stdout and "3 image(s) could not be read" in result.stdout
     rows = (tmp_path / "scores.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("ok.png,64,64,")
+
+
+def test_default_threads_leave_out_the_cores_other_processes_are_busy_on(tmp_path):
+    import torch
+
+    from selfvae_codec.codec.api import free_cores
+
+    usable = min(len(os.sched_getaffinity(0)), torch.get_num_threads())
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("0.50 0.40 0.30 1/210 4242\n")  # only this thread runs
+    assert free_cores(str(loadavg)) == usable
+    loadavg.write_text(f"2.10 1.90 1.50 {usable + 1}/210 4242\n")  # every core busy
+    assert free_cores(str(loadavg)) == 1
+    assert free_cores(str(tmp_path / "missing")) == usable
+
+
+def test_idle_openmp_threads_sleep_unless_the_user_chose():
+    script = "import os, selfvae_codec; print(os.environ['OMP_WAIT_POLICY'])"
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    chosen = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
+    assert chosen.stdout.strip() == "PASSIVE"
+    environment["OMP_WAIT_POLICY"] = "ACTIVE"
+    kept = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
+    assert kept.stdout.strip() == "ACTIVE"

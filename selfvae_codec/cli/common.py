@@ -21,7 +21,10 @@ MODEL_OPTION = click.option(
 DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 FORCE_OPTION = click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 THREADS_OPTION = click.option(
-    "--threads", type=click.IntRange(1, 255), default=None, help="torch threads (default: torch's choice)."
+    "--threads",
+    type=click.IntRange(1, 255),
+    default=None,
+    help="torch threads (default: the cores no other process is busy on now).",
 )
 
 

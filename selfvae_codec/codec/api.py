@@ -149,6 +149,25 @@ def _torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def free_cores(loadavg: str = "/proc/loadavg") -> int:
+    """The cores no other process is running on now: the usable cores less the other
+    runnable threads (Linux's /proc/loadavg, the least of a few looks 5 ms apart, so a
+    passing blip does not count; elsewhere torch's own count). The codec's default
+    thread count: threads beyond the free cores slow it down (a busy core's thread
+    holds up the others at every step)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        others = []
+        for _ in range(3):
+            with open(loadavg) as load:
+                running = int(load.read().split()[3].split("/")[0])
+            others.append(running - 1)  # less this thread
+            time.sleep(0.005)
+    except (OSError, ValueError, IndexError):
+        return max(1, min(usable, torch.get_num_threads()))
+    return max(1, min(usable, torch.get_num_threads()) - min(others))
+
+
 def _load_malloc_trim() -> Callable[[int], int] | None:
     try:
         return ctypes.CDLL("libc.so.6").malloc_trim
@@ -206,7 +225,7 @@ class Codec:
         if not isinstance(model, SelfVAE):
             model = load_named_model(model, device=str(self.device))
         self.model = model.to(self.device).eval()
-        self.threads = threads if threads is not None else min(255, torch.get_num_threads())
+        self.threads = threads if threads is not None else min(255, free_cores())
         self.tile_size = tile_size
         self.fingerprint = self.model.fingerprint()
         self.load_seconds = time.perf_counter() - started
