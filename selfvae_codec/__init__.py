@@ -22,10 +22,10 @@ _API = {"Codec", "EncodeResult", "ModelLoadError", "ModelMismatchError", "compre
 
 
 def __getattr__(name):
-    if name == "CodecError":
-        from .errors import CodecError
+    if name in ("CodecError", "BadValueError"):
+        from . import errors
 
-        return CodecError
+        return getattr(errors, name)
     if name == "ContainerError":
         from .bitstream import ContainerError
 
@@ -37,4 +37,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'selfvae_codec' has no attribute {name!r}")
 
 
-__all__ = sorted(_API | {"CodecError", "ContainerError"})
+__all__ = sorted(_API | {"BadValueError", "CodecError", "ContainerError"})

@@ -182,7 +182,7 @@ def test_every_mode_order_round_trips_over_several_tiles(mode, labels):
 @pytest.mark.parametrize(
     "mode, labels, message",
     [
-        ("full", "u y1 z2 x", "out of order at tile 0: found u y1 z2 x"),  # wrong level
+        ("full", "u y1 z2 x", "out of order at tile 1: found u y1 z2 x"),  # wrong level
         ("full", "u y1 z1", "out of order"),  # x missing
         ("full", "u z1 y1 x", "out of order"),  # swapped
         ("rs2", "u y1 z1", "out of order"),  # a y in an rs2 file
@@ -199,12 +199,12 @@ def test_section_tables_out_of_the_modes_order_are_rejected(mode, labels, messag
 def test_sections_of_the_wrong_tile_or_a_missing_tile_are_rejected():
     sections = _sections("u y1 z1 x", tiles=2)
     swapped = sections[4:] + sections[:4]
-    with pytest.raises(ContainerError, match="names tile 0 after tile 1"):
+    with pytest.raises(ContainerError, match="names tile 1 after tile 2"):
         pack(make_header(width=20, height=16, tile_size=16, sections=swapped))
-    with pytest.raises(ContainerError, match="out of order at tile 1: found nothing"):
+    with pytest.raises(ContainerError, match="out of order at tile 2: found nothing"):
         pack(make_header(width=20, height=16, tile_size=16, sections=sections[:4]))
     extra = Section("u", 0, 2, b"\x00" * 4)
-    with pytest.raises(ContainerError, match="names tile 2"):
+    with pytest.raises(ContainerError, match="names tile 3"):
         pack(make_header(width=20, height=16, tile_size=16, sections=[*sections, extra]))
 
 
@@ -216,7 +216,7 @@ def test_a_full_file_may_hold_a_tile_as_classical_pixels():
     assert unpack(pack(header)).sections == sections
     for mode, labels in (("conditional", "u y1 z1"), ("rs2", "u z1")):
         lossy = [*_sections(labels), Section("pixels", 0, 1, b"x")]
-        with pytest.raises(ContainerError, match="out of order at tile 1"):
+        with pytest.raises(ContainerError, match="out of order at tile 2"):
             pack(make_header(mode=mode, width=32, height=16, tile_size=16, sections=lossy))
 
 

@@ -197,7 +197,21 @@ def test_truncate_command_cuts_full_to_conditional(tmp_path):
     assert run("decode", cut, "-o", tmp_path / "cut.png").exit_code == 0
 
 
-def test_truncate_refuses_files_with_classical_tiles(encoded, tmp_path):
-    out, _ = encoded
-    target = tmp_path / "cut.svc"
-    assert_clean_failure(run("truncate", out, "--mode", "rs1", "-o", target), "classical lossless images", target)
+def test_truncate_codes_classical_tiles_with_the_model_as_a_direct_encode_would(tmp_path):
+    from selfvae_codec.bitstream import pack, unpack
+    from selfvae_codec.codec.api import Codec
+
+    photo = np.asarray(Image.open(DATA / "astronaut_128x128.png").convert("RGB"))[:32, :64]
+    codec = Codec(threads=1, tile_size=32)
+    classical = unpack(codec.compress(photo))  # clean photo tiles: stored as PNG or WebP
+    assert [s.kind for s in classical.sections] == ["pixels", "pixels"]
+    header = unpack(codec.compress(photo, classical_tiles=False))
+    # A file whose first tile is the model's and second a classical one.
+    header.sections = [s for s in header.sections if s.tile == 0] + classical.sections[1:]
+    (tmp_path / "full.svc").write_bytes(pack(header))
+    assert run("decode", tmp_path / "full.svc", "-o", tmp_path / "full.png").exit_code == 0
+    for mode in ("conditional", "rs1"):
+        result = run("truncate", tmp_path / "full.svc", "--mode", mode, "-o", tmp_path / f"{mode}.svc")
+        assert result.exit_code == 0, result.output
+        direct = codec.compress(photo, mode, step=header.latent_step)
+        assert (tmp_path / f"{mode}.svc").read_bytes() == direct

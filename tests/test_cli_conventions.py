@@ -1,6 +1,7 @@
 """The command line's conventions (stdin/stdout, batches, default names, exit codes,
 metadata, checks before any work) and the API's error contract."""
 
+import io
 import os
 import signal
 import struct
@@ -20,6 +21,7 @@ from selfvae_codec.bitstream import unpack
 from selfvae_codec.cli import main as cli_main
 from selfvae_codec.cli.main import cli
 from selfvae_codec.codec.api import Codec, CodecError, compress, decompress, file_metadata
+from selfvae_codec.errors import BadValueError
 
 DATA = Path(__file__).parent / "data"
 CHELSEA = DATA / "chelsea_75x50.png"
@@ -80,23 +82,24 @@ def test_16_bit_rgb_png_is_refused_not_reduced(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, status, message",
     [
-        (["encode", CHELSEA, "-o", "{tmp}/nodir/x.svc"], "output folder does not exist"),
-        (["encode", "{tmp}/missing.png"], "input file not found"),
-        (["encode", CHELSEA, "-o", CHELSEA, "--force"], "is the input file itself"),
-        (["encode", CHELSEA, GRAY, "-o", "{tmp}/x.svc"], "-o takes one input"),
-        (["encode", CHELSEA, "-o", "{tmp}/x.svc", "-d", "{tmp}"], "give -o or -d, not both"),
-        (["encode", CHELSEA, "-d", "{tmp}/nodir"], "output folder does not exist"),
-        (["encode", "-", "-d", "{tmp}"], "with '-' give -o"),
-        (["encode", CHELSEA, "{tmp}/sub/chelsea_75x50.png", "-d", "{tmp}"], "would both be written"),
+        (["encode", CHELSEA, "-o", "{tmp}/nodir/x.svc"], 1, "output folder does not exist"),
+        (["encode", "{tmp}/missing.png"], 1, "input file not found"),
+        (["decode", "{tmp}/sub/c.svc", "-o", "{tmp}/sub/c.svc", "--force"], 1, "is the input file itself"),
+        (["encode", CHELSEA, "-o", "{tmp}/x.png"], 2, "names an image, but encode writes an .svc file"),
+        (["encode", CHELSEA, GRAY, "-o", "{tmp}/x.svc"], 1, "-o takes one input"),
+        (["encode", CHELSEA, "-o", "{tmp}/x.svc", "-d", "{tmp}"], 1, "give -o or -d, not both"),
+        (["encode", CHELSEA, "-d", "{tmp}/sub/c.svc"], 2, "is a file"),
+        (["encode", "-", "-d", "{tmp}"], 1, "with '-' give -o"),
+        (["encode", CHELSEA, "--mode", "rs2", "--step", "0", "-o", "{tmp}/x.svc"], 2, "step must be a number"),
     ],
 )
-def test_bad_arguments_fail_before_the_model_is_loaded(tmp_path, no_model, args, message):
+def test_bad_arguments_fail_before_the_model_is_loaded(tmp_path, no_model, args, status, message):
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "chelsea_75x50.png").write_bytes(CHELSEA.read_bytes())
+    (tmp_path / "sub" / "c.svc").write_bytes(b"not read")
     result = run(*[str(a).format(tmp=tmp_path) for a in args])
-    assert result.exit_code == 1
+    assert result.exit_code == status
     lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
@@ -106,10 +109,10 @@ def test_decode_checks_the_output_format_before_the_model_is_loaded(tmp_path, no
     svc = tmp_path / "c.svc"
     svc.write_bytes(Codec(threads=1).compress(CHELSEA))
     result = run("decode", svc, "-o", tmp_path / "c.jpg")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert ".webp" in result.stderr and ".pgm" in result.stderr  # every format that works is listed
     result = run("decode", svc, "-o", tmp_path / "c.pgm")
-    assert result.exit_code == 1 and "holds grayscale" in result.stderr
+    assert result.exit_code == 2 and "holds grayscale" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.svc"]
 
 
@@ -180,9 +183,9 @@ def test_usage_errors_are_one_line_and_exit_2(args):
 @pytest.mark.parametrize("device, message", [("foo", "unknown device"), ("mps", "not supported")])
 def test_bad_devices_are_one_line_errors(device, message):
     result = run("encode", CHELSEA, "-o", "-", "--device", device)
-    assert result.exit_code == 1 and error_lines(result) == [error_lines(result)[0]]
+    assert result.exit_code == 2 and error_lines(result) == [error_lines(result)[0]]
     assert message in result.stderr
-    with pytest.raises(CodecError, match=message):
+    with pytest.raises(BadValueError, match=message):
         Codec(device=device)
 
 
@@ -367,13 +370,15 @@ def test_every_user_error_is_a_codec_error(tmp_path):
         Codec(tmp_path / "missing.safetensors")
 
 
-def test_decompress_takes_bytes_or_a_path(tmp_path):
+def test_decompress_takes_bytes_a_path_or_a_stream(tmp_path):
     data = compress(GRAY)
     (tmp_path / "g.svc").write_bytes(data)
     expected = pixels(GRAY)
-    for source in (data, bytearray(data), str(tmp_path / "g.svc"), tmp_path / "g.svc"):
+    for source in (data, bytearray(data), str(tmp_path / "g.svc"), tmp_path / "g.svc", io.BytesIO(data)):
         assert np.array_equal(decompress(source), expected)
-    with pytest.raises(CodecError, match="expected .svc bytes or a path"):
+    with (tmp_path / "g.svc").open("rb") as stream:
+        assert np.array_equal(decompress(stream), expected)
+    with pytest.raises(BadValueError, match="expected .svc bytes, a path"):
         decompress(12)
 
 
@@ -404,7 +409,7 @@ def test_evaluate_reports_unreadable_and_refused_images_and_scores_the_rest(tmp_
     assert len(errors) == 3
     assert any("broken.png" in e for e in errors) and any("16-bit" in e for e in errors)
     assert any("transparency" in e for e in errors)
-    assert "1 images: negative ELBO" in result.stdout and "3 image(s) could not be read" in result.stdout
+    assert "1 image: negative ELBO" in result.stdout and "3 images could not be read" in result.stdout
     rows = (tmp_path / "scores.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("ok.png,64,64,")
 
@@ -431,3 +436,126 @@ def test_idle_openmp_threads_sleep_unless_the_user_chose():
     environment["OMP_WAIT_POLICY"] = "ACTIVE"
     kept = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
     assert kept.stdout.strip() == "ACTIVE"
+
+
+# -- batches ----------------------------------------------------------------------------
+
+
+def test_out_dir_is_created_and_mirrors_the_input_folders(tmp_path):
+    shots = tmp_path / "shots"
+    (shots / "sub").mkdir(parents=True)
+    (shots / "a.png").write_bytes(GRAY.read_bytes())
+    (shots / "sub" / "a.png").write_bytes(CHELSEA.read_bytes())  # the same name, another folder
+    result = run("encode", shots, "-d", tmp_path / "archive" / "deep", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    archive = tmp_path / "archive" / "deep"
+    assert sorted(str(p.relative_to(archive)) for p in archive.rglob("*.svc")) == ["a.svc", "sub/a.svc"]
+    result = run("decode", archive, "-d", tmp_path / "restored", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert np.array_equal(pixels(tmp_path / "restored" / "sub" / "a.png"), pixels(CHELSEA))
+    assert np.array_equal(pixels(tmp_path / "restored" / "a.png"), pixels(GRAY))
+
+
+def test_existing_outputs_fail_alone_and_skip_existing_leaves_them(tmp_path):
+    names = ("one.png", "two.png", "three.png")
+    for name in names:
+        (tmp_path / name).write_bytes(GRAY.read_bytes())
+    (tmp_path / "one.svc").write_bytes(b"kept")
+    (tmp_path / "three.svc").write_bytes(b"kept")
+    result = run("encode", *[tmp_path / name for name in names], "--quiet")
+    assert result.exit_code == 1
+    assert error_lines(result) == [
+        f"error: {tmp_path / name}: {tmp_path / name.replace('.png', '.svc')} exists "
+        "(use --force to replace it, or --skip-existing)"
+        for name in ("one.png", "three.png")
+    ]
+    assert (tmp_path / "one.svc").read_bytes() == b"kept" and (tmp_path / "two.svc").stat().st_size > 100
+    (tmp_path / "two.svc").unlink()
+    result = run("encode", *[tmp_path / name for name in names], "--skip-existing")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("skipped") == 2 and (tmp_path / "two.svc").stat().st_size > 100
+    assert (tmp_path / "three.svc").read_bytes() == b"kept"
+
+
+def test_a_lone_existing_output_fails_before_the_model_is_loaded(tmp_path, no_model):
+    (tmp_path / "g.png").write_bytes(GRAY.read_bytes())
+    (tmp_path / "g.svc").write_bytes(b"kept")
+    result = run("encode", tmp_path / "g.png")
+    assert result.exit_code == 1
+    assert error_lines(result) == [f"error: {tmp_path / 'g.svc'} exists (use --force to replace it)"]
+    assert run("encode", tmp_path / "g.png", "--skip-existing").exit_code == 0
+
+
+# -- exit codes and messages --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["encode", CHELSEA, "--mode", "rs2", "-q", "7", "-o", "{tmp}/x.svc"], "quality must be a whole number"),
+        (["encode", CHELSEA, "--mode", "full", "-q", "3", "-o", "{tmp}/x.svc"], "a quality applies to"),
+        (["upscale", CHELSEA, "--factor", "3"], "must be a power of two"),
+        (["upscale", CHELSEA, "--size", "abc"], "must look like 640x480"),
+        (["sample", "-o", "{tmp}/out.jpg"], "cannot write .jpg image files"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(tmp_path, args, message):
+    result = run(*[str(a).format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_bare_command_prints_its_help():
+    result = run()
+    assert result.exit_code == 0 and result.stdout.startswith("Usage: ") and "encode" in result.stdout
+    assert "error" not in result.stderr
+
+
+def test_quality_help_shows_the_lossy_range():
+    help_text = run("encode", "--help").stdout
+    quality = help_text[help_text.index("--quality") : help_text.index("--step")]
+    assert quality.startswith("--quality 1-6") and "255" not in quality
+
+
+def test_models_lists_the_two_models_and_names_the_read_only_ones():
+    lines = run("models").stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:-1]] == ["default", "lossy"]
+    assert lines[-1].startswith("also kept to decode older files: default-float, lossy-v1, lossy-v2")
+    assert len(run("models", "--all").stdout.splitlines()) == 5
+
+
+def test_messages_name_no_flags_in_the_api_and_count_in_words(tmp_path):
+    with pytest.raises(BadValueError, match="^a quality needs a lossy model"):
+        Codec(threads=1).compress(GRAY, "rs2", quality=2)
+    (tmp_path / "g.svc").write_bytes(b"x")
+    with pytest.raises(CodecError, match=r"g\.svc exists$"):
+        Codec(threads=1).compress_file(GRAY, tmp_path / "g.svc")
+    result = run("encode", GRAY, "-o", tmp_path / "new.svc", "--threads", "1")
+    assert "(1 thread;" in result.stdout
+
+
+# -- API edges ----------------------------------------------------------------------------
+
+
+def test_quality_takes_numpy_integers_and_refuses_bools():
+    lossy = Codec("lossy", threads=1)
+    assert lossy.compress(GRAY, "rs2", quality=np.int64(3)) == lossy.compress(GRAY, "rs2", quality=3)
+    for bad in (True, 3.0, "3"):
+        with pytest.raises(BadValueError, match="quality must be a whole number"):
+            lossy.compress(GRAY, "rs2", quality=bad)
+
+
+@pytest.mark.parametrize("step", ["abc", None.__class__, -1.0, float("nan"), True])
+def test_bad_steps_are_bad_values(step):
+    with pytest.raises(BadValueError, match="step must be a number from 0.001 to 1000"):
+        compress(GRAY, step=step)
+
+
+def test_empty_input_says_so(tmp_path):
+    result = run("encode", "-", "-o", tmp_path / "e.svc", input=b"")
+    assert result.exit_code == 1
+    assert error_lines(result) == ["error: stdin: the input is empty (0 bytes): no image to read"]
+    with pytest.raises(CodecError, match="the input is empty"):
+        compress(b"")

@@ -107,11 +107,11 @@ def test_upscale_and_sample_commands(tmp_path):
         result = runner.invoke(
             cli, ["upscale", str(DATA / "chelsea_75x50.png"), "-o", str(tmp_path / "x.png"), "--factor", factor]
         )
-        assert result.exit_code == 1 and message in result.stderr and not (tmp_path / "x.png").exists()
+        assert result.exit_code == 2 and message in result.stderr and not (tmp_path / "x.png").exists()
     result = runner.invoke(
         cli, ["sample", "-o", str(tmp_path / "grid.png"), "-n", "5", "--size", "32x16", "--seed", "7"]
     )
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "grid.png").size == (3 * 32, 2 * 16)
     result = runner.invoke(cli, ["sample", "-o", str(tmp_path / "bad.png"), "--size", "32by16"])
-    assert result.exit_code == 1 and "--size must look like" in result.stderr
+    assert result.exit_code == 2 and "--size: must look like" in result.stderr

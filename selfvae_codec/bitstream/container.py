@@ -46,7 +46,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from ..errors import CodecError
+from ..errors import CodecError, count_of
 
 MAGIC = b"SVC\x89"
 FORMAT_VERSION = 4
@@ -197,8 +197,8 @@ def _validate_section_table(header: Header, version: int) -> None:
         previous = sections[position - 1].tile if position else 0
         if not previous <= section.tile < header.tile_count:
             raise ContainerError(
-                f"section {section.label} names tile {section.tile} after tile {previous} "
-                f"(the image has {header.tile_count} tile(s), in order)"
+                f"section {section.label} names tile {section.tile + 1} after tile {previous + 1} "
+                f"(the image has {count_of(header.tile_count, 'tile')}, in order)"
             )
         by_tile[section.tile].append(section)
     expected = None
@@ -210,7 +210,7 @@ def _validate_section_table(header: Header, version: int) -> None:
             expected = section_order(header.mode, levels=sum(kind == "z" for kind, _ in order))
         if order != expected:
             raise ContainerError(
-                f"section table out of order at tile {tile}: found {_labels(order)}, "
+                f"section table out of order at tile {tile + 1}: found {_labels(order)}, "
                 f"a {header.mode} file needs {_labels(expected)} in every tile"
             )
 
@@ -321,7 +321,8 @@ def unpack(data: bytes) -> Header:
         kind = SECTION_KINDS[kind_code]
         payload = data[offset : offset + length]
         if crc32(payload) != crc:
-            raise ContainerError(f"section {kind}{level or ''} (tile {tile}) checksum mismatch (the file is corrupt)")
+            label = f"{kind}{level or ''}"
+            raise ContainerError(f"section {label} (tile {tile + 1}) checksum mismatch (the file is corrupt)")
         if kind in CODED_KINDS and length % 4:
             raise ContainerError("section length is not a whole number of 32-bit words")
         header.sections.append(Section(kind, level, tile, payload))

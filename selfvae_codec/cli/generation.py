@@ -7,6 +7,7 @@ import re
 
 import click
 
+from ..errors import count_of
 from .batch import STDIO, Reporter, writer
 from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
 
@@ -27,7 +28,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise CliError(f"--size must look like 640x480, got {text!r}")
+        raise click.BadParameter(f"must look like 640x480, got {text!r}", param_hint="--size")
     return int(match[1]), int(match[2])
 
 
@@ -56,7 +57,7 @@ def upscale(image, output, factor, size, method, seed, model_name, device, threa
     from .main import load_codec
 
     if factor < 2 or factor & (factor - 1):
-        raise CliError(f"--factor must be a power of two (2, 4, 8, ...), got {factor}")
+        raise click.BadParameter(f"must be a power of two (2, 4, 8, ...), got {factor}", param_hint="--factor")
     crop = parse_size(size)
     if image != STDIO and not Path(image).is_file():
         raise CliError(f"input file not found: {image}")
@@ -83,7 +84,7 @@ def upscale(image, output, factor, size, method, seed, model_name, device, threa
     report.line(
         f"upscaled {'stdin' if image == STDIO else image} {factor}x -> {'stdout' if output == STDIO else output}: "
         f"{result.shape[1]}x{result.shape[0]}, {time.perf_counter() - started:.2f} s "
-        f"({codec.threads} threads; model loaded in {codec.load_seconds:.2f} s)"
+        f"({count_of(codec.threads, 'thread')}; model loaded in {codec.load_seconds:.2f} s)"
     )
 
 
@@ -124,7 +125,7 @@ def sample(output, count, size, columns, method, seed, model_name, device, threa
     data, _ = encode_image_file(grid, "PNG" if output == STDIO else output_format(output), _no_metadata())
     write_output(writer(output), data)
     Reporter(quiet, data_to_stdout=output == STDIO).line(
-        f"sampled {count} images of {width}x{height} -> {'stdout' if output == STDIO else output} "
+        f"sampled {count_of(count, 'image')} of {width}x{height} -> {'stdout' if output == STDIO else output} "
         f"({rows}x{columns} grid), {time.perf_counter() - started:.2f} s"
     )
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
 from ..bitstream import MODES
-from ..errors import CodecError
-from .batch import STDIO, Job, Reporter, plan_jobs, reader, run_jobs, writer
+from ..errors import BadValueError, CodecError, OutputExistsError, count_of
+from .batch import STDIO, Job, Reporter, any_to_code, plan_jobs, reader, run_jobs, writer
 from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
 from .generation import COMMANDS as GENERATION_COMMANDS
 from .research import COMMANDS as RESEARCH_COMMANDS
@@ -40,6 +41,8 @@ class CommandLine(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        if not (sys.argv[1:] if args is None else args):  # the bare command: its help, as for --help
+            args = ["--help"]
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as error:
@@ -52,6 +55,12 @@ class CommandLine(click.Group):
         except click.Abort:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BadValueError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except OutputExistsError as error:
+            click.echo(f"error: {error} (use --force to replace it)", err=True)
+            sys.exit(1)
         except CodecError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(1)
@@ -74,8 +83,15 @@ VERBOSE_OPTION = click.option("-v", "--verbose", is_flag=True, help="Also print 
 OUTPUT_OPTIONS = (
     click.option("-o", "--output", default=None, help="Output file ('-': standard output); one input only."),
     click.option(
-        "-d", "--out-dir", default=None, type=click.Path(file_okay=False), help="Folder for the outputs of many inputs."
+        "-d",
+        "--out-dir",
+        default=None,
+        type=click.Path(file_okay=False),
+        help="Folder for the outputs of many inputs (created; folders given as inputs are mirrored in it).",
     ),
+)
+SKIP_EXISTING_OPTION = click.option(
+    "--skip-existing", is_flag=True, help="Leave inputs whose output exists (a batch can be run again)."
 )
 
 
@@ -104,11 +120,12 @@ def _section_lines(header) -> list[str]:
 def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> str:
     """One line: what was coded, the file's size and rates, the time."""
     threads = header.threads or codec.threads  # a file's 0: an exact model, run at the codec's count
+    metadata = f" ({len(header.metadata_payload)} of them metadata)" if header.metadata_payload else ""
     return (
         f"{verb} {job.name} -> {'stdout' if job.destination == STDIO else job.destination}: "
-        f"{header.width}x{header.height}x{header.channels}, mode {header.mode}, {size} bytes, "
+        f"{header.width}x{header.height}x{header.channels}, mode {header.mode}, {size} bytes{metadata}, "
         f"{_rates(size, header.width, header.height, header.channels)}, {seconds:.2f} s "
-        f"({threads} thread{'s' if threads > 1 else ''}; model loaded in {codec.load_seconds:.2f} s)"
+        f"({count_of(threads, 'thread')}; model loaded in {codec.load_seconds:.2f} s)"
     )
 
 
@@ -125,7 +142,8 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
 @click.option(
     "-q",
     "--quality",
-    type=click.IntRange(1, 255),
+    type=int,
+    metavar="1-6",
     default=None,
     help="rs2, rs1 and conditional (the lossy model): 1 gives the smallest files, higher settings more bits "
     "and quality; `selfvae-codec models` lists each setting's rate.",
@@ -133,19 +151,40 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
 @click.option("--step", type=float, default=None, help="Latent quantisation step (expert: the latents' rate).")
 @click.option("--tile-size", type=click.IntRange(16, 65535), default=None, help="Tile side (default 512).")
 @click.option("--strip", is_flag=True, help="Leave out the ICC profile, EXIF and XMP.")
-@shared_options(MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION, FORCE_OPTION, QUIET_OPTION, VERBOSE_OPTION)
+@shared_options(MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION, FORCE_OPTION, SKIP_EXISTING_OPTION)
+@shared_options(QUIET_OPTION, VERBOSE_OPTION)
 def encode(
-    inputs, output, out_dir, mode, quality, step, tile_size, strip, model_name, device, threads, force, quiet, verbose
+    inputs,
+    output,
+    out_dir,
+    mode,
+    quality,
+    step,
+    tile_size,
+    strip,
+    model_name,
+    device,
+    threads,
+    force,
+    skip_existing,
+    quiet,
+    verbose,
 ):
     """Compress images (files, folders of images, or - for standard input) into .svc
     files: a.png -> a.svc unless -o or -d says otherwise."""
     from ..bitstream import unpack
+    from ..codec.api import check_step
     from ..codec.images import IMAGE_SUFFIXES
-
-    jobs = plan_jobs(inputs, output, out_dir, ".svc", IMAGE_SUFFIXES, force)
-    report = Reporter(quiet, data_to_stdout=jobs[0].destination == STDIO)
     from ..models.pretrained import default_model_for
 
+    if step is not None:
+        check_step(step)
+    if output not in (None, STDIO) and Path(output).suffix.lower() in IMAGE_SUFFIXES:
+        raise click.BadParameter(f"{output} names an image, but encode writes an .svc file", param_hint="-o")
+    jobs = plan_jobs(inputs, output, out_dir, ".svc", IMAGE_SUFFIXES, force, skip_existing)
+    report = Reporter(quiet, data_to_stdout=jobs[0].destination == STDIO)
+    if not any_to_code(jobs):
+        return run_jobs(jobs, report, "encoding", None)
     codec = load_codec(model_name or default_model_for(mode), device, threads, tile_size)
     codec.check_quality(mode, quality)  # before any image: the same answer for every one
     if not codec.portable:
@@ -180,8 +219,8 @@ def encode(
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @shared_options(*OUTPUT_OPTIONS, MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION)
-@shared_options(FORCE_OPTION, QUIET_OPTION, VERBOSE_OPTION)
-def decode(inputs, output, out_dir, model_name, device, threads, force, quiet, verbose):
+@shared_options(FORCE_OPTION, SKIP_EXISTING_OPTION, QUIET_OPTION, VERBOSE_OPTION)
+def decode(inputs, output, out_dir, model_name, device, threads, force, skip_existing, quiet, verbose):
     """Decompress .svc files (files, folders, or - for standard input) into images:
     a.svc -> a.png unless -o or -d says otherwise (.png, .bmp, .tiff, .ppm, .pgm,
     lossless .webp; PNG on standard output). The file names the model (by fingerprint)
@@ -193,20 +232,25 @@ def decode(inputs, output, out_dir, model_name, device, threads, force, quiet, v
     from ..bitstream import unpack
     from ..codec.images import output_format, read_input
 
-    jobs = plan_jobs(inputs, output, out_dir, ".png", (".svc",), force)
+    jobs = plan_jobs(inputs, output, out_dir, ".png", (".svc",), force, skip_existing)
     stdin_data = read_input(click.get_binary_stream("stdin")) if jobs[0].source == STDIO else None
     headers, sizes = {}, {}
     for job in jobs:  # every file's header and output format, before any model is loaded
+        if job.problem:
+            continue
         data = stdin_data if job.source == STDIO else read_input(job.source)
         try:
             headers[job.source], sizes[job.source] = unpack(data), len(data)
         except CodecError as error:
-            raise CliError(f"{job.name}: {error}") from error
+            if len(jobs) == 1:
+                raise CliError(f"{job.name}: {error}") from error
+            job.problem = str(error)  # a batch codes the other files
+            continue
         if job.destination != STDIO:
             try:
                 output_format(job.destination, headers[job.source].channels)
-            except CodecError as error:
-                raise CliError(f"{job.destination}: {error}") from error
+            except BadValueError as error:
+                raise BadValueError(f"{job.destination}: {error}") from error
     report = Reporter(quiet, data_to_stdout=jobs[0].destination == STDIO)
     codecs: dict[str, object] = {}
 
@@ -339,15 +383,19 @@ def truncate(svc_file, mode, output, model_name, force, quiet) -> None:
 
 
 @cli.command()
-def models() -> None:
+@click.option("--all", "show_all", is_flag=True, help="Also describe the models kept only to read older files.")
+def models(show_all) -> None:
     """List the pretrained models shipped with this version."""
-    from ..models.pretrained import RATED_MODES, registry
+    from ..models.pretrained import RATED_MODES, READ_ONLY_MODELS, registry
 
     entries = registry()
     if not entries:
         click.echo("no pretrained models are shipped with this build")
         return
+    read_only = [name for name in entries if name in READ_ONLY_MODELS]
     for name, entry in entries.items():
+        if name in read_only and not show_all:
+            continue
         bpd, coded = entry.get("validation_bpd"), entry.get("coded_bpsp")
         by_mode = {mode: entry.get(f"{mode}_points") for mode in RATED_MODES}
         if by_mode["rs2"]:
@@ -362,6 +410,8 @@ def models() -> None:
         else:
             measured = f"validation {bpd:.4f} bpd" if bpd is not None else "not validated"
         click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
+    if read_only and not show_all:
+        click.echo(f"also kept to decode older files: {', '.join(read_only)} (`models --all` describes them)")
 
 
 for _command in GENERATION_COMMANDS + RESEARCH_COMMANDS:

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from ..errors import CodecError
+from ..errors import CodecError, count_of
 from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
 
 
@@ -127,16 +127,16 @@ def evaluate(folders, samples, limit, tile_size, csv_path, quiet, model_name, de
             continue
         scores.append(evaluate_image(model, image, samples, tile=tile_size, name=path.name))
     if not scores:
-        raise CliError(f"none of the {len(files)} image(s) could be scored")
+        raise CliError(f"none of the {count_of(len(files), 'image')} could be scored")
     if csv_path:
         write_scores_csv(csv_path, scores)
     count = len(scores)
     terms = {t: sum(s.terms_bpd[t] for s in scores) / count for t in scores[0].terms_bpd}
     click.echo("terms (bpd): " + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()), err=True)
     click.echo(
-        f"{count} images: negative ELBO {sum(s.elbo_bpd for s in scores) / count:.4f} bpd, "
+        f"{count_of(count, 'image')}: negative ELBO {sum(s.elbo_bpd for s in scores) / count:.4f} bpd, "
         f"importance-weighted ({samples} samples) {sum(s.iw_bpd for s in scores) / count:.4f} bpd"
-        + (f"; {failed} image(s) could not be read" if failed else "")
+        + (f"; {count_of(failed, 'image')} could not be read" if failed else "")
     )
     return 1 if failed else 0
 

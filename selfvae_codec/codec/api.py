@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +41,7 @@ from ..bitstream import (
     unpack,
     unpack_metadata,
 )
-from ..errors import CodecError
+from ..errors import BadValueError, CodecError, count_of
 from ..models.io import ModelLoadError
 from ..models.selfvae import SelfVAE
 from ..models.transforms import tile_boxes, to_grayscale
@@ -94,19 +95,39 @@ class EncodeResult:
     not_kept: list[str]  # what the source carried that the file does not (text, resolution, ...)
 
 
+def whole_number(value, low: int, high: int, name: str) -> int:
+    """`value` as an int from `low` to `high` (numpy integers too, never a bool), or a
+    one-line error naming it."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and low <= value <= high:
+        return int(value)
+    raise BadValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+
+
+def check_step(step) -> float:
+    """The latent quantisation step as a float from 0.001 to 1000, or a one-line error."""
+    try:
+        value = float(step)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(step, (bool, np.bool_)) or not 1e-3 <= value <= 1e3:
+        raise BadValueError(f"the latent quantisation step must be a number from 0.001 to 1000, got {step!r}")
+    return value
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """A torch device the codec runs on (cpu, cuda, cuda:N), or a one-line error."""
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise CodecError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from error
+        raise BadValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from error
     if parsed.type not in ("cpu", "cuda"):
-        raise CodecError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+        raise BadValueError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise CodecError(f"device {device!r}: CUDA is not available on this machine")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise CodecError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            devices = count_of(torch.cuda.device_count(), "CUDA device")
+            raise CodecError(f"device {device!r}: this machine has {devices}")
     return parsed
 
 
@@ -118,12 +139,12 @@ def _output_image(reconstruction: np.ndarray, channels: int) -> np.ndarray:
 
 
 def _as_bytes(data) -> bytes:
-    """.svc bytes from bytes-like data or a path to a file."""
+    """.svc bytes from bytes-like data, a path to a file or a binary stream."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
-    if isinstance(data, (str, os.PathLike)):
+    if isinstance(data, (str, os.PathLike)) or hasattr(data, "read"):
         return read_input(data)
-    raise CodecError(f"expected .svc bytes or a path to an .svc file, got {type(data).__name__}")
+    raise BadValueError(f"expected .svc bytes, a path to an .svc file or a binary stream, got {type(data).__name__}")
 
 
 def file_metadata(data) -> ImageMetadata:
@@ -218,10 +239,9 @@ class Codec:
 
         started = time.perf_counter()
         self.device = resolve_device(device)
-        if threads is not None and not (isinstance(threads, int) and 1 <= threads <= 255):
-            raise CodecError(f"threads must be a whole number from 1 to 255, got {threads!r}")
-        if not 16 <= tile_size <= 65535:
-            raise CodecError(f"tile size must be between 16 and 65535, got {tile_size}")
+        if threads is not None:
+            threads = whole_number(threads, 1, 255, "threads")
+        tile_size = whole_number(tile_size, 16, 65535, "the tile size")
         if not isinstance(model, SelfVAE):
             model = load_named_model(model, device=str(self.device))
         self.model = model.to(self.device).eval()
@@ -249,15 +269,14 @@ class Codec:
             if quality is None:
                 return None
             if mode not in LOSSY_MODEL_MODES:
-                raise CodecError(f"--quality applies to {lossy_modes}, not to {mode} (a lossless model's mode)")
-            raise CodecError("--quality needs a lossy model (this one is lossless; the shipped one is 'lossy')")
+                raise BadValueError(f"a quality applies to {lossy_modes}, not to {mode} (a lossless model's mode)")
+            raise BadValueError("a quality needs a lossy model (this one is lossless; the shipped one is 'lossy')")
         if mode not in LOSSY_MODEL_MODES:
-            raise CodecError(f"a lossy model codes {lossy_modes}, not {mode}")
+            raise BadValueError(f"a lossy model codes {lossy_modes}, not {mode}")
         count = self.model.config.qualities
-        quality = min(DEFAULT_QUALITY, count) if quality is None else quality
-        if not (isinstance(quality, int) and 1 <= quality <= count):
-            raise CodecError(f"quality must be a whole number from 1 to {count}, got {quality!r}")
-        return quality
+        if quality is None:
+            return min(DEFAULT_QUALITY, count)
+        return whole_number(quality, 1, count, "quality")
 
     def _sections_per_tile(self, mode: str) -> int:
         return len(section_order(mode, len(self.model.levels)))
@@ -287,15 +306,11 @@ class Codec:
         too (version 2: an exact model's probability tables then take 5-6x the time;
         versions before 4 rebuild a conditional image without holding its block means)."""
         if mode not in MODES:
-            raise CodecError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+            raise BadValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         quality = self.check_quality(mode, quality)
-        if step is None:
-            step = 1.0 if self.lossy else DEFAULT_STEP[mode]
-        step = float(step)
-        if not 1e-3 <= step <= 1e3:
-            raise CodecError("the latent quantisation step must be between 0.001 and 1000")
+        step = check_step(step if step is not None else 1.0 if self.lossy else DEFAULT_STEP[mode])
         if format_version not in READABLE_VERSIONS:
-            raise CodecError(f"format_version must be one of {', '.join(map(str, READABLE_VERSIONS))}")
+            raise BadValueError(f"format_version must be one of {', '.join(map(str, READABLE_VERSIONS))}")
         started = time.perf_counter()
         loaded = load_image(image)
         array = loaded.pixels
@@ -310,19 +325,10 @@ class Codec:
         with _torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 tile = x[..., top:bottom, left:right].to(self.device, torch.int64)
-                stream = EncoderStream(tile=index, on_section=counter, version=format_version)
                 try:
-                    result = walk(
-                        self.model,
-                        stream,
-                        mode,
-                        (bottom - top, right - left),
-                        step,
-                        # A lossy model's encoder infers the z's inside the walk (closed loop).
-                        truth=self.model.infer(tile, with_z=MODES[mode].sends_z and not self.lossy),
-                        quality=quality - 1 if quality else None,
+                    result, tile_sections, tile_bits = self._encode_tile(
+                        tile, index, mode, step, quality, format_version, counter
                     )
-                    tile_sections, tile_bits = stream.finish(), stream.estimated_bits
                 except CodingError as error:
                     if not (mode == "full" and classical_tiles):
                         raise CodecError(f"tile {index + 1} of {len(tiles)}: {error}") from None
@@ -339,7 +345,7 @@ class Codec:
                 for label, bits in tile_bits.items():
                     estimated[label] = estimated.get(label, 0.0) + bits
                 reconstruction[top:bottom, left:right] = result[0].permute(1, 2, 0).cpu().numpy()
-                del result, stream
+                del result
                 _release_free_memory()
         if mode == "full" and not np.array_equal(reconstruction, array):
             raise CodecError("internal error: the lossless walk did not reproduce the image")
@@ -360,6 +366,22 @@ class Codec:
         )
         seconds = time.perf_counter() - started
         return EncodeResult(pack(header), output, estimated, seconds, metadata, loaded.not_kept)
+
+    def _encode_tile(self, tile: torch.Tensor, index: int, mode: str, step: float, quality, version: int, counter):
+        """One tile (int64 [1, 3, h, w]) coded with the model: its reconstruction, its
+        sections and the estimated bits of each (a CodingError if it cannot be)."""
+        stream = EncoderStream(tile=index, on_section=counter, version=version)
+        result = walk(
+            self.model,
+            stream,
+            mode,
+            tile.shape[-2:],
+            step,
+            # A lossy model's encoder infers the z's inside the walk (closed loop).
+            truth=self.model.infer(tile, with_z=MODES[mode].sends_z and not self.lossy),
+            quality=quality - 1 if quality else None,
+        )
+        return result, stream.finish(), stream.estimated_bits
 
     def compress(
         self,
@@ -389,12 +411,7 @@ class Codec:
 
     def _decode(self, header: Header, progress: Progress | None = None, verify: bool = True) -> np.ndarray:
         """The image of a parsed file; with `verify`, checked against its image CRC."""
-        if header.model_fingerprint.hex() != self.fingerprint:
-            raise ModelMismatchError(
-                f"the file was encoded with model {header.model_fingerprint.hex()[:12]}, "
-                f"not with the loaded model {self.fingerprint[:12]}"
-            )
-        self._check_fields_fit_the_model(header)
+        self._check_file_fits_the_model(header)
         unpack_metadata(header.metadata_payload)  # a damaged metadata section fails here, as in the CLI
         tiles = tile_boxes(header.height, header.width, header.tile_size)
         by_tile: dict[int, list[Section]] = {}
@@ -425,11 +442,14 @@ class Codec:
                     result = walk(self.model, stream, header.mode, size, header.latent_step, quality=quality)
                     stream.finish()
                 except CodingError as error:
-                    raise self._decoding_error(f"cannot decode tile {index}: {error}") from error
+                    raise self._decoding_error(f"cannot decode tile {index + 1} of {len(tiles)}: {error}") from error
                 except BaseException as error:  # constriction panics are not Exceptions
                     if isinstance(error, (KeyboardInterrupt, SystemExit, MemoryError)):
                         raise
-                    problem = f"cannot decode tile {index}: the entropy coder failed ({type(error).__name__})"
+                    problem = (
+                        f"cannot decode tile {index + 1} of {len(tiles)}: "
+                        f"the entropy coder failed ({type(error).__name__})"
+                    )
                     raise self._decoding_error(problem) from error
                 reconstruction[top:bottom, left:right] = result[0].permute(1, 2, 0).cpu().numpy()
                 del result, stream
@@ -439,14 +459,20 @@ class Codec:
             raise self._decoding_error("the decoded image does not match the encoder's checksum")
         return output
 
-    def _check_fields_fit_the_model(self, header: Header) -> None:
+    def _check_file_fits_the_model(self, header: Header) -> None:
         """Refuse, before any model work, header fields the file's model cannot have
         written: a damaged field must not make the decoder run long (a thread count
-        an exact model's file never records would run 255 threads) or far."""
+        an exact model's file never records would run 255 threads) or far, and a file
+        of another model is refused."""
+        if header.model_fingerprint.hex() != self.fingerprint:
+            raise ModelMismatchError(
+                f"the file was encoded with model {header.model_fingerprint.hex()[:12]}, "
+                f"not with the loaded model {self.fingerprint[:12]}"
+            )
         if self.portable and header.threads:
             raise CodecError(
-                f"the file records {header.threads} encoder thread(s), but an exact model's files record none "
-                "(corrupt header)"
+                f"the file records {count_of(header.threads, 'encoder thread')}, "
+                "but an exact model's files record none (corrupt header)"
             )
         if not self.portable and not header.threads:
             raise CodecError("the file records no encoder thread count; a float model's files do (corrupt header)")
@@ -482,22 +508,22 @@ class Codec:
         `size` (width, height) crops the result to an original size that downscales
         to the input. Grayscale in, grayscale out."""
         if method not in GENERATION_METHODS:
-            raise CodecError(f"unknown method {method!r}; choose from {', '.join(GENERATION_METHODS)}")
+            raise BadValueError(f"unknown method {method!r}; choose from {', '.join(GENERATION_METHODS)}")
         largest = self.model.max_upscale()
         if factor < 2 or factor & (factor - 1):
-            raise CodecError(f"the factor must be a power of two (2, 4, 8, ...), got {factor}")
+            raise BadValueError(f"the factor must be a power of two (2, 4, 8, ...), got {factor}")
         if factor > largest:
-            raise CodecError(f"this model upscales at most {largest}x (one doubling per level), not {factor}x")
+            raise BadValueError(f"this model upscales at most {largest}x (one doubling per level), not {factor}x")
         loaded = load_image(image)
         height, width = loaded.pixels.shape[:2]
         out_width, out_height = size if size is not None else (width * factor, height * factor)
         if -(-out_height // factor) != height or -(-out_width // factor) != width:
-            raise CodecError(
+            raise BadValueError(
                 f"a {out_width}x{out_height} image downscales {factor}x to "
                 f"{-(-out_width // factor)}x{-(-out_height // factor)}, not to the input's {width}x{height}"
             )
         if max(out_width, out_height) > 65536 or out_width * out_height > (1 << 28):
-            raise CodecError(f"a {out_width}x{out_height} output is too large")
+            raise BadValueError(f"a {out_width}x{out_height} output is too large")
         small = torch.from_numpy(loaded.pixels).permute(2, 0, 1)[None].to(self.device, torch.int64)
         output = np.empty((out_height, out_width, 3), dtype=np.uint8)
         tile = max(factor, self.tile_size - self.tile_size % factor)  # tiles of the input must align
@@ -516,12 +542,12 @@ class Codec:
     ) -> np.ndarray:
         """`count` unconditional samples of `size` (width, height): uint8 [count, H, W, 3]."""
         if method not in GENERATION_METHODS:
-            raise CodecError(f"unknown method {method!r}; choose from {', '.join(GENERATION_METHODS)}")
+            raise BadValueError(f"unknown method {method!r}; choose from {', '.join(GENERATION_METHODS)}")
         if not 1 <= count <= 256:
-            raise CodecError(f"count must be from 1 to 256, got {count}")
+            raise BadValueError(f"count must be from 1 to 256, got {count}")
         width, height = size
         if not (1 <= width <= 2048 and 1 <= height <= 2048):
-            raise CodecError(f"sample sizes go from 1x1 to 2048x2048, got {width}x{height}")
+            raise BadValueError(f"sample sizes go from 1x1 to 2048x2048, got {width}x{height}")
         with _seeded(seed), _torch_threads(self.threads), torch.no_grad():
             samples = self.model.sample(count, (height, width), method)
         return samples.permute(0, 2, 3, 1).cpu().numpy()
@@ -530,24 +556,41 @@ class Codec:
     def truncate(self, data, mode: str) -> bytes:
         """Cut a file down to a lower mode without re-encoding: keep the sections the
         lower mode uses (they are a prefix of each tile's sections) and record the
-        checksum of the image it decodes to. The result is byte-identical to encoding
-        the image in that mode directly with the same settings."""
+        checksum of the image it decodes to. A tile a `full` file stores as a PNG or
+        WebP holds its exact pixels, and is coded with the model in the lower mode.
+        The result is byte-identical to encoding the image in that mode directly with
+        the same model, quality and latent step (the file's: a `full` file cut to rs1
+        keeps full's fine step, where `encode --mode rs1` uses step 1)."""
         data = _as_bytes(data)
         header = unpack(data)
         if mode == header.mode:
             return data
-        if any(s.kind == "pixels" for s in header.sections):
-            raise CodecError(
-                "this file stores some tiles as classical lossless images, which have no lower mode; "
-                "encode the image in the lower mode instead"
-            )
         kept_kinds = TRUNCATIONS.get((header.mode, mode))
         if kept_kinds is None:
             possible = sorted(target for source, target in TRUNCATIONS if source == header.mode)
-            raise CodecError(
+            raise BadValueError(
                 f"a {header.mode} file cannot be cut down to {mode} (possible: {', '.join(possible) or 'none'})"
             )
-        header.sections = [s for s in header.sections if s.kind in kept_kinds]
+        self._check_file_fits_the_model(header)
+        tiles = tile_boxes(header.height, header.width, header.tile_size)
+        sections = [s for s in header.sections if s.kind == "meta"]
+        with _torch_threads(self.threads), torch.no_grad():
+            for index, (top, bottom, left, right) in enumerate(tiles):
+                own = [s for s in header.sections if s.tile == index and s.kind != "meta"]
+                if [s.kind for s in own] != ["pixels"]:
+                    sections += [s for s in own if s.kind in kept_kinds]
+                    continue
+                pixels = read_classical_tile(own[0].payload, bottom - top, right - left)
+                tile = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].to(self.device, torch.int64)
+                quality = header.quality or None
+                try:
+                    _, coded, _ = self._encode_tile(
+                        tile, index, mode, header.latent_step, quality, header.version, None
+                    )
+                except CodingError as error:
+                    raise CodecError(f"tile {index + 1} of {len(tiles)}: {error}") from None
+                sections += coded
+        header.sections = sections
         header.mode = mode
         image = self._decode(header, verify=False)
         header.image_crc = crc32(image.tobytes())

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..bitstream import BLOCK_MEANS_HELD_FROM, COUNTS_REDUCED_FROM, FORMAT_VERSION, VALUES_IN_TWO_STEPS_FROM, Section
+from ..errors import count_of
 from ..models.exact_distributions import latent_symbol_range, latent_table
 
 LATENT_SYMBOL_LIMIT = 4096  # latent symbols are clamped to [-L, L]
@@ -299,4 +300,4 @@ class DecoderStream(_FormatRules):
         if self._coder is not None and self._on_section:
             self._on_section()
         if self._pending:
-            raise CodingError(f"{len(self._pending)} unexpected extra section(s) in the file")
+            raise CodingError(f"{count_of(len(self._pending), 'unexpected extra section')} in the file")

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from ..bitstream import ImageMetadata
-from ..errors import CodecError
+from ..errors import BadValueError, CodecError, OutputExistsError
 from ..files import new_file_mode
 
 MAX_SIDE = 65536
@@ -70,12 +70,14 @@ class LoadedImage:
 
 def load_image(source) -> LoadedImage:
     """Read a path, file bytes, a binary file object, a PIL image or a uint8 array."""
+    if hasattr(source, "read"):
+        source = source.read()
     if isinstance(source, (bytes, bytearray, memoryview)):
+        if not source:
+            raise CodecError("the input is empty (0 bytes): no image to read")
         return _load_file(io.BytesIO(bytes(source)), "the input")
     if isinstance(source, (str, os.PathLike)):
         return _load_file(Path(source), str(source))
-    if hasattr(source, "read"):
-        return _load_file(source, getattr(source, "name", "the input"))
     if isinstance(source, Image.Image):
         return _from_pil(source)
     if isinstance(source, np.ndarray):
@@ -92,7 +94,9 @@ def _load_file(file, name: str) -> LoadedImage:
         raise CodecError(f"input file not found: {name}") from error
     except IsADirectoryError as error:
         raise CodecError(f"{name} is a folder, not an image") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+    except UnidentifiedImageError as error:
+        raise CodecError(f"cannot read {name} as an image: not an image format this Pillow reads") from error
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise CodecError(f"cannot read {name} as an image: {error}") from error
 
 
@@ -244,9 +248,9 @@ def output_format(destination: str | Path, channels: int | None = None) -> str:
     suffix = Path(destination).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         known = ", ".join(OUTPUT_FORMATS)
-        raise CodecError(f"cannot write {suffix or 'extension-less'} image files; use one of {known}")
+        raise BadValueError(f"cannot write {suffix or 'extension-less'} image files; use one of {known}")
     if suffix == ".pgm" and channels == 3:
-        raise CodecError("a .pgm file holds grayscale and this image is RGB; use .ppm or .png")
+        raise BadValueError("a .pgm file holds grayscale and this image is RGB; use .ppm or .png")
     return OUTPUT_FORMATS[suffix]
 
 
@@ -260,7 +264,7 @@ def check_output(destination: str | Path, overwrite: bool, source: str | Path | 
     if destination.is_dir():
         raise CodecError(f"the output {destination} is a folder")
     if destination.exists() and not overwrite:
-        raise CodecError(f"{destination} exists (use --force / overwrite=True to replace it)")
+        raise OutputExistsError(f"{destination} exists")
     if not destination.resolve().parent.is_dir():
         raise CodecError(f"output folder does not exist: {destination.resolve().parent}")
 

@@ -59,6 +59,8 @@ SHIPPED_LOSSY_MODES = ("rs2", "rs1", "conditional")
 # The modes whose measured rates a lossy model's registry entry records per quality
 # (as "<mode>_points"): `publish` writes them, `models` lists them.
 RATED_MODES = ("rs2", "conditional")
+# Shipped only so that the files made with them decode: `models` names them on one line.
+READ_ONLY_MODELS = ("default-float", "lossy-v1", "lossy-v2")
 
 
 def default_model_for(mode: str) -> str:
