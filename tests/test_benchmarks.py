@@ -64,8 +64,8 @@ def test_report_marks_a_table_measured_with_other_weights_than_the_shipped_model
     other = "0" * 64 if shipped != "0" * 64 else "1" * 64
     note = report.earlier_model_note({"model_fingerprint": other})
     assert other[:12] in note[0] and shipped[:12] in note[0] and "earlier model" in note[0]
-    kept = report.registry()["lossy-v1"]["fingerprint"]  # an earlier model still shipped for its files
-    note = report.earlier_model_note({"model_fingerprint": shipped, "lossy_model_fingerprint": kept})
+    retired = report.retired_models()["lossy-v1"]["fingerprint"]  # an earlier model, no longer shipped
+    note = report.earlier_model_note({"model_fingerprint": shipped, "lossy_model_fingerprint": retired})
     assert note[0].startswith("Measured with `lossy-v1`, an earlier model") and "shipped `lossy`" in note[0]
 
 

@@ -274,15 +274,10 @@ def decode(inputs, output, out_dir, model_name, device, threads, force, skip_exi
 def codec_for_file(header, model_name, device: str, threads: int | None, cache: dict):
     """A codec with the model the file names (by fingerprint) unless --model says
     otherwise; one per model."""
-    from ..models.pretrained import find_by_fingerprint
+    from ..models.pretrained import model_for_file
 
     if model_name is None:
-        model_name = find_by_fingerprint(header.model_fingerprint.hex())
-        if model_name is None:
-            raise CodecError(
-                f"encoded with model {header.model_fingerprint.hex()[:12]}, "
-                "which is not shipped with this version; pass it with --model PATH"
-            )
+        model_name = model_for_file(header.model_fingerprint.hex())
     if model_name not in cache:
         cache[model_name] = load_codec(model_name, device, threads)
     return cache[model_name]
@@ -307,7 +302,7 @@ def info(svc_file, as_json) -> None:
     """Show an .svc file's header, sections and bits per section (no model needed;
     - reads standard input)."""
     from ..bitstream import unpack_metadata
-    from ..models.pretrained import find_by_fingerprint
+    from ..models.pretrained import find_by_fingerprint, retired_models
 
     data, header = _read_svc(svc_file)
     pixels = header.width * header.height
@@ -343,7 +338,9 @@ def info(svc_file, as_json) -> None:
         f"{svc_file}: .svc version {header.version}, mode {header.mode}, "
         f"{header.width}x{header.height}x{header.channels}"
     )
-    click.echo(f"  model {record['model'][:16]}... ({record['model_name'] or 'not shipped with this version'})")
+    retired = [name for name, entry in retired_models().items() if entry["fingerprint"] == record["model"]]
+    shipped = record["model_name"] or (f"{retired[0]}, retired" if retired else "not shipped with this version")
+    click.echo(f"  model {record['model'][:16]}... ({shipped})")
     if header.quality:
         click.echo(f"  quality {header.quality} (lossy model)")
     click.echo(

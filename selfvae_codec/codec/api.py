@@ -663,11 +663,10 @@ def compress(image, mode: str = "full", step: float | None = None, quality: int 
 def decompress(data) -> np.ndarray:
     """Decompress .svc bytes (or the file at a path) with the shipped model the file
     names: uint8 [H, W, 3] or [H, W]."""
-    from ..models.pretrained import find_by_fingerprint
+    from ..models.pretrained import model_for_file
 
     data = _as_bytes(data)
-    name = find_by_fingerprint(unpack(data).model_fingerprint.hex()) or "default"
-    return shipped_codec(name).decompress(data)
+    return shipped_codec(model_for_file(unpack(data).model_fingerprint.hex())).decompress(data)
 
 
 __all__ = [

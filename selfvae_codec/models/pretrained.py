@@ -15,11 +15,22 @@ REGISTRY_FILE = PRETRAINED_DIR / "models.json"
 
 
 @lru_cache(maxsize=1)
-def registry() -> dict[str, dict]:
-    """name -> {file, sha256, fingerprint, description, validation numbers}."""
+def _entries() -> dict[str, dict]:
     if not REGISTRY_FILE.is_file():
         return {}
     return json.loads(REGISTRY_FILE.read_text())
+
+
+def registry() -> dict[str, dict]:
+    """The shipped models: name -> {file, sha256, fingerprint, description, validation
+    numbers}."""
+    return {name: entry for name, entry in _entries().items() if "retired" not in entry}
+
+
+def retired_models() -> dict[str, dict]:
+    """Models no longer shipped: name -> {fingerprint, description, retired (the
+    release that reads their files)}."""
+    return {name: entry for name, entry in _entries().items() if "retired" in entry}
 
 
 def load_pretrained(name: str = "default", device: str = "cpu"):
@@ -59,8 +70,9 @@ SHIPPED_LOSSY_MODES = ("rs2", "rs1", "conditional")
 # The modes whose measured rates a lossy model's registry entry records per quality
 # (as "<mode>_points"): `publish` writes them, `models` lists them.
 RATED_MODES = ("rs2", "conditional")
-# Shipped only so that the files made with them decode: `models` names them on one line.
-READ_ONLY_MODELS = ("default-float", "lossy-v1", "lossy-v2")
+# Shipped so that the files made with it decode (and as the float source of `default`
+# and the start of training): `models` names it on one line.
+READ_ONLY_MODELS = ("default-float",)
 
 
 def default_model_for(mode: str) -> str:
@@ -75,6 +87,26 @@ def find_by_fingerprint(fingerprint: str) -> str | None:
         if entry["fingerprint"] == fingerprint:
             return name
     return None
+
+
+def model_for_file(fingerprint: str) -> str:
+    """The shipped model that made a file (by its fingerprint), or a one-line error
+    naming the retired model and the release that reads it."""
+    from .io import ModelLoadError
+
+    name = find_by_fingerprint(fingerprint)
+    if name is not None:
+        return name
+    for name, entry in retired_models().items():
+        if entry["fingerprint"] == fingerprint:
+            raise ModelLoadError(
+                f"the file was made with model {name} ({fingerprint[:12]}), which this version no longer "
+                f"ships; {entry['retired']}, or decode it with that model's weights file"
+            )
+    raise ModelLoadError(
+        f"the file was made with model {fingerprint[:12]}, which is not shipped with this version; "
+        "decode it with that model's weights file"
+    )
 
 
 def float_source(name: str | Path | None) -> str | Path | None:
@@ -112,5 +144,5 @@ def publish(weights: str | Path, name: str, description: str, exact: bool = Fals
         **numbers,
     }
     REGISTRY_FILE.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-    registry.cache_clear()
+    _entries.cache_clear()
     return entries[name]
