@@ -519,10 +519,10 @@ def test_quality_help_shows_the_lossy_range():
     assert quality.startswith("--quality 1-6") and "255" not in quality
 
 
-def test_models_lists_the_two_models_and_names_the_read_only_ones():
+def test_models_lists_the_two_coding_models_and_names_the_float_source():
     lines = run("models").stdout.splitlines()
     assert [line.split(":")[0] for line in lines[:-1]] == ["default", "lossy"]
-    assert lines[-1].startswith("also kept to decode older files: default-float ")
+    assert lines[-1].startswith("also shipped: default-float, the float weights")
     assert len(run("models", "--all").stdout.splitlines()) == 3
 
 

@@ -249,24 +249,38 @@ def test_a_model_with_its_last_z_on_the_coarse_grid_codes_every_mode(exact):
     assert sizes["rs1"] < sizes["rs2"] < sizes["conditional"]
 
 
-def test_a_tile_the_entropy_coder_cannot_code_is_stored_classically(codec):
-    """On pure noise some of the exact model's tables put a coded value in an empty
-    entry beside entries of 2^46, where constriction's float arithmetic gives it no
-    probability and panics. Files of format version 3 hit that: `full` then stores the
-    tile as a classical file, and without classical tiles the error is one line, not a
-    crash. From version 4 the tables reach the coder reduced (coder_counts) and the
-    model codes the noise exactly."""
+def test_a_tile_the_entropy_coder_cannot_code_is_stored_classically(codec, monkeypatch):
+    """Where constriction's float arithmetic leaves a symbol no probability it panics
+    (a pyo3 PanicException, not an Exception): files of format version 3 met that on
+    pure noise with the first shipped model. `full` then stores the tile as a
+    classical file, and without classical tiles the error is one line, not a crash.
+    The panic is injected here on the pixel section; from version 4 the tables reach
+    the coder reduced (coder_counts), and the model codes the noise exactly."""
+    from selfvae_codec.codec import entropy
+
     noise = np.random.default_rng(0).integers(0, 256, (192, 192, 3), dtype=np.uint8)
-    calls = []
-    result = codec.encode(noise, "full", progress=lambda done, total: calls.append((done, total)), format_version=3)
-    assert [s.kind for s in unpack(result.data).sections] == ["pixels"]
-    assert calls[-1][0] == calls[-1][1]  # the progress still reaches its total
-    assert np.array_equal(codec.decompress(result.data), noise)
-    with pytest.raises(CodecError, match=r"tile 1 of 1: the entropy coder cannot code section"):
-        codec.encode(noise, "full", classical_tiles=False, format_version=3)
     coded = codec.encode(noise, "full", classical_tiles=False)
     assert "x" in {s.kind for s in unpack(coded.data).sections}
     assert np.array_equal(codec.decompress(coded.data), noise)
+
+    class PanicException(BaseException):  # what pyo3 raises
+        pass
+
+    real_encode = entropy.EncoderStream._encode
+
+    def panics_on_pixels(self, section):
+        if section.kind == "x":
+            raise PanicException("assertion failed: probability > 0")
+        return real_encode(self, section)
+
+    monkeypatch.setattr(entropy.EncoderStream, "_encode", panics_on_pixels)
+    calls = []
+    result = codec.encode(noise, "full", progress=lambda done, total: calls.append((done, total)))
+    assert [s.kind for s in unpack(result.data).sections] == ["pixels"]
+    assert calls[-1][0] == calls[-1][1]  # the progress still reaches its total
+    assert np.array_equal(codec.decompress(result.data), noise)
+    with pytest.raises(CodecError, match=r"tile 1 of 1: the entropy coder cannot code section x"):
+        codec.encode(noise, "full", classical_tiles=False)
 
 
 def test_a_ctrl_c_that_comes_back_as_a_coder_panic_still_interrupts(tiny_codec, monkeypatch):

@@ -74,7 +74,7 @@ def test_golden_file_decodes_to_its_recorded_pixels(name):
     assert pixel_hash(image) == entry["pixels_sha256"]
 
 
-FLOAT_MADE = sorted(name for name, entry in MANIFEST.items() if not entry["made_by"]["exact"])
+FLOAT_MADE = sorted(name for name in SHIPPED_MADE if not MANIFEST[name]["made_by"]["exact"])
 
 
 @pytest.mark.parametrize("name", FLOAT_MADE)
@@ -169,7 +169,8 @@ def test_golden_files_cover_every_version_metadata_classical_tiles_and_the_exact
 def test_lossless_golden_files_decode_to_their_source_images():
     from PIL import Image
 
-    for name, entry in MANIFEST.items():
+    for name in SHIPPED_MADE:
+        entry = MANIFEST[name]
         if entry["mode"] == "full" and not other_environment(name):
             data = (GOLDEN / name).read_bytes()
             image = codec_for(unpack(data)).decompress(data)

@@ -55,15 +55,10 @@ class CommandLine(click.Group):
         except click.Abort:
             click.echo("interrupted", err=True)
             sys.exit(130)
-        except BadValueError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(2)
-        except OutputExistsError as error:
-            click.echo(f"error: {error} (use --force to replace it)", err=True)
-            sys.exit(1)
-        except CodecError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(1)
+        except CodecError as error:  # a bad value is a usage error (2), the rest failures (1)
+            hint = " (use --force to replace it)" if isinstance(error, OutputExistsError) else ""
+            click.echo(f"error: {error}{hint}", err=True)
+            sys.exit(2 if isinstance(error, BadValueError) else 1)
         except OSError as error:
             click.echo(f"error: {error.strerror or error}{f': {error.filename}' if error.filename else ''}", err=True)
             sys.exit(1)
@@ -380,18 +375,18 @@ def truncate(svc_file, mode, output, model_name, force, quiet) -> None:
 
 
 @cli.command()
-@click.option("--all", "show_all", is_flag=True, help="Also describe the models kept only to read older files.")
+@click.option("--all", "show_all", is_flag=True, help="Also describe the float weights `default` was made from.")
 def models(show_all) -> None:
     """List the pretrained models shipped with this version."""
-    from ..models.pretrained import RATED_MODES, READ_ONLY_MODELS, registry
+    from ..models.pretrained import RATED_MODES, SUPPORTING_MODELS, registry
 
     entries = registry()
     if not entries:
         click.echo("no pretrained models are shipped with this build")
         return
-    read_only = [name for name in entries if name in READ_ONLY_MODELS]
+    supporting = [name for name in entries if name in SUPPORTING_MODELS]
     for name, entry in entries.items():
-        if name in read_only and not show_all:
+        if name in supporting and not show_all:
             continue
         bpd, coded = entry.get("validation_bpd"), entry.get("coded_bpsp")
         by_mode = {mode: entry.get(f"{mode}_points") for mode in RATED_MODES}
@@ -407,8 +402,8 @@ def models(show_all) -> None:
         else:
             measured = f"validation {bpd:.4f} bpd" if bpd is not None else "not validated"
         click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
-    if read_only and not show_all:
-        click.echo(f"also kept to decode older files: {', '.join(read_only)} (`models --all` describes them)")
+    if supporting and not show_all:
+        click.echo(f"also shipped: {', '.join(supporting)}, the float weights `default` was converted from (--all)")
 
 
 for _command in GENERATION_COMMANDS + RESEARCH_COMMANDS:

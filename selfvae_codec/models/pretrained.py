@@ -70,9 +70,9 @@ SHIPPED_LOSSY_MODES = ("rs2", "rs1", "conditional")
 # The modes whose measured rates a lossy model's registry entry records per quality
 # (as "<mode>_points"): `publish` writes them, `models` lists them.
 RATED_MODES = ("rs2", "conditional")
-# Shipped so that the files made with it decode (and as the float source of `default`
-# and the start of training): `models` names it on one line.
-READ_ONLY_MODELS = ("default-float",)
+# Shipped beside the two coding models: the float weights `default` was converted from
+# (what `evaluate` scores and training starts from). `models` names it on one line.
+SUPPORTING_MODELS = ("default-float",)
 
 
 def default_model_for(mode: str) -> str:
@@ -134,7 +134,7 @@ def publish(weights: str | Path, name: str, description: str, exact: bool = Fals
         save_model(model, target)
     elif Path(weights).resolve() != target.resolve():
         shutil.copyfile(weights, target)
-    entries = dict(registry())
+    entries = dict(_entries())  # the retired models' entries too
     entries[name] = {
         "file": target.name,
         "sha256": file_sha256(target),
