@@ -306,3 +306,29 @@ def test_progress_counts_every_section_once(tiny_codec):
     tiny_codec.encode(image, "full", progress=lambda done, total: calls.append((done, total)))
     total = calls[-1][1]
     assert [done for done, _ in calls] == list(range(1, total + 1)) and {t for _, t in calls} == {total}
+
+
+def test_a_file_of_small_classical_tiles_becomes_one_classical_file(codec, monkeypatch):
+    """A flat 1200x40 image's three tiles are each a tiny PNG with its own headers;
+    one PNG of the whole image is smaller, and is what the file holds. It decodes,
+    and truncates to what a direct encode gives."""
+    from selfvae_codec.codec import api
+
+    flat = np.full((40, 1200, 3), 90, np.uint8)
+    data = codec.compress(flat)
+    header = unpack(data)
+    assert header.tile_size == 1200 and [s.kind for s in header.sections] == ["pixels"]
+    assert np.array_equal(codec.decompress(data), flat)
+    assert codec.truncate(data, "conditional") == codec.compress(flat, "conditional", step=header.latent_step)
+    monkeypatch.setattr(api, "WHOLE_IMAGE_TRY_BYTES", 0)  # never tried: a PNG per tile
+    tiled = codec.compress(flat)
+    assert unpack(tiled).tile_count == 3 and len(data) < len(tiled)
+
+
+def test_classical_files_wider_than_webp_allows_are_png():
+    from selfvae_codec.codec.images import WEBP_MAX_SIDE, classical_lossless, read_classical_tile
+
+    wide = np.random.default_rng(0).integers(0, 4, (2, WEBP_MAX_SIDE + 1, 3), dtype=np.uint8)
+    data = classical_lossless(wide, grayscale=False)
+    assert data.startswith(b"\x89PNG")
+    assert np.array_equal(read_classical_tile(data, 2, WEBP_MAX_SIDE + 1), wide)

@@ -6,6 +6,7 @@ from .container import (
     FORMAT_VERSION,
     LOSSY_MODEL_MODES,
     MAGIC,
+    MAX_TILE_SIZE,
     MODES,
     READABLE_VERSIONS,
     VALUES_IN_TWO_STEPS_FROM,
@@ -22,6 +23,7 @@ from .metadata import ImageMetadata, pack_metadata, unpack_metadata
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_TILE_SIZE",
     "READABLE_VERSIONS",
     "VALUES_IN_TWO_STEPS_FROM",
     "BLOCK_MEANS_HELD_FROM",

@@ -86,6 +86,7 @@ CLASSICAL_TILE = [("pixels", 0)]
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28  # 268 megapixels
 MAX_SECTIONS = 65535
+MAX_TILE_SIZE = 65535  # the header's 16-bit tile size
 
 _FIXED = struct.Struct("<4sBBBBBB2sII32sfHHI")
 _SECTION = struct.Struct("<BBHII")
@@ -165,7 +166,7 @@ def _validate_header_fields(header: Header) -> None:
         raise ContainerError(f"declared image size {header.width}x{header.height} is out of range")
     if not header.latent_step > 0 or header.latent_step != header.latent_step or header.latent_step > 1e6:
         raise ContainerError(f"invalid latent quantisation step {header.latent_step}")
-    if not 16 <= header.tile_size <= 65535:
+    if not 16 <= header.tile_size <= MAX_TILE_SIZE:
         raise ContainerError(f"invalid tile size {header.tile_size}")
     if len(header.model_fingerprint) != 32:
         raise ContainerError("model fingerprint must be 32 bytes")

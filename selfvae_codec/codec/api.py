@@ -28,6 +28,7 @@ import torch
 from ..bitstream import (
     FORMAT_VERSION,
     LOSSY_MODEL_MODES,
+    MAX_TILE_SIZE,
     MODES,
     READABLE_VERSIONS,
     ContainerError,
@@ -112,6 +113,36 @@ def check_step(step) -> float:
     if isinstance(step, (bool, np.bool_)) or not 1e-3 <= value <= 1e3:
         raise BadValueError(f"the latent quantisation step must be a number from 0.001 to 1000, got {step!r}")
     return value
+
+
+# A `full` file whose tiles all went to PNG / WebP, averaging under this many bytes
+# (flat areas, graphics), is tried as one classical file of the whole image (up to
+# WHOLE_IMAGE_MAX_PIXELS): every tile's file has its own headers and restarts its
+# coder at the tile's edge, which for a constant 65536x1 image made 6,468 bytes of
+# what one PNG holds in 272.
+WHOLE_IMAGE_TRY_BYTES = 1024
+WHOLE_IMAGE_MAX_PIXELS = 1 << 24
+
+
+def _whole_image_classical(array: np.ndarray, grayscale: bool, sections: list[Section]):
+    """(tile size, sections) of the image as one classical file (two where a side
+    exceeds the container's largest tile), where that is smaller than the classical
+    tiles in `sections`; otherwise None."""
+    tiles = [s for s in sections if s.kind != "meta"]
+    height, width = array.shape[:2]
+    if len(tiles) < 2 or any(s.kind != "pixels" for s in tiles) or height * width > WHOLE_IMAGE_MAX_PIXELS:
+        return None
+    tiled_bytes = sum(len(s.payload) + SECTION_ENTRY_BYTES for s in tiles)
+    if tiled_bytes >= WHOLE_IMAGE_TRY_BYTES * len(tiles):
+        return None
+    tile_size = min(MAX_TILE_SIZE, max(height, width))
+    whole = [
+        Section("pixels", 0, index, classical_lossless(array[top:bottom, left:right], grayscale))
+        for index, (top, bottom, left, right) in enumerate(tile_boxes(height, width, tile_size))
+    ]
+    if sum(len(s.payload) + SECTION_ENTRY_BYTES for s in whole) >= tiled_bytes:
+        return None
+    return tile_size, whole
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -241,7 +272,7 @@ class Codec:
         self.device = resolve_device(device)
         if threads is not None:
             threads = whole_number(threads, 1, 255, "threads")
-        tile_size = whole_number(tile_size, 16, 65535, "the tile size")
+        tile_size = whole_number(tile_size, 16, MAX_TILE_SIZE, "the tile size")
         if not isinstance(model, SelfVAE):
             model = load_named_model(model, device=str(self.device))
         self.model = model.to(self.device).eval()
@@ -349,6 +380,12 @@ class Codec:
                 _release_free_memory()
         if mode == "full" and not np.array_equal(reconstruction, array):
             raise CodecError("internal error: the lossless walk did not reproduce the image")
+        tile_size = self.tile_size
+        whole = _whole_image_classical(array, loaded.channels == 1, sections)
+        if whole is not None:
+            tile_size, classical = whole
+            sections = [s for s in sections if s.kind == "meta"] + classical
+            estimated = {"pixels": 8.0 * sum(len(s.payload) for s in classical)}
         output = _output_image(reconstruction, loaded.channels)
         header = Header(
             mode=mode,
@@ -357,7 +394,7 @@ class Codec:
             channels=loaded.channels,
             model_fingerprint=bytes.fromhex(self.fingerprint),
             latent_step=step,
-            tile_size=self.tile_size,
+            tile_size=tile_size,
             image_crc=crc32(output.tobytes()),
             threads=0 if self.model.config.exact else self.threads,
             quality=quality or 0,
@@ -572,8 +609,16 @@ class Codec:
                 f"a {header.mode} file cannot be cut down to {mode} (possible: {', '.join(possible) or 'none'})"
             )
         self._check_file_fits_the_model(header)
-        tiles = tile_boxes(header.height, header.width, header.tile_size)
         sections = [s for s in header.sections if s.kind == "meta"]
+        if header.tile_size > self.tile_size and all(s.kind in ("meta", "pixels") for s in header.sections):
+            # The image as one classical file: coded in this codec's tiles, as a direct encode would.
+            image = self._decode(header)
+            direct = unpack(
+                self.compress(image, mode, header.latent_step, strip_metadata=True, format_version=header.version)
+            )
+            direct.sections = sections + direct.sections
+            return pack(direct)
+        tiles = tile_boxes(header.height, header.width, header.tile_size)
         with _torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 own = [s for s in header.sections if s.tile == index and s.kind != "meta"]

@@ -210,6 +210,9 @@ def list_images(paths, suffixes=IMAGE_SUFFIXES) -> list[Path]:
 # -- tiles stored by a classical lossless coder -------------------------------------
 
 
+WEBP_MAX_SIDE = 16383  # libwebp's largest width or height
+
+
 def classical_lossless(pixels: np.ndarray, grayscale: bool) -> bytes:
     """The smaller of a PNG and a lossless WebP file of an RGB tile (one channel
     when the image is grayscale): what a `pixels` section holds."""
@@ -219,6 +222,8 @@ def classical_lossless(pixels: np.ndarray, grayscale: bool) -> bytes:
     # smaller than method 2 (0.09 s) on clean photos; PNG at its default level is
     # there for the guarantee "never larger than PNG" (0.07 s).
     for fmt, options in (("PNG", {"compress_level": 6}), ("WEBP", {"lossless": True, "quality": 100, "method": 4})):
+        if fmt == "WEBP" and max(image.size) > WEBP_MAX_SIDE:
+            continue
         buffer = io.BytesIO()
         image.save(buffer, format=fmt, **options)
         files.append(buffer.getvalue())
