@@ -151,6 +151,8 @@ def test_ctrl_c_exits_130_and_leaves_no_output(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, OMP_NUM_THREADS="1"),
+        # As a terminal delivers Ctrl-C: a shell's background job starts with SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(6)
     assert proc.poll() is None, "the encode finished before it could be interrupted"
