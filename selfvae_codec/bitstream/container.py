@@ -3,7 +3,7 @@
 All integers little-endian. Layout (byte offsets):
 
     0   4  magic            b"SVC\\x89"
-    4   1  format version   3 (versions 1 and 2 are still read and written)
+    4   1  format version   4 (versions 1 to 3 are still read and written)
     5   1  mode             0 full, 1 conditional, 2 rs2, 3 rs1
     6   1  channels         1 (grayscale input) or 3 (RGB)
     7   1  padding          1 = replicate (padding is implicit: never coded)
@@ -17,7 +17,9 @@ All integers little-endian. Layout (byte offsets):
     16  4  height           u32, 1..MAX_SIDE
     20  32 model            SHA-256 fingerprint of the model (config + weights)
     52  4  latent step      f32, quantisation step of the latents (> 0)
-    56  2  tile size        u16, side of the square tiles coded independently
+    56  2  tile size        u16, side of the square tiles coded independently (a
+                            `full` file holding the whole image as one classical
+                            section: the image's longer side)
     58  2  section count    u16
     60  4  image CRC-32     of the decoded image's bytes (H x W x channels, uint8)
     64  12*N section table, per section:

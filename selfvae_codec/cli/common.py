@@ -28,6 +28,13 @@ THREADS_OPTION = click.option(
 )
 
 
+def load_codec(model_name, device, threads, tile_size=None):
+    """The codec a command runs (torch is imported here, not before)."""
+    from ..codec.api import DEFAULT_TILE, Codec
+
+    return Codec(model_name, device=device, threads=threads, tile_size=tile_size or DEFAULT_TILE)
+
+
 def shared_options(*options):
     """Apply several click options at once, in the order given."""
 

@@ -9,7 +9,7 @@ import click
 
 from ..errors import count_of
 from .batch import STDIO, Reporter, writer
-from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
+from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, load_codec, shared_options
 
 METHOD_OPTION = click.option(
     "--method",
@@ -54,7 +54,6 @@ def upscale(image, output, factor, size, method, seed, model_name, device, threa
     from pathlib import Path
 
     from ..codec.images import encode_image_file, output_format, write_output
-    from .main import load_codec
 
     if factor < 2 or factor & (factor - 1):
         raise click.BadParameter(f"must be a power of two (2, 4, 8, ...), got {factor}", param_hint="--factor")
@@ -109,7 +108,6 @@ def sample(output, count, size, columns, method, seed, model_name, device, threa
     import numpy as np
 
     from ..codec.images import encode_image_file, output_format, write_output
-    from .main import load_codec
 
     width, height = parse_size(size)
     _check_image_output(output, force, None)

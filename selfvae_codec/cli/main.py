@@ -26,7 +26,7 @@ import click
 from ..bitstream import MODES
 from ..errors import BadValueError, CodecError, OutputExistsError, count_of
 from .batch import STDIO, Job, Reporter, any_to_code, plan_jobs, reader, run_jobs, writer
-from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, shared_options
+from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, load_codec, shared_options
 from .generation import COMMANDS as GENERATION_COMMANDS
 from .research import COMMANDS as RESEARCH_COMMANDS
 
@@ -91,12 +91,6 @@ SKIP_EXISTING_OPTION = click.option(
 
 
 # -- the commands ---------------------------------------------------------------------
-
-
-def load_codec(model_name, device, threads, tile_size=None):
-    from ..codec.api import DEFAULT_TILE, Codec
-
-    return Codec(model_name, device=device, threads=threads, tile_size=tile_size or DEFAULT_TILE)
 
 
 def _rates(size: int, width: int, height: int, channels: int) -> str:

@@ -14,43 +14,11 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch import nn
 
+from .exact_layers import conv_geometry, conv_layers, replace_layer
 from .fixed_point import ACT_ONE, ExactConv
 from .layers import WNConv2d, WNConvTranspose2d
 from .selfvae import SelfVAE
-
-
-def _conv_layers(model: nn.Module) -> dict[str, nn.Module]:
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, (WNConv2d, WNConvTranspose2d, nn.Conv2d))
-    }
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-
-
-def _geometry(layer: nn.Module) -> tuple[tuple[int, ...], int, int, int, bool]:
-    """(weight shape, output channels, stride, padding, transposed) of a float conv."""
-    if isinstance(layer, WNConvTranspose2d):
-        shape = tuple(layer.weight_v.shape)
-        return shape, shape[1], 2, 1, True
-    if isinstance(layer, WNConv2d):
-        shape = tuple(layer.weight_v.shape)
-        return shape, shape[0], layer.stride, layer.padding, False
-    return tuple(layer.weight.shape), layer.out_channels, layer.stride[0], layer.padding[0], False
-
-
-def make_exact_layers(model: SelfVAE) -> None:
-    """Replace every float convolution by an empty ExactConv of the same geometry (to
-    be filled by load_state_dict or `to_exact`)."""
-    for name, layer in _conv_layers(model).items():
-        shape, out_channels, stride, padding, transpose = _geometry(layer)
-        _replace(model, name, ExactConv(shape, out_channels, stride, padding, transpose))
 
 
 def _steps_q12(log_steps: torch.Tensor) -> torch.Tensor:
@@ -63,10 +31,10 @@ def to_exact(model: SelfVAE) -> SelfVAE:
     if model.config.exact:
         return model
     exact = SelfVAE(dataclasses.replace(model.config, exact=True))
-    for name, layer in _conv_layers(model).items():
-        _, _, stride, padding, transpose = _geometry(layer)
+    for name, layer in conv_layers(model).items():
+        _, _, stride, padding, transpose = conv_geometry(layer)
         weight = layer.weight() if isinstance(layer, (WNConv2d, WNConvTranspose2d)) else layer.weight
-        _replace(exact, name, ExactConv.from_float(weight, layer.bias, stride, padding, transpose))
+        replace_layer(exact, name, ExactConv.from_float(weight, layer.bias, stride, padding, transpose))
     if model.config.lossy:  # the latent steps, rounded to multiples of 2^-12
         with torch.no_grad():
             exact.u_steps_q12.copy_(_steps_q12(model.u_log_steps))

@@ -36,6 +36,7 @@ from .distributions import (
     normalize_pixels,
 )
 from .exact_distributions import ExactGaussian, ExactLogisticMixture
+from .exact_layers import make_exact_layers
 from .families import FAMILIES
 from .layers import DenseBlock, Downsample, Upsample, WNConv2d, data_dependent_init, elu
 from .transforms import block_sum_bounds, downscale_pyramid, pad_to_even, size_at_stride
@@ -414,8 +415,6 @@ class SelfVAE(nn.Module):
             self.u_log_steps = nn.Parameter(start[:, None].repeat(1, config.u_channels))
             self.z_log_steps = nn.Parameter(start[:, None, None].repeat(1, config.num_levels, config.z_channels))
         if config.exact:
-            from .exact import make_exact_layers
-
             make_exact_layers(self)
 
     # -- geometry ------------------------------------------------------------------
