@@ -419,7 +419,7 @@ def test_evaluate_reports_unreadable_and_refused_images_and_scores_the_rest(tmp_
 def test_default_threads_leave_out_the_cores_other_processes_are_busy_on(tmp_path):
     import torch
 
-    from selfvae_codec.codec.api import free_cores
+    from selfvae_codec.codec.runtime import free_cores
 
     usable = min(len(os.sched_getaffinity(0)), torch.get_num_threads())
     loadavg = tmp_path / "loadavg"

@@ -6,6 +6,8 @@ from .container import (
     FORMAT_VERSION,
     LOSSY_MODEL_MODES,
     MAGIC,
+    MAX_PIXELS,
+    MAX_SIDE,
     MAX_TILE_SIZE,
     MODES,
     READABLE_VERSIONS,
@@ -23,6 +25,8 @@ from .metadata import ImageMetadata, pack_metadata, unpack_metadata
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_PIXELS",
+    "MAX_SIDE",
     "MAX_TILE_SIZE",
     "READABLE_VERSIONS",
     "VALUES_IN_TWO_STEPS_FROM",

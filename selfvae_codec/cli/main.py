@@ -162,8 +162,8 @@ def encode(
     """Compress images (files, folders of images, or - for standard input) into .svc
     files: a.png -> a.svc unless -o or -d says otherwise."""
     from ..bitstream import unpack
-    from ..codec.api import check_step
     from ..codec.images import IMAGE_SUFFIXES
+    from ..codec.runtime import check_step
     from ..models.pretrained import default_model_for
 
     if step is not None:

@@ -105,8 +105,8 @@ def evaluate(folders, samples, limit, tile_size, csv_path, quiet, model_name, de
     import torch
     from tqdm import tqdm
 
-    from ..codec.api import resolve_device
     from ..codec.images import list_images, load_image
+    from ..codec.runtime import resolve_device
     from ..models.pretrained import float_source, load_named_model
     from ..training.evaluate import evaluate_image, write_scores_csv
 

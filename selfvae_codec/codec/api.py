@@ -12,12 +12,9 @@ CodecError with a one-line message.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +25,8 @@ import torch
 from ..bitstream import (
     FORMAT_VERSION,
     LOSSY_MODEL_MODES,
+    MAX_PIXELS,
+    MAX_SIDE,
     MAX_TILE_SIZE,
     MODES,
     READABLE_VERSIONS,
@@ -57,6 +56,15 @@ from .images import (
     read_classical_tile,
     read_input,
     write_output,
+)
+from .runtime import (
+    check_step,
+    free_cores,
+    release_free_memory,
+    resolve_device,
+    seeded,
+    torch_threads,
+    whole_number,
 )
 
 DEFAULT_TILE = 512
@@ -96,25 +104,6 @@ class EncodeResult:
     not_kept: list[str]  # what the source carried that the file does not (text, resolution, ...)
 
 
-def whole_number(value, low: int, high: int, name: str) -> int:
-    """`value` as an int from `low` to `high` (numpy integers too, never a bool), or a
-    one-line error naming it."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and low <= value <= high:
-        return int(value)
-    raise BadValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
-
-
-def check_step(step) -> float:
-    """The latent quantisation step as a float from 0.001 to 1000, or a one-line error."""
-    try:
-        value = float(step)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(step, (bool, np.bool_)) or not 1e-3 <= value <= 1e3:
-        raise BadValueError(f"the latent quantisation step must be a number from 0.001 to 1000, got {step!r}")
-    return value
-
-
 # A `full` file whose tiles all went to PNG / WebP, averaging under this many bytes
 # (flat areas, graphics), is tried as one classical file of the whole image (up to
 # WHOLE_IMAGE_MAX_PIXELS): every tile's file has its own headers and restarts its
@@ -145,23 +134,6 @@ def _whole_image_classical(array: np.ndarray, grayscale: bool, sections: list[Se
     return tile_size, whole
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """A torch device the codec runs on (cpu, cuda, cuda:N), or a one-line error."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise BadValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from error
-    if parsed.type not in ("cpu", "cuda"):
-        raise BadValueError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CodecError(f"device {device!r}: CUDA is not available on this machine")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            devices = count_of(torch.cuda.device_count(), "CUDA device")
-            raise CodecError(f"device {device!r}: this machine has {devices}")
-    return parsed
-
-
 def _output_image(reconstruction: np.ndarray, channels: int) -> np.ndarray:
     if channels == 3:
         return reconstruction
@@ -181,61 +153,6 @@ def _as_bytes(data) -> bytes:
 def file_metadata(data) -> ImageMetadata:
     """The ICC profile, EXIF and XMP an .svc file carries (bytes or a path)."""
     return unpack_metadata(unpack(_as_bytes(data)).metadata_payload)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """torch's random numbers from `seed`, leaving the caller's generator as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def free_cores(loadavg: str = "/proc/loadavg") -> int:
-    """The cores no other process is running on now: the usable cores less the other
-    runnable threads (Linux's /proc/loadavg, the least of a few looks 5 ms apart, so a
-    passing blip does not count; elsewhere torch's own count). The codec's default
-    thread count: threads beyond the free cores slow it down (a busy core's thread
-    holds up the others at every step)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        others = []
-        for _ in range(3):
-            with open(loadavg) as load:
-                running = int(load.read().split()[3].split("/")[0])
-            others.append(running - 1)  # less this thread
-            time.sleep(0.005)
-    except (OSError, ValueError, IndexError):
-        return max(1, min(usable, torch.get_num_threads()))
-    return max(1, min(usable, torch.get_num_threads()) - min(others))
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to release by hand
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _release_free_memory() -> None:
-    """Give the memory freed by a tile back to the system (glibc's malloc_trim). glibc
-    keeps freed tensors' pages for reuse, and across many tiles the process grew by a
-    third over one tile's peak (1.18 GB for 48 tiles against 0.9 GB for one)."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 class _SectionCounter:
@@ -353,7 +270,7 @@ class Codec:
         estimated: dict[str, float] = {}
         tiles = tile_boxes(height, width, self.tile_size)
         counter = _SectionCounter(progress, len(tiles) * self._sections_per_tile(mode))
-        with _torch_threads(self.threads), torch.no_grad():
+        with torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 tile = x[..., top:bottom, left:right].to(self.device, torch.int64)
                 try:
@@ -377,7 +294,7 @@ class Codec:
                     estimated[label] = estimated.get(label, 0.0) + bits
                 reconstruction[top:bottom, left:right] = result[0].permute(1, 2, 0).cpu().numpy()
                 del result
-                _release_free_memory()
+                release_free_memory()
         if mode == "full" and not np.array_equal(reconstruction, array):
             raise CodecError("internal error: the lossless walk did not reproduce the image")
         tile_size = self.tile_size
@@ -461,7 +378,7 @@ class Codec:
         # a float model's files decode only at the encoder's.
         threads = header.threads or self.threads
         quality = header.quality - 1 if header.quality else None
-        with _torch_threads(threads), torch.no_grad():
+        with torch_threads(threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 if [s.kind for s in by_tile.get(index, [])] == ["pixels"]:
                     reconstruction[top:bottom, left:right] = read_classical_tile(
@@ -490,7 +407,7 @@ class Codec:
                     raise self._decoding_error(problem) from error
                 reconstruction[top:bottom, left:right] = result[0].permute(1, 2, 0).cpu().numpy()
                 del result, stream
-                _release_free_memory()
+                release_free_memory()
         output = _output_image(reconstruction, header.channels)
         if verify and crc32(output.tobytes()) != header.image_crc:
             raise self._decoding_error("the decoded image does not match the encoder's checksum")
@@ -559,13 +476,13 @@ class Codec:
                 f"a {out_width}x{out_height} image downscales {factor}x to "
                 f"{-(-out_width // factor)}x{-(-out_height // factor)}, not to the input's {width}x{height}"
             )
-        if max(out_width, out_height) > 65536 or out_width * out_height > (1 << 28):
+        if max(out_width, out_height) > MAX_SIDE or out_width * out_height > MAX_PIXELS:
             raise BadValueError(f"a {out_width}x{out_height} output is too large")
         small = torch.from_numpy(loaded.pixels).permute(2, 0, 1)[None].to(self.device, torch.int64)
         output = np.empty((out_height, out_width, 3), dtype=np.uint8)
         tile = max(factor, self.tile_size - self.tile_size % factor)  # tiles of the input must align
         tiles = tile_boxes(out_height, out_width, tile)
-        with _seeded(seed), _torch_threads(self.threads), torch.no_grad():
+        with seeded(seed), torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 part = small[..., top // factor : -(-bottom // factor), left // factor : -(-right // factor)]
                 result = self.model.upscale(part, factor, (bottom - top, right - left), method)
@@ -585,7 +502,7 @@ class Codec:
         width, height = size
         if not (1 <= width <= 2048 and 1 <= height <= 2048):
             raise BadValueError(f"sample sizes go from 1x1 to 2048x2048, got {width}x{height}")
-        with _seeded(seed), _torch_threads(self.threads), torch.no_grad():
+        with seeded(seed), torch_threads(self.threads), torch.no_grad():
             samples = self.model.sample(count, (height, width), method)
         return samples.permute(0, 2, 3, 1).cpu().numpy()
 
@@ -619,7 +536,7 @@ class Codec:
             direct.sections = sections + direct.sections
             return pack(direct)
         tiles = tile_boxes(header.height, header.width, header.tile_size)
-        with _torch_threads(self.threads), torch.no_grad():
+        with torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 own = [s for s in header.sections if s.tile == index and s.kind != "meta"]
                 if [s.kind for s in own] != ["pixels"]:

@@ -20,12 +20,10 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from ..bitstream import ImageMetadata
+from ..bitstream import MAX_PIXELS, MAX_SIDE, ImageMetadata
 from ..errors import BadValueError, CodecError, OutputExistsError
 from ..files import new_file_mode
 
-MAX_SIDE = 65536
-MAX_PIXELS = 1 << 28
 # Files a folder of inputs contributes (by extension, case-insensitive).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".gif")
 # Decoded images are written losslessly, in the format the extension names.
