@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from selfvae_codec.models.pretrained import SHIPPED_LOSSY_MODES, registry, retired_models
+from selfvae_codec.models.pretrained import SHIPPED_LOSSY_MODES, find_by_fingerprint, find_retired, registry
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARK_COMMAND = "python benchmarks/benchmark.py {folder} --threads 2{only}"
@@ -34,9 +34,8 @@ def earlier_model_note(summary: dict) -> list[str]:
         shipped = registry().get(name, {}).get("fingerprint")
         if measured is None or shipped is None or measured == shipped:
             continue
-        known = {**registry(), **retired_models()}
-        named = [other for other, entry in known.items() if entry.get("fingerprint") == measured]
-        earlier = f"`{named[0]}`, an earlier model" if named else "an earlier model"
+        named = find_by_fingerprint(measured) or find_retired(measured)
+        earlier = f"`{named}`, an earlier model" if named else "an earlier model"
         lines += [
             f"Measured with {earlier} (fingerprint `{measured[:12]}`), not the shipped `{name}` "
             f"(`{shipped[:12]}`); not re-measured since.",

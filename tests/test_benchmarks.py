@@ -13,6 +13,7 @@ import torch
 
 from selfvae_codec.codec.api import Codec
 from selfvae_codec.models.config import tiny_config
+from selfvae_codec.models.pretrained import retired_models
 from selfvae_codec.models.selfvae import SelfVAE
 from selfvae_codec.training.rate_distortion import lossy_model_from
 
@@ -64,7 +65,7 @@ def test_report_marks_a_table_measured_with_other_weights_than_the_shipped_model
     other = "0" * 64 if shipped != "0" * 64 else "1" * 64
     note = report.earlier_model_note({"model_fingerprint": other})
     assert other[:12] in note[0] and shipped[:12] in note[0] and "earlier model" in note[0]
-    retired = report.retired_models()["lossy-v1"]["fingerprint"]  # an earlier model, no longer shipped
+    retired = retired_models()["lossy-v1"]["fingerprint"]  # an earlier model, no longer shipped
     note = report.earlier_model_note({"model_fingerprint": shipped, "lossy_model_fingerprint": retired})
     assert note[0].startswith("Measured with `lossy-v1`, an earlier model") and "shipped `lossy`" in note[0]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from ..bitstream import MODES
+from ..bitstream import MAX_TILE_SIZE, MODES
 from ..errors import BadValueError, CodecError, OutputExistsError, count_of
 from .batch import STDIO, Job, Reporter, any_to_code, plan_jobs, reader, run_jobs, writer
 from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, load_codec, shared_options
@@ -138,7 +138,7 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
     "and quality; `selfvae-codec models` lists each setting's rate.",
 )
 @click.option("--step", type=float, default=None, help="Latent quantisation step (expert: the latents' rate).")
-@click.option("--tile-size", type=click.IntRange(16, 65535), default=None, help="Tile side (default 512).")
+@click.option("--tile-size", type=click.IntRange(16, MAX_TILE_SIZE), default=None, help="Tile side (default 512).")
 @click.option("--strip", is_flag=True, help="Leave out the ICC profile, EXIF and XMP.")
 @shared_options(MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION, FORCE_OPTION, SKIP_EXISTING_OPTION)
 @shared_options(QUIET_OPTION, VERBOSE_OPTION)
@@ -291,7 +291,7 @@ def info(svc_file, as_json) -> None:
     """Show an .svc file's header, sections and bits per section (no model needed;
     - reads standard input)."""
     from ..bitstream import unpack_metadata
-    from ..models.pretrained import find_by_fingerprint, retired_models
+    from ..models.pretrained import find_by_fingerprint, find_retired
 
     data, header = _read_svc(svc_file)
     pixels = header.width * header.height
@@ -327,8 +327,8 @@ def info(svc_file, as_json) -> None:
         f"{svc_file}: .svc version {header.version}, mode {header.mode}, "
         f"{header.width}x{header.height}x{header.channels}"
     )
-    retired = [name for name, entry in retired_models().items() if entry["fingerprint"] == record["model"]]
-    shipped = record["model_name"] or (f"{retired[0]}, retired" if retired else "not shipped with this version")
+    retired = find_retired(record["model"])
+    shipped = record["model_name"] or (f"{retired}, retired" if retired else "not shipped with this version")
     click.echo(f"  model {record['model'][:16]}... ({shipped})")
     if header.quality:
         click.echo(f"  quality {header.quality} (lossy model)")

@@ -134,6 +134,15 @@ def _whole_image_classical(array: np.ndarray, grayscale: bool, sections: list[Se
     return tile_size, whole
 
 
+def _sections_by_tile(header: Header) -> dict[int, list[Section]]:
+    """Each tile's sections, in file order (the metadata section is no tile's)."""
+    by_tile: dict[int, list[Section]] = {}
+    for section in header.sections:
+        if section.kind != "meta":
+            by_tile.setdefault(section.tile, []).append(section)
+    return by_tile
+
+
 def _output_image(reconstruction: np.ndarray, channels: int) -> np.ndarray:
     if channels == 3:
         return reconstruction
@@ -368,10 +377,7 @@ class Codec:
         self._check_file_fits_the_model(header)
         unpack_metadata(header.metadata_payload)  # a damaged metadata section fails here, as in the CLI
         tiles = tile_boxes(header.height, header.width, header.tile_size)
-        by_tile: dict[int, list[Section]] = {}
-        for section in header.sections:
-            if section.kind != "meta":
-                by_tile.setdefault(section.tile, []).append(section)
+        by_tile = _sections_by_tile(header)
         counter = _SectionCounter(progress, len(tiles) * self._sections_per_tile(header.mode))
         reconstruction = np.empty((header.height, header.width, 3), dtype=np.uint8)
         # An exact model gives the same numbers at any thread count (its files say 0);
@@ -536,19 +542,18 @@ class Codec:
             direct.sections = sections + direct.sections
             return pack(direct)
         tiles = tile_boxes(header.height, header.width, header.tile_size)
+        by_tile = _sections_by_tile(header)
         with torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
-                own = [s for s in header.sections if s.tile == index and s.kind != "meta"]
+                own = by_tile.get(index, [])
                 if [s.kind for s in own] != ["pixels"]:
                     sections += [s for s in own if s.kind in kept_kinds]
                     continue
+                # A classical tile is only in a `full` file, a lossless model's: no quality.
                 pixels = read_classical_tile(own[0].payload, bottom - top, right - left)
                 tile = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].to(self.device, torch.int64)
-                quality = header.quality or None
                 try:
-                    _, coded, _ = self._encode_tile(
-                        tile, index, mode, header.latent_step, quality, header.version, None
-                    )
+                    _, coded, _ = self._encode_tile(tile, index, mode, header.latent_step, None, header.version, None)
                 except CodingError as error:
                     raise CodecError(f"tile {index + 1} of {len(tiles)}: {error}") from None
                 sections += coded

@@ -89,6 +89,14 @@ def find_by_fingerprint(fingerprint: str) -> str | None:
     return None
 
 
+def find_retired(fingerprint: str) -> str | None:
+    """The name of the retired model with this fingerprint, if any."""
+    for name, entry in retired_models().items():
+        if entry["fingerprint"] == fingerprint:
+            return name
+    return None
+
+
 def model_for_file(fingerprint: str) -> str:
     """The shipped model that made a file (by its fingerprint), or a one-line error
     naming the retired model and the release that reads it."""
@@ -97,12 +105,12 @@ def model_for_file(fingerprint: str) -> str:
     name = find_by_fingerprint(fingerprint)
     if name is not None:
         return name
-    for name, entry in retired_models().items():
-        if entry["fingerprint"] == fingerprint:
-            raise ModelLoadError(
-                f"the file was made with model {name} ({fingerprint[:12]}), which this version no longer "
-                f"ships; {entry['retired']}, or decode it with that model's weights file"
-            )
+    retired = find_retired(fingerprint)
+    if retired is not None:
+        raise ModelLoadError(
+            f"the file was made with model {retired} ({fingerprint[:12]}), which this version no longer "
+            f"ships; {retired_models()[retired]['retired']}, or decode it with that model's weights file"
+        )
     raise ModelLoadError(
         f"the file was made with model {fingerprint[:12]}, which is not shipped with this version; "
         "decode it with that model's weights file"
