@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from common import list_images, load_rgb, pillow_round_trip
 from PIL import Image
-from rate_distortion import psnr
 
+from selfvae_codec.metrics import psnr
 from selfvae_codec.models.transforms import downscale
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from common import add_common_arguments, list_images, load_rgb, machine_description, selfvae_round_trip, write_csv
-from rate_distortion import psnr
+
+from selfvae_codec.metrics import psnr
 
 MODES = ("full", "conditional", "rs2", "rs1")
 DEFAULT_MODELS = "default-float,default"  # the float source, then its exact conversion

@@ -19,7 +19,8 @@ import argparse
 import numpy as np
 import torch
 from common import add_common_arguments, load_codec_and_images, load_rgb
-from rate_distortion import psnr
+
+from selfvae_codec.metrics import psnr
 
 
 def main() -> None:

@@ -23,46 +23,67 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from common import list_images, load_rgb
-from rate_distortion import psnr
 
+from selfvae_codec.metrics import psnr
+from selfvae_codec.models.hierarchy import descend, quantize_latents, representation_names
 from selfvae_codec.models.io import load_model
-from selfvae_codec.models.selfvae import quantize_latents, spatial_size
+from selfvae_codec.models.levels import spatial_size
 
 
 def to_image(y: torch.Tensor) -> np.ndarray:
     return y[0].permute(1, 2, 0).to(torch.float64).numpy()
 
 
+class LevelScores:
+    """A policy for the hierarchy's walk: rs2 as the decoder runs it, scoring each
+    representation, and beside every level the same level given the true coarser one
+    (its own z, its z at the prior mean, and bicubic)."""
+
+    def __init__(self, model, ys: list[torch.Tensor], quality: int):
+        self.model, self.ys = model, ys
+        self.u_step, self.z_steps = model.latent_steps(quality)
+        self.scores = {"walk": [], "given the truth": [], "z at prior mean": [], "bicubic": []}
+        self.true_previous = None  # the latent above, on the path given the truth
+
+    def top_latent(self, u_size):
+        prior_u = self.model.prior_u
+        base = prior_u.to_base(self.model.top.posterior(self.ys[0]).mean)
+        self.true_previous = prior_u.from_base(quantize_latents(base, torch.zeros_like(base), self.u_step, False))
+        return self.true_previous
+
+    def top_representation(self, top):
+        y = top.likelihood.generate("mean")
+        self.scores["walk"].append(psnr(to_image(y), to_image(self.ys[0])))
+        return y
+
+    def latent(self, at):
+        posterior_mean = at.level.posterior(self.ys[at.index + 1], at.coarse).mean
+        return quantize_latents(posterior_mean, at.prior.mean, self.z_steps[at.index], noisy=False)
+
+    def representation(self, at, z):
+        k, level, fine_size = at.index, at.level, at.fine_size
+        fine, coarse = self.ys[k + 1], self.ys[k]
+        truth = to_image(fine)
+        y = level.generate(at.coarse, z, fine_size, "mean")
+        self.scores["walk"].append(psnr(to_image(y), truth))
+        prior = level.prior(coarse, self.true_previous, at.z_size)
+        true_z = quantize_latents(level.posterior(fine, coarse).mean, prior.mean, self.z_steps[k], noisy=False)
+        given = level.generate(coarse, true_z, fine_size, "mean")
+        self.scores["given the truth"].append(psnr(to_image(given), truth))
+        at_prior = level.generate(coarse, prior.mean, fine_size, "mean")
+        self.scores["z at prior mean"].append(psnr(to_image(at_prior), truth))
+        upscaled = F.interpolate(coarse.to(torch.float64), size=fine_size, mode="bicubic", align_corners=False)
+        self.scores["bicubic"].append(psnr(to_image(upscaled.clamp(0, 255).round()), truth))
+        self.true_previous = true_z
+        return y
+
+
 @torch.no_grad()
 def level_scores(model, x: torch.Tensor, quality: int) -> dict[str, list[float]]:
     """PSNR per representation (y_1 .. y_L, x) for each way of producing it."""
-    ys = model.representations(x)
-    size = spatial_size(x)
-    u_step, z_steps = model.latent_steps(quality)
-    base = model.prior_u.to_base(model.top.posterior(ys[0]).mean)
-    u = model.prior_u.from_base(quantize_latents(base, torch.zeros_like(base), u_step, noisy=False))
-    y = model.top.likelihood(u, model.y_size(0, size)).generate("mean")
-    scores = {"walk": [psnr(to_image(y), to_image(ys[0]))], "given the truth": [], "z at prior mean": [], "bicubic": []}
-    prev_walk = prev_true = u
-    for k, level in enumerate(model.levels):
-        fine_size = model.y_size(k + 1, size)
-        z_size = model.z_size(k, size)
-        truth = to_image(ys[k + 1])
-        steps = []
-        for coarse, prev in ((y, prev_walk), (ys[k], prev_true)):
-            prior = level.prior(coarse, prev, z_size)
-            z = quantize_latents(level.posterior(ys[k + 1], coarse).mean, prior.mean, z_steps[k], noisy=False)
-            steps.append((coarse, prior, z))
-        (walk_coarse, _, walk_z), (true_coarse, true_prior, true_z) = steps
-        y = level.generate(walk_coarse, walk_z, fine_size, "mean")
-        scores["walk"].append(psnr(to_image(y), truth))
-        scores["given the truth"].append(psnr(to_image(level.generate(true_coarse, true_z, fine_size, "mean")), truth))
-        at_prior = level.generate(true_coarse, true_prior.mean, fine_size, "mean")
-        scores["z at prior mean"].append(psnr(to_image(at_prior), truth))
-        upscaled = F.interpolate(true_coarse.to(torch.float64), size=fine_size, mode="bicubic", align_corners=False)
-        scores["bicubic"].append(psnr(to_image(upscaled.clamp(0, 255).round()), truth))
-        prev_walk, prev_true = walk_z, true_z
-    return scores
+    policy = LevelScores(model, model.representations(x), quality)
+    descend(model, spatial_size(x), policy)
+    return policy.scores
 
 
 def main() -> None:
@@ -81,7 +102,7 @@ def main() -> None:
     if args.qualities:
         qualities = [int(q) for q in args.qualities.split(",")]
     files = list_images(args.folder, args.limit)
-    names = [f"y{k + 1}" for k in range(len(model.levels))] + ["x"]
+    names = representation_names(len(model.levels))
     print(f"PSNR (dB) per representation, mean of {len(files)} images ({args.folder})\n")
     print("| quality | how | " + " | ".join(names) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in names) + " |")

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from common import load_lossy_codec, load_rgb, selfvae_round_trip
 from conditional_ceiling import jpeg_at_rate
-from rate_distortion import psnr
 
 from selfvae_codec.codec.api import Codec
+from selfvae_codec.metrics import psnr
 
 
 def center_crop(image: np.ndarray, side: int) -> np.ndarray:

@@ -25,17 +25,13 @@ from common import (
     write_json,
 )
 
+from selfvae_codec.metrics import psnr
 from selfvae_codec.models.pretrained import SHIPPED_LOSSY_MODES
 
 MODES = ("rs1", "rs2", "conditional")
 MIN_PSNR_SPREAD = 0.5  # dB
 # Steps above 1 make rs1 / rs2 unusable (under 16 dB, measured); below 0.25 they only add bits.
 DEFAULT_STEPS = "0.25,0.5,1"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:

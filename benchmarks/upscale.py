@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from common import add_common_arguments, load_codec_and_images, load_rgb, machine_description, write_csv
 from PIL import Image
-from rate_distortion import ms_ssim, psnr
+from rate_distortion import ms_ssim
 
+from selfvae_codec.metrics import psnr
 from selfvae_codec.models.transforms import downscale
 
 FACTORS = (2, 4, 8)

@@ -1,4 +1,4 @@
-"""The benchmark's arithmetic: BD-rate and the anchors' PSNR at a given rate; the report's provenance note;
+"""The benchmark's arithmetic: BD-rate and the anchors' PSNR at a given rate; the report's provenance check;
 the per-level diagnosis of a lossy model."""
 
 import math
@@ -8,7 +8,7 @@ import level_quality
 import numpy as np
 import pytest
 import rate_distortion
-import report
+import report_sections
 import torch
 
 from selfvae_codec.codec.api import Codec
@@ -58,16 +58,17 @@ def test_jpeg_at_rate_takes_the_best_quality_within_the_rate():
         conditional_ceiling.jpeg_at_rate(image, 0.01)
 
 
-def test_report_marks_a_table_measured_with_other_weights_than_the_shipped_model():
-    shipped = report.registry()["default"]["fingerprint"]
-    assert report.earlier_model_note({"model_fingerprint": shipped}) == []
-    assert report.earlier_model_note({}) == []
+def test_the_report_finds_tables_measured_with_other_weights_than_the_shipped_models():
+    shipped = report_sections.registry()["default"]["fingerprint"]
+    shipped_lossy = report_sections.registry()["lossy"]["fingerprint"]
+    assert report_sections.earlier_models({"model_fingerprint": shipped}) == []
+    assert report_sections.earlier_models({}) == []
     other = "0" * 64 if shipped != "0" * 64 else "1" * 64
-    note = report.earlier_model_note({"model_fingerprint": other})
-    assert other[:12] in note[0] and shipped[:12] in note[0] and "earlier model" in note[0]
+    assert report_sections.earlier_models({"model_fingerprint": other}) == [("default", other, None, shipped)]
     retired = retired_models()["lossy-v1"]["fingerprint"]  # an earlier model, no longer shipped
-    note = report.earlier_model_note({"model_fingerprint": shipped, "lossy_model_fingerprint": retired})
-    assert note[0].startswith("Measured with `lossy-v1`, an earlier model") and "shipped `lossy`" in note[0]
+    found = report_sections.earlier_models({"model_fingerprint": shipped, "lossy_model_fingerprint": retired})
+    assert found == [("lossy", retired, "lossy-v1", shipped_lossy)]
+    assert len(report_sections.earlier_model_note({"model_fingerprint": other})) == 2  # the line and a blank
 
 
 def test_the_per_level_diagnosis_walks_as_the_decoder_does():
@@ -131,12 +132,9 @@ def test_the_lossy_model_codes_the_modes_it_is_given_and_the_report_says_so():
     assert coder is lossy_codec and [label for label, _ in settings] == ["q1", "q2", "q3"]
 
     summary = {"bd_rate_percent_psnr": {"selfvae-rs2": {}, "selfvae-conditional": {}}, "lossy_model_fingerprint": "f"}
-    assert report.settings_note(summary) == (
-        "the lossy model's quality (`qN`) in rs2, the lossless model's latent step in conditional"
-    )
-    assert report.settings_note({**summary, "lossy_modes": list(modes)}) == (
-        "the lossy model's quality (`qN`) in rs2 and conditional"
-    )
+    assert report_sections.settings_by_mode(summary) == {"rs2": "quality", "conditional": "step"}
+    with_modes = {**summary, "lossy_modes": list(modes)}
+    assert report_sections.settings_by_mode(with_modes) == {"rs2": "quality", "conditional": "quality"}
 
 
 def test_the_exact_note_reads_each_comparison_with_its_own_models(tmp_path, monkeypatch):
@@ -152,8 +150,7 @@ def test_the_exact_note_reads_each_comparison_with_its_own_models(tmp_path, monk
         ]
     (tmp_path / "exact_lossy").mkdir()
     (tmp_path / "exact_lossy" / "per_image.csv").write_text("\n".join(rows) + "\n")
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
-    name, gap, slowdowns = report.exact_gaps("exact_lossy")
+    monkeypatch.setattr(report_sections, "RESULTS", tmp_path)
+    name, gap, slowdowns = report_sections.exact_gaps("exact_lossy")
     assert name == "lossy" and gap == pytest.approx(0.5) and sorted(slowdowns) == pytest.approx([2.5, 3.0])
-    assert report.exact_gaps("exact") is None
-    assert "`lossy` by at most 0.500 dB, 2.5-3.0x slower" in report.exact_note()[0]
+    assert report_sections.exact_gaps("exact") is None

@@ -312,7 +312,7 @@ def test_a_file_of_small_classical_tiles_becomes_one_classical_file(codec, monke
     """A flat 1200x40 image's three tiles are each a tiny PNG with its own headers;
     one PNG of the whole image is smaller, and is what the file holds. It decodes,
     and truncates to what a direct encode gives."""
-    from selfvae_codec.codec import api
+    from selfvae_codec.codec import tiles
 
     flat = np.full((40, 1200, 3), 90, np.uint8)
     data = codec.compress(flat)
@@ -320,7 +320,7 @@ def test_a_file_of_small_classical_tiles_becomes_one_classical_file(codec, monke
     assert header.tile_size == 1200 and [s.kind for s in header.sections] == ["pixels"]
     assert np.array_equal(codec.decompress(data), flat)
     assert codec.truncate(data, "conditional") == codec.compress(flat, "conditional", step=header.latent_step)
-    monkeypatch.setattr(api, "WHOLE_IMAGE_TRY_BYTES", 0)  # never tried: a PNG per tile
+    monkeypatch.setattr(tiles, "WHOLE_IMAGE_TRY_BYTES", 0)  # never tried: a PNG per tile
     tiled = codec.compress(flat)
     assert unpack(tiled).tile_count == 3 and len(data) < len(tiled)
 

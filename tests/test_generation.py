@@ -10,6 +10,7 @@ from PIL import Image
 
 from selfvae_codec.cli.main import cli
 from selfvae_codec.codec.api import Codec, CodecError
+from selfvae_codec.metrics import psnr
 from selfvae_codec.models.transforms import downscale
 
 DATA = Path(__file__).parent / "data"
@@ -26,10 +27,6 @@ def model_downscale(image: np.ndarray, factor: int) -> np.ndarray:
     for _ in range(factor.bit_length() - 1):
         small = downscale(small)
     return small[0].permute(1, 2, 0).numpy().astype(np.uint8)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
 
 def test_upscaling_the_models_own_downscale_beats_bicubic(codec):

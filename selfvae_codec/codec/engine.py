@@ -27,11 +27,13 @@ import torch
 
 from ..bitstream import MODES
 from ..models import fixed_point
-from ..models.distributions import DiscretizedLogisticMixture
-from ..models.exact_distributions import BIN_VALUES, ExactLogisticMixture, coder_counts, latent_scale_index
-from ..models.selfvae import GroupStep, Inference, Level, SelfVAE
+from ..models.distributions import DiagonalGaussian, DiscretizedLogisticMixture
+from ..models.exact_distributions import BIN_VALUES, ExactGaussian, ExactLogisticMixture, coder_counts
+from ..models.hierarchy import LevelState, TopState, descend
+from ..models.levels import GroupStep, Level
+from ..models.selfvae import SelfVAE
 from ..models.transforms import keep_block_means
-from .entropy import scale_indices
+from .entropy import EncoderStream
 
 RECONSTRUCTION = "mean"  # how the decoder fills in what was not sent
 TABLE_BUDGET = 1 << 23  # floats per probability-table chunk (32 MB)
@@ -63,7 +65,7 @@ def code_pixels(
     channel by channel. With `lo`/`hi`, each value is coded as its offset from lo
     among `count` values. Positions outside the mask come back as 0."""
     height, width = mask.shape
-    in_two_steps = lo is None and stream.values_in_two_steps and isinstance(dist, ExactLogisticMixture)
+    in_two_steps = lo is None and stream.values_in_two_steps and dist.codes_in_bins
     ranges = _row_ranges(height, width, dist.mixtures, BIN_VALUES if in_two_steps else count)
     values = torch.zeros(1, dist.channels, height, width, dtype=torch.int64, device=mask.device)
     if truth is not None:
@@ -76,13 +78,10 @@ def code_pixels(
             r0, r1 = ranges[i]
             part = dist.crop_rows(r0, r1)
             context = values[..., r0:r1, :]
-            exact = isinstance(part, ExactLogisticMixture)
             if lo is None:
-                probs = part.channel_table(c, context) if exact else part.channel_probabilities(c, context)
-            elif exact:
-                probs = part.interval_table(c, context, lo[..., r0:r1, :], hi[..., r0:r1, :], count)
+                probs = part.coder_table(c, context)
             else:
-                probs = part.interval_probabilities(c, context, lo[..., r0:r1, :], hi[..., r0:r1, :], count)
+                probs = part.coder_table(c, context, lo[..., r0:r1, :], hi[..., r0:r1, :], count)
             return _for_coder(stream, probs[0][mask[r0:r1]])
 
         true_symbols = None
@@ -164,62 +163,19 @@ def code_level_pixels(
     return level.walk_groups(coarse, context, fine_size, code_group, truth)
 
 
-def _code_u(
-    model: SelfVAE, stream, image_size, step: float | torch.Tensor, truth: Inference | None, device: torch.device
-) -> torch.Tensor:
-    """u in its prior's base space on a grid of `step` (a number, or per channel for a
-    lossy model) under N(0, 1)."""
-    shape = (1, model.config.u_channels, *model.u_size(image_size))
-    if isinstance(step, torch.Tensor):
-        scales = scale_indices((1.0 / step.double()).expand(shape).cpu().numpy())
-    else:
-        scales = np.full(shape, scale_indices(np.array([1.0 / step]))[0], dtype=np.int64)
-    target = None
-    if truth is not None:
-        target = (model.prior_u.to_base(truth.u) / step).cpu().numpy()
-    symbols = stream.gaussian(scales, target)
-    base = torch.from_numpy(symbols.astype(np.float32)).to(device) * step
-    return model.prior_u.from_base(base)
-
-
-def _code_z(stream, prior, step: float | torch.Tensor, posterior_mean: torch.Tensor | None) -> torch.Tensor:
-    scales = scale_indices((prior.std / step).cpu().numpy().astype(np.float64))
-    target = None
-    if posterior_mean is not None:
-        target = ((posterior_mean - prior.mean) / step).cpu().numpy()
-    symbols = stream.gaussian(scales, target)
-    return prior.mean + step * torch.from_numpy(symbols.astype(np.float32)).to(prior.mean.device)
-
-
 def step_q12(step: float) -> int:
     """An exact model's latent step: `step` rounded to a multiple of 2^-12 (at least one)."""
     return max(1, round(step * fixed_point.ACT_ONE))
 
 
-def _code_latents_exact(
-    stream, std_q16: torch.Tensor, step: int | torch.Tensor, center: torch.Tensor, target
+def code_latents(
+    stream, distribution: DiagonalGaussian | ExactGaussian, step, target: torch.Tensor | None
 ) -> torch.Tensor:
-    """Code integer latents: symbols round((target - center) / step) under the grid
-    scale nearest std / step; returns center + step * symbols, saturated. `step` is in
-    units of 2^-12: a number, or [1, C, 1, 1] per channel (a lossy model's)."""
-    indices = latent_scale_index(std_q16, step)
-    true_symbols = None
-    if target is not None:
-        true_symbols = torch.div(2 * (target - center) + step, 2 * step, rounding_mode="floor").cpu().numpy()
-    symbols = stream.latents(indices.cpu().numpy(), true_symbols)
-    latents = center + step * torch.from_numpy(symbols).to(center.device)
-    return latents.clamp(-fixed_point.ACT_LIMIT, fixed_point.ACT_LIMIT)
-
-
-def _code_u_exact(
-    model: SelfVAE, stream, image_size, step: int | torch.Tensor, truth: Inference | None, device
-) -> torch.Tensor:
-    shape = (1, model.config.u_channels, *model.u_size(image_size))
-    unit_std = torch.full(shape, 1 << 16, dtype=torch.int64, device=device)
-    zero = torch.zeros(shape, dtype=torch.int64, device=device)
-    target = model.prior_u.to_base(truth.u) if truth is not None else None
-    base = _code_latents_exact(stream, unit_std, step, zero, target)
-    return model.prior_u.from_base(base)
+    """Code (or decode) latents on a grid of `step` centred on the distribution's mean
+    (`target`: the encoder's values; None when decoding); returns the latents as sent."""
+    symbols = None if target is None else distribution.symbols(target, step)
+    symbols = stream.latents(distribution.coder_grid, distribution.scale_indices(step), symbols)
+    return distribution.from_symbols(symbols, step)
 
 
 def latent_steps(model: SelfVAE, step: float, quality: int | None) -> tuple:
@@ -240,6 +196,59 @@ def _section_of(model: SelfVAE, index: int) -> tuple[str, int]:
     return ("x", 0) if index == len(model.levels) else ("y", index + 1)
 
 
+class Coding:
+    """The walk's policy for the encoder (with `truth`, the image's representations
+    [y_1, ..., x], and an EncoderStream) and the decoder (no truth, a DecoderStream):
+    code what the mode sends, generate the rest as the decoder does."""
+
+    def __init__(self, model: SelfVAE, stream, mode: str, steps, truth: list[torch.Tensor] | None):
+        self.model, self.stream, self.spec, self.truth = model, stream, MODES[mode], truth
+        self.u_step, self.z_steps = steps
+
+    def _sends(self, index: int) -> bool:
+        return self.spec.sends_x if index == len(self.model.levels) else self.spec.sends_y
+
+    def _true(self, index: int) -> torch.Tensor | None:
+        return None if self.truth is None else self.truth[index]
+
+    def top_latent(self, u_size):
+        """u in its prior's base space under N(0, 1)."""
+        model = self.model
+        self.stream.begin_section("u")
+        target = None
+        if self.truth is not None:
+            target = model.prior_u.to_base(model.top.posterior(self.truth[0]).mean)
+        standard = model.standard_latents((1, model.config.u_channels, *u_size))
+        return model.prior_u.from_base(code_latents(self.stream, standard, self.u_step, target))
+
+    def top_representation(self, top: TopState):
+        if not self._sends(0):
+            return top.likelihood.generate(RECONSTRUCTION)
+        self.stream.begin_section(*_section_of(self.model, 0))
+        return code_pixels(self.stream, top.likelihood, self._true(0), _all_real(top.size, top.u.device))
+
+    def latent(self, at: LevelState):
+        if not self.spec.sends_z:
+            return at.prior.mean
+        k = at.index
+        self.stream.begin_section("z", k + 1)
+        target = None
+        if self.truth is not None:  # a lossy model's encoder infers z_k given the decoder's y_k (closed loop)
+            coarse = at.coarse if self.model.config.lossy else self.truth[k]
+            target = at.level.posterior(self.truth[k + 1], coarse).mean
+        return code_latents(self.stream, at.prior, self.z_steps[k], target)
+
+    def representation(self, at: LevelState, z):
+        k = at.index
+        if self._sends(k + 1):
+            self.stream.begin_section(*_section_of(self.model, k + 1))
+            return code_level_pixels(self.stream, at.level, at.coarse, z, at.fine_size, self._true(k + 1))
+        fine = at.level.generate(at.coarse, z, at.fine_size, RECONSTRUCTION)
+        if self.stream.holds_block_means and self.spec.sends_y and at.level.grouped:
+            fine = keep_block_means(fine, at.coarse)  # y_k exact, y_{k+1} its 2x upscale
+        return fine
+
+
 @torch.no_grad()
 def walk(
     model: SelfVAE,
@@ -247,56 +256,23 @@ def walk(
     mode: str,
     image_size: tuple[int, int],
     step: float,
-    truth: Inference | None = None,
+    truth: list[torch.Tensor] | None = None,
     quality: int | None = None,
 ) -> torch.Tensor:
-    """Code (encoder) or decode (decoder) one tile; returns the reconstruction
-    [1, C, H, W] as int64 (the image itself in `full` mode). A lossy model codes at
-    `quality` (0-based), and its encoder infers each z_k from the true y_{k+1} and the
-    y_k the decoder has (closed loop). What the file's format version changes comes
-    from the stream (entropy._FormatRules)."""
+    """Code (encoder, with `truth`: the tile's representations) or decode (decoder)
+    one tile; returns the reconstruction [1, C, H, W] as int64 (the image itself in
+    `full` mode). A lossy model codes at `quality` (0-based). What the file's format
+    version changes comes from the stream (entropy._FormatRules)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    levels = len(model.levels)
-    spec = MODES[mode]
-    u_step, z_steps = latent_steps(model, step, quality)
+    return descend(model, image_size, Coding(model, stream, mode, latent_steps(model, step, quality), truth))
 
-    def sends(index: int) -> bool:
-        return spec.sends_x if index == levels else spec.sends_y
 
-    device = model.device
-    exact = model.config.exact
-    stream.begin_section("u")
-    u = (_code_u_exact if exact else _code_u)(model, stream, image_size, u_step, truth, device)
-    size = model.y_size(0, image_size)
-    top = model.top.likelihood(u, size)
-    if sends(0):
-        stream.begin_section(*_section_of(model, 0))
-        y = code_pixels(stream, top, truth.ys[0] if truth else None, _all_real(size, device))
-    else:
-        y = top.generate(RECONSTRUCTION)
-    prev = u
-    for k, level in enumerate(model.levels):
-        prior = level.prior(y, prev, model.z_size(k, image_size))
-        if spec.sends_z:
-            stream.begin_section("z", k + 1)
-            target = None
-            if truth is not None:
-                target = level.posterior(truth.ys[k + 1], y).mean if model.config.lossy else truth.zs[k]
-            if exact:
-                z = _code_latents_exact(stream, prior.std_q16, z_steps[k], prior.mean, target)
-            else:
-                z = _code_z(stream, prior, z_steps[k], target)
-        else:
-            z = prior.mean
-        fine_size = model.y_size(k + 1, image_size)
-        if sends(k + 1):
-            stream.begin_section(*_section_of(model, k + 1))
-            y = code_level_pixels(stream, level, y, z, fine_size, truth.ys[k + 1] if truth else None)
-        else:
-            coarse = y
-            y = level.generate(coarse, z, fine_size, RECONSTRUCTION)
-            if stream.holds_block_means and spec.sends_y and level.grouped:  # y_k exact, y_{k+1} its 2x upscale
-                y = keep_block_means(y, coarse)
-        prev = z
-    return y
+def encode_tile(model: SelfVAE, tile: torch.Tensor, index: int, mode: str, step: float, quality, version: int, counter):
+    """Tile `index` (int64 [1, C, h, w]) coded in a file of format `version`, at
+    `quality` (1-based; None for a lossless model): its reconstruction, its sections
+    and the estimated bits of each section (a CodingError if it cannot be coded)."""
+    stream = EncoderStream(tile=index, on_section=counter, version=version)
+    quality = quality - 1 if quality else None
+    result = walk(model, stream, mode, tile.shape[-2:], step, model.representations(tile), quality)
+    return result, stream.finish(), stream.estimated_bits

@@ -5,8 +5,11 @@ object with one interface:
 
     stream.begin_section(kind, level)
     symbols = stream.categorical(table_fn, chunks, true_symbols)   # 0..K-1 per entry
-    symbols = stream.gaussian(scale_indices, true_symbols)         # integers, mean 0
-    symbols = stream.latents(scale_indices, true_symbols)          # the same, exact models
+    symbols = stream.latents(grid, scale_indices, true_symbols)    # integers, mean 0
+
+`grid` says which family of latent distributions the scale indices pick:
+"gaussian" (a float model's quantised Gaussians of SCALE_TABLE) or "logistic" (an
+exact model's integer tables, latent_table).
 
 `table_fn(i)` returns chunk i's probability table (float, [n_i, K]). The decoder
 builds each table as it decodes; the encoder records the request and builds the
@@ -17,7 +20,6 @@ same function with the same arguments, so the tables are bit-identical.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -30,6 +32,7 @@ import torch
 
 from ..bitstream import BLOCK_MEANS_HELD_FROM, COUNTS_REDUCED_FROM, FORMAT_VERSION, VALUES_IN_TWO_STEPS_FROM, Section
 from ..errors import count_of
+from ..models.distributions import SCALE_TABLE
 from ..models.exact_distributions import latent_symbol_range, latent_table
 
 LATENT_SYMBOL_LIMIT = 4096  # latent symbols are clamped to [-L, L]
@@ -37,27 +40,12 @@ LATENT_SYMBOL_LIMIT = 4096  # latent symbols are clamped to [-L, L]
 # floor of the bit estimate.
 MIN_PROBABILITY = 2.0**-24
 
-# Standard deviations (in units of the quantisation step) that latents are coded
-# with: only the integer index into this fixed table must match between the
-# encoder and the decoder, never a float.
-SCALE_TABLE = np.exp(np.linspace(math.log(0.05), math.log(256.0), 96))
-_LOG_SCALE_MIN = math.log(SCALE_TABLE[0])
-_LOG_SCALE_STEP = (math.log(SCALE_TABLE[-1]) - _LOG_SCALE_MIN) / (len(SCALE_TABLE) - 1)
-
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 _GAUSSIAN = constriction.stream.model.QuantizedGaussian(-LATENT_SYMBOL_LIMIT, LATENT_SYMBOL_LIMIT)
 
 
 class CodingError(Exception):
     """The coder was given invalid probabilities or the bitstream does not decode."""
-
-
-def scale_indices(std_over_step: np.ndarray) -> np.ndarray:
-    """Nearest SCALE_TABLE entry (in log space) for each standard deviation."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        position = (np.log(std_over_step) - _LOG_SCALE_MIN) / _LOG_SCALE_STEP
-    position = np.nan_to_num(position, nan=0.0, posinf=len(SCALE_TABLE) - 1, neginf=0.0)
-    return np.clip(np.rint(position), 0, len(SCALE_TABLE) - 1).astype(np.int64)
 
 
 def gaussian_bits(symbols: np.ndarray, stds: np.ndarray) -> float:
@@ -111,11 +99,11 @@ def _check_table(table: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Request:
-    kind: str  # 'categorical', 'gaussian' or 'latents'
+    kind: str  # 'categorical', 'gaussian' or 'logistic'
     chunks: int
     table_fn: Callable[[int], np.ndarray] | None
-    symbols: list[np.ndarray]  # per chunk (categorical) or one array (gaussian, latents)
-    scales: np.ndarray | None = None  # scale indices (gaussian, latents)
+    symbols: list[np.ndarray]  # per chunk (categorical) or one array (gaussian, logistic)
+    scales: np.ndarray | None = None  # scale indices (gaussian, logistic)
 
 
 @dataclass
@@ -171,18 +159,17 @@ class EncoderStream(_FormatRules):
         self._open.requests.append(_Request("categorical", chunks, table_fn, symbols))
         return symbols
 
-    def gaussian(self, scales: np.ndarray, true_symbols: np.ndarray) -> np.ndarray:
-        symbols = np.clip(np.rint(true_symbols), -LATENT_SYMBOL_LIMIT, LATENT_SYMBOL_LIMIT).astype(np.int32)
-        self._open.requests.append(_Request("gaussian", 1, None, [symbols], scales.astype(np.int64)))
-        return symbols
-
-    def latents(self, indices: np.ndarray, true_symbols: np.ndarray) -> np.ndarray:
+    def latents(self, grid: str, indices: np.ndarray, true_symbols: np.ndarray) -> np.ndarray:
+        if grid == "gaussian":
+            symbols = np.clip(np.rint(true_symbols), -LATENT_SYMBOL_LIMIT, LATENT_SYMBOL_LIMIT).astype(np.int32)
+            self._open.requests.append(_Request("gaussian", 1, None, [symbols], indices.astype(np.int64)))
+            return symbols
         symbols = np.zeros(indices.shape, dtype=np.int64)
         flat = symbols.reshape(-1)
         for index, positions in _latent_groups(indices):
             limit = latent_model(index)[1]
             flat[positions] = np.clip(true_symbols.reshape(-1)[positions], -limit, limit)
-        self._open.requests.append(_Request("latents", 1, None, [symbols], indices.astype(np.int64)))
+        self._open.requests.append(_Request("logistic", 1, None, [symbols], indices.astype(np.int64)))
         return symbols
 
     def _close(self) -> None:
@@ -208,7 +195,7 @@ class EncoderStream(_FormatRules):
         coder = constriction.stream.stack.AnsCoder()
         bits = 0.0
         for request in reversed(section.requests):
-            if request.kind == "latents":
+            if request.kind == "logistic":
                 flat = request.symbols[0].reshape(-1)
                 for index, positions in reversed(_latent_groups(request.scales)):
                     model, limit, probabilities = latent_model(index)
@@ -275,14 +262,13 @@ class DecoderStream(_FormatRules):
             out.append(np.asarray(self._coder.decode(_CATEGORICAL, table), dtype=np.int32))
         return out
 
-    def gaussian(self, scales: np.ndarray, true_symbols=None) -> np.ndarray:
-        flat = scales.ravel()
-        if flat.size == 0:
-            return np.zeros(scales.shape, dtype=np.int32)
-        symbols = self._coder.decode(_GAUSSIAN, np.zeros(flat.size), SCALE_TABLE[flat])
-        return np.asarray(symbols, dtype=np.int32).reshape(scales.shape)
-
-    def latents(self, indices: np.ndarray, true_symbols=None) -> np.ndarray:
+    def latents(self, grid: str, indices: np.ndarray, true_symbols=None) -> np.ndarray:
+        if grid == "gaussian":
+            flat = indices.ravel()
+            if flat.size == 0:
+                return np.zeros(indices.shape, dtype=np.int32)
+            symbols = self._coder.decode(_GAUSSIAN, np.zeros(flat.size), SCALE_TABLE[flat])
+            return np.asarray(symbols, dtype=np.int32).reshape(indices.shape)
         symbols = np.zeros(indices.shape, dtype=np.int64)
         flat = symbols.reshape(-1)
         for index, positions in _latent_groups(indices):

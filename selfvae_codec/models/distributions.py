@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from . import fixed_point
-from .layers import ELU
 
 LOG_2PI = math.log(2 * math.pi)
 HALF_BIN = 1.0 / 255.0  # half the width of one of the 256 bins of [-1, 1]
+
+# The standard deviations (in units of the quantisation step) that a float model's
+# latents are coded with: only the integer index into this fixed table must match
+# between the encoder and the decoder, never a float.
+SCALE_TABLE = np.exp(np.linspace(math.log(0.05), math.log(256.0), 96))
+_LOG_SCALE_MIN = math.log(SCALE_TABLE[0])
+_LOG_SCALE_STEP = (math.log(SCALE_TABLE[-1]) - _LOG_SCALE_MIN) / (len(SCALE_TABLE) - 1)
 
 
 def normalize_pixels(values: torch.Tensor) -> torch.Tensor:
@@ -64,6 +68,8 @@ class DiscretizedLogisticMixture:
     An optional inclusive interval [lo, hi] per subpixel restricts and renormalises
     each channel's conditional to that interval.
     """
+
+    codes_in_bins = False  # only an exact model's values are coded as bins, then values within them
 
     def __init__(self, params: torch.Tensor, channels: int, mixtures: int):
         batch, count, height, width = params.shape
@@ -176,6 +182,14 @@ class DiscretizedLogisticMixture:
         probs = (cdf[:, 1:] - cdf[:, :-1]).clamp(min=0.0)
         return probs.reshape(batch, height, width, -1)
 
+    def coder_table(self, c: int, x: torch.Tensor, lo=None, hi=None, count: int = 256) -> torch.Tensor:
+        """Channel c's table as the entropy coder takes it, given x's channels < c:
+        probabilities of 0..255, or with `lo`/`hi` of the values allowed there
+        (interval_probabilities). ExactLogisticMixture has the same method."""
+        if lo is None:
+            return self.channel_probabilities(c, x)
+        return self.interval_probabilities(c, x, lo, hi, count)
+
     def interval_probabilities(
         self, c: int, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int
     ) -> torch.Tensor:
@@ -250,7 +264,22 @@ class DiscretizedLogisticMixture:
         return x
 
 
+def scale_indices(std_over_step: np.ndarray) -> np.ndarray:
+    """Nearest SCALE_TABLE entry (in log space) for each standard deviation."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        position = (np.log(std_over_step) - _LOG_SCALE_MIN) / _LOG_SCALE_STEP
+    position = np.nan_to_num(position, nan=0.0, posinf=len(SCALE_TABLE) - 1, neginf=0.0)
+    return np.clip(np.rint(position), 0, len(SCALE_TABLE) - 1).astype(np.int64)
+
+
 class DiagonalGaussian:
+    """A diagonal Gaussian over latents. The coder sends a latent on a grid of `step`
+    centred on the mean, as the symbol round((latent - mean) / step) under the
+    quantised Gaussian of SCALE_TABLE nearest std / step; ExactGaussian has the same
+    coding interface (coder_grid, scale_indices, symbols, from_symbols)."""
+
+    coder_grid = "gaussian"
+
     def __init__(self, mean: torch.Tensor, log_std: torch.Tensor):
         self.mean = mean
         self.log_std = log_std.clamp(-8.0, 4.0)
@@ -259,6 +288,27 @@ class DiagonalGaussian:
     def from_params(cls, params: torch.Tensor) -> DiagonalGaussian:
         mean, log_std = params.chunk(2, dim=1)
         return cls(mean, log_std)
+
+    @classmethod
+    def standard(cls, shape: tuple[int, ...], device=None) -> DiagonalGaussian:
+        """N(0, 1), what u is coded under in its prior's base space. Held in float64, so
+        that its scales std / step are 1 / step in double precision, as the format
+        defines them."""
+        zeros = torch.zeros(shape, dtype=torch.float64, device=device)
+        return cls(zeros, zeros)
+
+    def scale_indices(self, step: float | torch.Tensor) -> np.ndarray:
+        """The SCALE_TABLE index of every latent coded on a grid of `step`."""
+        return scale_indices((self.std / step).cpu().numpy().astype(np.float64))
+
+    def symbols(self, target: torch.Tensor, step: float | torch.Tensor) -> np.ndarray:
+        """(target - mean) / step: the coder rounds it to the symbols it sends."""
+        return ((target - self.mean).to(target.dtype) / step).cpu().numpy()
+
+    def from_symbols(self, symbols: np.ndarray, step: float | torch.Tensor) -> torch.Tensor:
+        """The latents that coded `symbols` stand for: mean + step * symbols (float32)."""
+        offsets = step * torch.from_numpy(symbols.astype(np.float32)).to(self.mean.device)
+        return (self.mean + offsets).to(offsets.dtype)
 
     @property
     def std(self) -> torch.Tensor:
@@ -277,140 +327,3 @@ class DiagonalGaussian:
         var_ratio = torch.exp(2 * (self.log_std - other.log_std))
         mean_term = ((self.mean - other.mean) / other.std) ** 2
         return 0.5 * (var_ratio + mean_term - 1.0) - (self.log_std - other.log_std)
-
-
-def standard_normal_log_prob(value: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (value**2 + LOG_2PI)
-
-
-class StandardNormalPrior(nn.Module):
-    """p(u) = N(0, I). Its base space is u itself."""
-
-    def log_prob(self, u: torch.Tensor) -> torch.Tensor:
-        return standard_normal_log_prob(u).flatten(1).sum(1)
-
-    def sample(self, shape: tuple[int, ...], device=None) -> torch.Tensor:
-        return torch.randn(shape, device=device)
-
-    def to_base(self, u: torch.Tensor) -> torch.Tensor:
-        return u
-
-    def from_base(self, v: torch.Tensor) -> torch.Tensor:
-        return v
-
-
-class MixtureOfGaussiansPrior(nn.Module):
-    """Each element of u is an independent mixture of Gaussians, learned per channel."""
-
-    def __init__(self, channels: int, components: int):
-        super().__init__()
-        self.logits = nn.Parameter(torch.zeros(channels, components))
-        self.means = nn.Parameter(torch.randn(channels, components) * 0.5)
-        self.log_stds = nn.Parameter(torch.zeros(channels, components))
-
-    def log_prob(self, u: torch.Tensor) -> torch.Tensor:
-        x = u.unsqueeze(2)  # [B, C, 1, H, W]
-        means = self.means[None, :, :, None, None]
-        log_stds = self.log_stds[None, :, :, None, None]
-        log_w = F.log_softmax(self.logits, dim=1)[None, :, :, None, None]
-        component = -0.5 * (((x - means) / torch.exp(log_stds)) ** 2 + LOG_2PI) - log_stds
-        return torch.logsumexp(log_w + component, dim=2).flatten(1).sum(1)
-
-    def sample(self, shape: tuple[int, ...], device=None) -> torch.Tensor:
-        batch, channels, height, width = shape
-        probs = F.softmax(self.logits, dim=1)
-        pick = torch.multinomial(probs, batch * height * width, replacement=True)  # [C, N]
-        means = torch.gather(self.means, 1, pick)
-        stds = torch.exp(torch.gather(self.log_stds, 1, pick))
-        sample = means + stds * torch.randn_like(means)
-        return sample.reshape(channels, batch, height, width).permute(1, 0, 2, 3).contiguous()
-
-    def to_base(self, u: torch.Tensor) -> torch.Tensor:
-        return u
-
-    def from_base(self, v: torch.Tensor) -> torch.Tensor:
-        return v
-
-
-class AffineCoupling(nn.Module):
-    """RealNVP affine coupling over channels: half the channels set a scale and
-    shift for the other half through a small conv net (zero-initialised last layer,
-    so the flow starts as the identity)."""
-
-    def __init__(self, channels: int, hidden: int, flip: bool):
-        super().__init__()
-        self.flip = flip
-        self.keep = channels // 2
-        self.net = nn.Sequential(
-            nn.Conv2d(self.keep, hidden, 3, padding=1),
-            ELU(),
-            nn.Conv2d(hidden, hidden, 1),
-            ELU(),
-            nn.Conv2d(hidden, 2 * (channels - self.keep), 3, padding=1),
-        )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
-
-    def _scale_shift(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raw_scale, shift = self.net(kept).chunk(2, dim=1)
-        if raw_scale.is_floating_point():
-            return torch.tanh(raw_scale), shift
-        return fixed_point.tanh(raw_scale), shift
-
-    @staticmethod
-    def _times_exp(values: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-        """values * exp(log_scale), for floats or an exact model's activations."""
-        if values.is_floating_point():
-            return values * torch.exp(log_scale)
-        return fixed_point.round_shift(values * fixed_point.exp(log_scale), 16)
-
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        """Base -> data direction."""
-        if self.flip:
-            v = v.flip(1)
-        kept, moved = v[:, : self.keep], v[:, self.keep :]
-        log_scale, shift = self._scale_shift(kept)
-        out = torch.cat([kept, self._times_exp(moved, log_scale) + shift], dim=1)
-        return out.flip(1) if self.flip else out
-
-    def inverse(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Data -> base direction, with log|det d(inverse)/du| per example."""
-        if self.flip:
-            u = u.flip(1)
-        kept, moved = u[:, : self.keep], u[:, self.keep :]
-        log_scale, shift = self._scale_shift(kept)
-        out = torch.cat([kept, self._times_exp(moved - shift, -log_scale)], dim=1)
-        log_det = -log_scale.flatten(1).sum(1)
-        return (out.flip(1) if self.flip else out), log_det
-
-
-class RealNVPPrior(nn.Module):
-    """p(u): u = f(v), v ~ N(0, I), f a stack of affine couplings."""
-
-    def __init__(self, channels: int, layers: int, hidden: int):
-        super().__init__()
-        if channels < 2:
-            raise ValueError("a RealNVP prior needs at least 2 latent channels")
-        self.couplings = nn.ModuleList(AffineCoupling(channels, hidden, flip=i % 2 == 1) for i in range(layers))
-
-    def from_base(self, v: torch.Tensor) -> torch.Tensor:
-        for coupling in self.couplings:
-            v = coupling(v)
-        return v
-
-    def inverse_with_log_det(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_det = torch.zeros(u.shape[0], device=u.device)
-        for coupling in reversed(self.couplings):
-            u, step = coupling.inverse(u)
-            log_det = log_det + step
-        return u, log_det
-
-    def to_base(self, u: torch.Tensor) -> torch.Tensor:
-        return self.inverse_with_log_det(u)[0]
-
-    def log_prob(self, u: torch.Tensor) -> torch.Tensor:
-        v, log_det = self.inverse_with_log_det(u)
-        return standard_normal_log_prob(v).flatten(1).sum(1) + log_det
-
-    def sample(self, shape: tuple[int, ...], device=None) -> torch.Tensor:
-        return self.from_base(torch.randn(shape, device=device))

@@ -7,6 +7,9 @@ entropy coder quantises them identically wherever it runs.
 
 from __future__ import annotations
 
+from functools import cached_property
+
+import numpy as np
 import torch
 
 from . import fixed_point as fp
@@ -67,6 +70,8 @@ class ExactLogisticMixture:
     DiscretizedLogisticMixture), on integers: weights exp(logit - max) * 2^16, CDFs
     from the sigmoid table, tables as int64 counts. Channel c's table uses the
     weights updated by the values of the channels before it."""
+
+    codes_in_bins = True  # from format 3, values are coded as their bins, then within them
 
     def __init__(self, params: torch.Tensor, channels: int, mixtures: int):
         batch, _, height, width = params.shape
@@ -197,6 +202,13 @@ class ExactLogisticMixture:
         mixed = self._mixed_cdf(mean, inv_scales, weights, fp.lookup(BIN_EDGES.to(x.device), values.clamp(max=256)))
         return (mixed[:, 1:] - mixed[:, :-1]).reshape(batch, height, width, count)
 
+    def coder_table(self, c: int, x: torch.Tensor, lo=None, hi=None, count: int = 256) -> torch.Tensor:
+        """Channel c's counts as the entropy coder takes them (channel_table, or with
+        `lo`/`hi` interval_table), as DiscretizedLogisticMixture.coder_table."""
+        if lo is None:
+            return self.channel_table(c, x)
+        return self.interval_table(c, x, lo, hi, count)
+
     def interval_table(self, c: int, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int) -> torch.Tensor:
         """channel_table restricted to lo..hi (entry j: value lo + j when count < 256,
         value j when count == 256); uniform over the interval where its mass is zero."""
@@ -244,7 +256,11 @@ class ExactLogisticMixture:
 
 class ExactGaussian:
     """A diagonal Gaussian with integer mean and log-std (* 2^12), log-std clamped to
-    [-8, 4] as in DiagonalGaussian."""
+    [-8, 4] as in DiagonalGaussian, with its coding interface: a latent on a grid of
+    `step` (* 2^12) is sent as the symbol round((latent - mean) / step) under the
+    integer table (latent_table) of the grid scale nearest std / step."""
+
+    coder_grid = "logistic"
 
     def __init__(self, mean: torch.Tensor, log_std: torch.Tensor):
         self.mean = mean
@@ -255,7 +271,15 @@ class ExactGaussian:
         mean, log_std = params.chunk(2, dim=1)
         return cls(mean, log_std)
 
-    @property
+    @classmethod
+    def standard(cls, shape: tuple[int, ...], device=None) -> ExactGaussian:
+        """N(0, 1): what u is coded under in its prior's base space."""
+        zeros = torch.zeros(shape, dtype=torch.int64, device=device)
+        standard = cls(zeros, zeros)
+        standard.std_q16 = torch.full(shape, 1 << 16, dtype=torch.int64, device=device)  # exp's table gives 2^16 - 1
+        return standard
+
+    @cached_property
     def std_q16(self) -> torch.Tensor:
         return fp.exp(self.log_std)
 
@@ -263,6 +287,19 @@ class ExactGaussian:
         """A sample (for generation only: it draws float noise)."""
         noise = torch.randn(self.mean.shape, dtype=torch.float64, device=self.mean.device)
         return self.mean + torch.round(noise * self.std_q16 / 16).to(torch.int64)
+
+    def scale_indices(self, step: int | torch.Tensor) -> np.ndarray:
+        """The grid scale index of every latent coded on a grid of `step`."""
+        return latent_scale_index(self.std_q16, step).cpu().numpy()
+
+    def symbols(self, target: torch.Tensor, step: int | torch.Tensor) -> np.ndarray:
+        """round((target - mean) / step), halves up, in integers."""
+        return torch.div(2 * (target - self.mean) + step, 2 * step, rounding_mode="floor").cpu().numpy()
+
+    def from_symbols(self, symbols: np.ndarray, step: int | torch.Tensor) -> torch.Tensor:
+        """mean + step * symbols, saturated to the activations' range."""
+        latents = self.mean + step * torch.from_numpy(symbols).to(self.mean.device)
+        return latents.clamp(-fp.ACT_LIMIT, fp.ACT_LIMIT)
 
 
 # Latents are coded under discretized logistics on a fixed grid of scales: the

@@ -126,13 +126,3 @@ def sketch(image: torch.Tensor, blur_passes: int = 4) -> torch.Tensor:
 def size_at_stride(size: tuple[int, int], stride: int) -> tuple[int, int]:
     """Spatial size of a tensor that lives at `stride` of an image of `size`."""
     return (-(-size[0] // stride), -(-size[1] // stride))
-
-
-def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """(top, bottom, left, right) of the tiles, row by row, that an image is coded
-    (and evaluated) in; the last row and column of tiles may be smaller."""
-    return [
-        (top, min(height, top + tile), left, min(width, left + tile))
-        for top in range(0, height, tile)
-        for left in range(0, width, tile)
-    ]

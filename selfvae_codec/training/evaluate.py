@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..codec.tiles import tile_boxes
 from ..models.selfvae import SelfVAE
-from ..models.transforms import tile_boxes
 
 
 @dataclass

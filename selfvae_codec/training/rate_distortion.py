@@ -10,10 +10,9 @@ draws its quality, so one model learns every quality's steps.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ..metrics import psnr_from_mse
 from ..models.config import ModelConfig
 from ..models.selfvae import SelfVAE
 
@@ -26,10 +25,6 @@ def parse_lambdas(text: str) -> list[float]:
     if not values or any(v <= 0 for v in values) or values != sorted(values):
         raise ValueError(f"--lambdas must be positive and increasing (one per quality), got {text!r}")
     return values
-
-
-def psnr(mse: float) -> float:
-    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
 
 
 def _bits(terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -97,7 +92,7 @@ def validate_rate_distortion(model: SelfVAE, crops: torch.Tensor, lambdas: list[
             conditional_bits += float(_bits(conditional).sum())
         pixels = crops.shape[0] * crops.shape[2] * crops.shape[3]
         bpp, mse = bits / pixels, squared / (pixels * crops.shape[1])
-        out[f"bpp_q{q}"], out[f"psnr_q{q}"] = bpp, psnr(mse)
+        out[f"bpp_q{q}"], out[f"psnr_q{q}"] = bpp, psnr_from_mse(mse)
         out[f"bpp_conditional_q{q}"] = conditional_bits / pixels
         losses.append(bpp + lam * mse)
     out["total"] = sum(losses) / len(losses)
