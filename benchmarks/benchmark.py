@@ -46,6 +46,9 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=("lossless", "rd"), default=None, help="run one of the two parts")
     parser.add_argument(
+        "--effort", type=int, default=2, choices=(1, 2, 3), help="selfvae-codec's encoder effort (full)"
+    )
+    parser.add_argument(
         "--reuse",
         default=None,
         help="an earlier rd/per_image.csv of the same folder: its rows of the classical codecs and of the "
@@ -72,13 +75,15 @@ def main() -> None:
     for path in tqdm(files, unit="image", file=sys.stderr):
         image = load_rgb(path)
         if args.only in (None, "lossless"):
-            lossless_rows.append(lossless.measure(codec, image, path.name, classical_lossless))
+            lossless_rows.append(lossless.measure(codec, image, path.name, classical_lossless, args.effort))
         if args.only in (None, "rd"):
             rd_rows += rate_distortion.measure(codec, image, path.name, modes, steps, sweeps, lossy_codec, lossy_modes)
             rd_rows += reused.get(path.name, [])
     out = Path(args.out)
     if lossless_rows:
-        lossless.summarize(lossless_rows, codec, classical_lossless, args.folder, args.threads, out / "lossless")
+        lossless.summarize(
+            lossless_rows, codec, classical_lossless, args.folder, args.threads, args.effort, out / "lossless"
+        )
     if rd_rows:
         all_modes = [mode for mode in rate_distortion.MODES if mode in modes or mode in reused_modes]
         rate_distortion.summarize(

@@ -19,11 +19,12 @@ from common import (
 )
 
 
-def measure(codec, image: np.ndarray, name: str, classical: dict) -> dict:
-    """One image: selfvae-codec `full` and the classical lossless codecs, each checked
-    to round-trip exactly (a codec that does not is a failed benchmark, not a number)."""
+def measure(codec, image: np.ndarray, name: str, classical: dict, effort: int) -> dict:
+    """One image: selfvae-codec `full` at `effort` and the classical lossless codecs,
+    each checked to round-trip exactly (a codec that does not is a failed benchmark,
+    not a number)."""
     subpixels = image.size
-    result, decoded, decode_seconds = selfvae_round_trip(codec, image, name, mode="full")
+    result, decoded, decode_seconds = selfvae_round_trip(codec, image, name, mode="full", effort=effort)
     if not np.array_equal(decoded, image):
         raise SystemExit(f"selfvae-codec did not round-trip {name} exactly")
     row = {
@@ -36,7 +37,7 @@ def measure(codec, image: np.ndarray, name: str, classical: dict) -> dict:
         "selfvae_decode_s": decode_seconds,
         "selfvae_classical_tiles": classical_tile_share(result.data),
         # the model alone, every tile coded by it (what model changes are judged on)
-        "model_only_bpsp": len(codec.compress(image, "full", classical_tiles=False)) * 8 / subpixels,
+        "model_only_bpsp": len(codec.compress(image, "full", classical_tiles=False, effort=effort)) * 8 / subpixels,
     }
     for codec_name, run in classical.items():
         data, out, _, _ = run(image)
@@ -54,7 +55,7 @@ def classical_tile_share(data: bytes) -> float:
     return sum(s.kind == "pixels" for s in header.sections) / header.tile_count
 
 
-def summarize(rows: list[dict], codec, classical: dict, folder: str, threads: int, out: Path) -> None:
+def summarize(rows: list[dict], codec, classical: dict, folder: str, threads: int, effort: int, out: Path) -> None:
     """Write per_image.csv, summary.json and the bar chart under `out`; print a table."""
     write_csv(out / "per_image.csv", rows)
     names = ["selfvae"] + list(classical)
@@ -64,6 +65,7 @@ def summarize(rows: list[dict], codec, classical: dict, folder: str, threads: in
         "machine": machine_description(threads),
         "model_load_s": codec.load_seconds,
         "model_fingerprint": codec.fingerprint,
+        "effort": effort,
         "bits_per_subpixel": {name: float(np.mean([r[f"{name}_bpsp"] for r in rows])) for name in names},
         "selfvae_estimate_bpsp": float(np.mean([r["selfvae_estimate_bpsp"] for r in rows])),
         "selfvae_encode_s": float(np.mean([r["selfvae_encode_s"] for r in rows])),
@@ -84,7 +86,7 @@ def summarize(rows: list[dict], codec, classical: dict, folder: str, threads: in
     print(
         f"model estimate {summary['selfvae_estimate_bpsp']:.3f} bpsp, overhead {summary['overhead_percent']:.2f}%;"
         f" encode {summary['selfvae_encode_s']:.2f} s, decode {summary['selfvae_decode_s']:.2f} s per image"
-        f" ({threads} threads); model load {codec.load_seconds:.2f} s"
+        f" ({threads} threads, effort {effort}); model load {codec.load_seconds:.2f} s"
     )
 
 

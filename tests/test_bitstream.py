@@ -48,16 +48,16 @@ def test_round_trip_keeps_every_field():
 
 def test_layout_starts_with_magic_and_version():
     data = pack(make_header())
-    assert data[:4] == b"SVC\x89" and data[4] == FORMAT_VERSION == 4
+    assert data[:4] == b"SVC\x89" and data[4] == FORMAT_VERSION == 5
     assert struct.unpack_from("<II", data, 12) == (75, 50)
 
 
 def test_a_file_is_written_at_its_headers_version():
-    for version in (1, 2, 3, 4):
+    for version in (1, 2, 3, 4, 5):
         data = pack(make_header(version=version))
         assert data[4] == version and unpack(data).version == version
-    with pytest.raises(ContainerError, match="cannot write format version 5"):
-        pack(make_header(version=5))
+    with pytest.raises(ContainerError, match="cannot write format version 6"):
+        pack(make_header(version=6))
     with pytest.raises(ContainerError, match="version 1 file cannot hold a metadata"):
         pack(make_header(version=1, sections=[Section("meta", 0, 0, b"abcd"), *_sections("u y1 z1 x")]))
 

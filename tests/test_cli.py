@@ -215,3 +215,13 @@ def test_truncate_codes_classical_tiles_with_the_model_as_a_direct_encode_would(
         assert result.exit_code == 0, result.output
         direct = codec.compress(photo, mode, step=header.latent_step)
         assert (tmp_path / f"{mode}.svc").read_bytes() == direct
+
+
+def test_encode_takes_an_effort_and_refuses_one_out_of_range(tmp_path):
+    svc, png = tmp_path / "a.svc", tmp_path / "a.png"
+    assert run("encode", DATA / "chelsea_75x50.png", "-o", svc, "--effort", "3", "--threads", "2").exit_code == 0
+    assert run("decode", svc, "-o", png).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(DATA / "chelsea_75x50.png")))
+    result = run("encode", DATA / "chelsea_75x50.png", "-o", tmp_path / "b.svc", "--effort", "4")
+    assert result.exit_code == 2 and "--effort" in result.output
+    assert not (tmp_path / "b.svc").exists()

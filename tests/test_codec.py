@@ -325,6 +325,19 @@ def test_a_file_of_small_classical_tiles_becomes_one_classical_file(codec, monke
     assert unpack(tiled).tile_count == 3 and len(data) < len(tiled)
 
 
+def test_a_higher_effort_never_gives_a_larger_full_file(tiny_codec):
+    """The tiny model's tiles are all stored classically: each effort keeps the
+    smallest of its WebP methods, a superset of the effort below it."""
+    image = np.asarray(Image.open(DATA / "astronaut_128x128.png").convert("RGB"))
+    files = [tiny_codec.compress(image, "full", effort=effort) for effort in (1, 2, 3)]
+    assert len(files[0]) >= len(files[1]) >= len(files[2])
+    for data in files:
+        assert np.array_equal(tiny_codec.decompress(data), image)
+    for effort in (0, 4, 2.5):
+        with pytest.raises(CodecError, match="effort must be"):
+            tiny_codec.compress(image, "full", effort=effort)
+
+
 def test_classical_files_wider_than_webp_allows_are_png():
     from selfvae_codec.codec.images import WEBP_MAX_SIDE, classical_lossless, read_classical_tile
 

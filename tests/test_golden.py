@@ -15,11 +15,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from selfvae_codec.bitstream import FORMAT_VERSION, READABLE_VERSIONS, unpack
 from selfvae_codec.bitstream.container import CODED_KINDS
 from selfvae_codec.cli.main import cli
 from selfvae_codec.codec.api import Codec, decompress
+from selfvae_codec.codec.engine import code_adaptation, encode_tile
+from selfvae_codec.codec.entropy import DecoderStream
+from selfvae_codec.codec.tiles import sections_by_tile, tile_boxes
 from selfvae_codec.errors import CodecError
 from selfvae_codec.models.io import ModelLoadError
 from selfvae_codec.models.pretrained import find_by_fingerprint, registry, retired_models
@@ -118,7 +122,14 @@ def test_the_manifest_records_what_made_every_golden_file():
 
 
 MODEL_CODED = sorted(
-    name for name in SHIPPED_MADE if all(s.kind != "pixels" for s in unpack((GOLDEN / name).read_bytes()).sections)
+    name
+    for name in SHIPPED_MADE
+    if all(s.kind not in ("pixels", "adapt") for s in unpack((GOLDEN / name).read_bytes()).sections)
+)
+ADAPTED_FULL = sorted(
+    name
+    for name in SHIPPED_MADE
+    if MANIFEST[name]["mode"] == "full" and "adapt" in {s.kind for s in unpack((GOLDEN / name).read_bytes()).sections}
 )
 
 
@@ -151,6 +162,24 @@ def test_encoding_again_gives_the_golden_sections(name):
     )
 
 
+@pytest.mark.parametrize("name", ADAPTED_FULL)
+def test_coding_again_with_the_files_adaptation_gives_the_golden_sections(name):
+    """The adaptation an encoder fits is its own (floats); given the file's, the coding
+    of an adapted tile is exact: every tile codes to the golden sections."""
+    golden = unpack((GOLDEN / name).read_bytes())
+    codec = codec_for(golden)
+    image = torch.from_numpy(np.asarray(Image.open(DATA / MANIFEST[name]["source"]).convert("RGB")).copy())
+    x = image.permute(2, 0, 1)[None].to(torch.int64)
+    by_tile = sections_by_tile(golden)
+    for index, (top, bottom, left, right) in enumerate(tile_boxes(golden.height, golden.width, golden.tile_size)):
+        stream = DecoderStream(by_tile[index], version=golden.version)
+        adaptation = code_adaptation(stream, codec.model)
+        tile = x[..., top:bottom, left:right]
+        step, version = golden.latent_step, golden.version
+        _, sections, _ = encode_tile(codec.model, tile, index, "full", step, None, version, None, adaptation)
+        assert sections == by_tile[index]
+
+
 def test_golden_files_cover_every_version_metadata_classical_tiles_and_the_exact_models():
     headers = [unpack((GOLDEN / name).read_bytes()) for name in SHIPPED_MADE]
     assert {h.version for h in headers} == set(READABLE_VERSIONS)
@@ -163,7 +192,9 @@ def test_golden_files_cover_every_version_metadata_classical_tiles_and_the_exact
     current = [h for h in exact if h.version == FORMAT_VERSION and "x" in {s.kind for s in h.sections}]
     assert current and any(h.tile_count > 1 for h in current)
     kinds = {s.kind for h in headers for s in h.sections}
-    assert {"meta", "pixels"} <= kinds and any(h.tile_count > 1 for h in headers)
+    assert {"meta", "pixels", "adapt"} <= kinds and any(h.tile_count > 1 for h in headers)
+    adapted = {h.mode for h in headers if any(s.kind == "adapt" for s in h.sections)}
+    assert adapted == {"full", "conditional"}
 
 
 def test_lossless_golden_files_decode_to_their_source_images():

@@ -1,6 +1,7 @@
 """The .svc container (no torch here)."""
 
 from .container import (
+    ADAPTATION_FROM,
     BLOCK_MEANS_HELD_FROM,
     COUNTS_REDUCED_FROM,
     FORMAT_VERSION,
@@ -32,6 +33,7 @@ __all__ = [
     "VALUES_IN_TWO_STEPS_FROM",
     "BLOCK_MEANS_HELD_FROM",
     "COUNTS_REDUCED_FROM",
+    "ADAPTATION_FROM",
     "LOSSY_MODEL_MODES",
     "MODES",
     "ContainerError",

@@ -3,7 +3,7 @@
 All integers little-endian. Layout (byte offsets):
 
     0   4  magic            b"SVC\\x89"
-    4   1  format version   4 (versions 1 to 3 are still read and written)
+    4   1  format version   5 (versions 1 to 4 are still read and written)
     5   1  mode             0 full, 1 conditional, 2 rs2, 3 rs1
     6   1  channels         1 (grayscale input) or 3 (RGB)
     7   1  padding          1 = replicate (padding is implicit: never coded)
@@ -23,7 +23,7 @@ All integers little-endian. Layout (byte offsets):
     58  2  section count    u16
     60  4  image CRC-32     of the decoded image's bytes (H x W x channels, uint8)
     64  12*N section table, per section:
-            kind u8 (1 u, 2 z, 3 y, 4 x, 5 meta, 6 pixels), level u8, tile u16,
+            kind u8 (1 u, 2 z, 3 y, 4 x, 5 meta, 6 pixels, 7 adapt), level u8, tile u16,
             length u32, CRC-32 u32
     ..  4  header CRC-32    of every byte before it
     ..     payloads, in table order (ANS streams of 32-bit words; meta: see metadata.py;
@@ -37,7 +37,9 @@ coded: as a bin of 16 values, then the value within it (`VALUES_IN_TWO_STEPS_FRO
 Version 4 hands an exact model's pixel tables to the coder with totals below 2^24 and
 no zero count, so that every value can be coded (`COUNTS_REDUCED_FROM`), and moves a
 conditional file's image onto the images whose 2x2 block means are the exact
-half-size image it sends (`BLOCK_MEANS_HELD_FROM`).
+half-size image it sends (`BLOCK_MEANS_HELD_FROM`). Version 5 lets a tile of a `full`
+or `conditional` file begin with an `adapt` section: the encoder's per-image
+adjustment of the model's pixel heads, which the decoder applies (`ADAPTATION_FROM`).
 No torch here.
 """
 
@@ -51,11 +53,12 @@ from dataclasses import dataclass, field
 from ..errors import CodecError, count_of
 
 MAGIC = b"SVC\x89"
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 VALUES_IN_TWO_STEPS_FROM = 3  # the first version whose exact models code pixel values in two steps
 COUNTS_REDUCED_FROM = 4  # the first version whose exact models' pixel tables reach the coder reduced, none zero
 BLOCK_MEANS_HELD_FROM = 4  # the first version whose conditional images keep the sent half-size image's block means
+ADAPTATION_FROM = 5  # the first version whose tiles may carry an adaptation of the pixel heads
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,12 @@ MODES: dict[str, Mode] = {
 # The modes a lossy model codes, at a quality setting: rs2, which it is trained for,
 # its prefix rs1, and conditional (the exact y's, with its own z's and x generated).
 LOSSY_MODEL_MODES = ("conditional", "rs2", "rs1")
-SECTION_KINDS = {1: "u", 2: "z", 3: "y", 4: "x", 5: "meta", 6: "pixels"}
+SECTION_KINDS = {1: "u", 2: "z", 3: "y", 4: "x", 5: "meta", 6: "pixels", 7: "adapt"}
 KIND_CODES = {name: code for code, name in SECTION_KINDS.items()}
-CODED_KINDS = ("u", "z", "y", "x")  # ANS streams of the model's symbols
+CODED_KINDS = ("adapt", "u", "z", "y", "x")  # ANS streams of the model's symbols
+# The modes whose tiles may begin with an `adapt` section (the modes that code pixels).
+ADAPTED_MODES = ("full", "conditional")
+ADAPTATION = [("adapt", 0)]
 # A `full` file may hold a tile as `pixels` instead: a classical lossless image file
 # (PNG or WebP lossless) of the tile, where that is smaller than the model's coding.
 CLASSICAL_TILE = [("pixels", 0)]
@@ -102,7 +108,7 @@ class ContainerError(CodecError, ValueError):
 
 @dataclass(frozen=True)
 class Section:
-    kind: str  # 'u', 'z', 'y', 'x' or 'meta'
+    kind: str  # 'u', 'z', 'y', 'x', 'meta', 'pixels' or 'adapt'
     level: int  # 1-based level for z / y; 0 otherwise
     tile: int
     payload: bytes
@@ -186,7 +192,8 @@ def _labels(order: list[tuple[str, int]]) -> str:
 
 def _validate_section_table(header: Header, version: int) -> None:
     """Sections must be an optional meta section, then every tile's sections, tiles in
-    order: the mode's order with the same number of levels in every tile, or (in a
+    order: the mode's order with the same number of levels in every tile (after an
+    optional `adapt` section, from version 5 in the modes that code pixels), or (in a
     `full` file) one `pixels` section."""
     sections = header.sections
     if sections and sections[0].kind == "meta":
@@ -209,6 +216,8 @@ def _validate_section_table(header: Header, version: int) -> None:
         order = [(s.kind, s.level) for s in found]
         if order == CLASSICAL_TILE and header.mode == "full" and version >= 2:
             continue
+        if order[:1] == ADAPTATION and version >= ADAPTATION_FROM and header.mode in ADAPTED_MODES:
+            order = order[1:]
         if expected is None:  # the first tile coded by the model sets the number of levels
             expected = section_order(header.mode, levels=sum(kind == "z" for kind, _ in order))
         if order != expected:

@@ -140,6 +140,14 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
 @click.option("--step", type=float, default=None, help="Latent quantisation step (expert: the latents' rate).")
 @click.option("--tile-size", type=click.IntRange(16, MAX_TILE_SIZE), default=None, help="Tile side (default 512).")
 @click.option("--strip", is_flag=True, help="Leave out the ICC profile, EXIF and XMP.")
+@click.option(
+    "-e",
+    "--effort",
+    type=click.IntRange(1, 3),
+    default=2,
+    show_default=True,
+    help="How hard the encoder tries: 1 fastest, 3 smallest full files (slower).",
+)
 @shared_options(MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION, FORCE_OPTION, SKIP_EXISTING_OPTION)
 @shared_options(QUIET_OPTION, VERBOSE_OPTION)
 def encode(
@@ -151,6 +159,7 @@ def encode(
     step,
     tile_size,
     strip,
+    effort,
     model_name,
     device,
     threads,
@@ -192,6 +201,7 @@ def encode(
             strip_metadata=strip,
             progress=progress,
             quality=quality,
+            effort=effort,
         )
         header = unpack(result.data)
         if result.not_kept and not strip:

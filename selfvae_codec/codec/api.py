@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..bitstream import (
+    ADAPTATION_FROM,
     FORMAT_VERSION,
     LOSSY_MODEL_MODES,
     MAX_TILE_SIZE,
@@ -42,10 +43,13 @@ from ..errors import BadValueError, CodecError
 from ..models.io import ModelLoadError
 from ..models.selfvae import SelfVAE
 from . import decoding, generation, truncation
+from .adaptation import ADAPTATION_EFFORT, fit_adaptation
 from .decoding import ModelMismatchError
 from .engine import encode_tile
 from .entropy import CodingError
 from .images import (
+    DEFAULT_EFFORT,
+    EFFORT_WEBP_METHODS,
     check_output,
     classical_lossless,
     encode_image_file,
@@ -158,8 +162,10 @@ class Codec:
             return min(DEFAULT_QUALITY, count)
         return whole_number(quality, 1, count, "quality")
 
-    def _sections_per_tile(self, mode: str) -> int:
-        return len(section_order(mode, len(self.model.levels)))
+    def sections_per_tile(self, mode: str, adapted: bool = False) -> int:
+        """How many sections the model codes per tile in `mode` (an `adapt` one too
+        where `adapted`)."""
+        return len(section_order(mode, len(self.model.levels))) + adapted
 
     # -- encoding ------------------------------------------------------------------
     def encode(
@@ -172,6 +178,7 @@ class Codec:
         classical_tiles: bool = True,
         quality: int | None = None,
         format_version: int = FORMAT_VERSION,
+        effort: int = DEFAULT_EFFORT,
     ) -> EncodeResult:
         """Encode an image (path, file bytes, PIL image or uint8 array). Its ICC
         profile, EXIF and XMP go into the file unless `strip_metadata`. In `full`
@@ -182,6 +189,9 @@ class Codec:
         A lossy model codes rs2, rs1 and conditional at a `quality` from 1 (smallest
         files) to its number of settings (default DEFAULT_QUALITY); `step` then scales
         its steps.
+        `effort` (1 to 3, default 2) is how hard the encoder tries: the lossless WebP
+        methods tried for classical tiles, and at 3 (`full` files of format 5) the pixel
+        heads adapted to each tile (adaptation.py), several times slower.
         `format_version` 2 or 3 writes a file that older selfvae-codec releases read
         too (version 2: an exact model's probability tables then take 5-6x the time;
         versions before 4 rebuild a conditional image without holding its block means)."""
@@ -189,6 +199,7 @@ class Codec:
             raise BadValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         quality = self.check_quality(mode, quality)
         step = check_step(step if step is not None else 1.0 if self.lossy else DEFAULT_STEP[mode])
+        effort = whole_number(effort, 1, max(EFFORT_WEBP_METHODS), "effort")
         if format_version not in READABLE_VERSIONS:
             raise BadValueError(f"format_version must be one of {', '.join(map(str, READABLE_VERSIONS))}")
         started = time.perf_counter()
@@ -201,14 +212,17 @@ class Codec:
         sections = [Section("meta", 0, 0, pack_metadata(metadata))] if metadata else []
         estimated: dict[str, float] = {}
         tiles = tile_boxes(height, width, self.tile_size)
-        counter = SectionCounter(progress, len(tiles) * self._sections_per_tile(mode))
+        adapts = mode == "full" and effort >= ADAPTATION_EFFORT and format_version >= ADAPTATION_FROM
+        counter = SectionCounter(progress, len(tiles) * self.sections_per_tile(mode, adapts))
         with torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 tile = x[..., top:bottom, left:right].to(self.device, torch.int64)
                 try:
+                    adaptation = fit_adaptation(self.model, tile, step, format_version) if adapts else None
                     result, tile_sections, tile_bits = encode_tile(
-                        self.model, tile, index, mode, step, quality, format_version, counter
+                        self.model, tile, index, mode, step, quality, format_version, counter, adaptation
                     )
+                    counter.finish_tile(index, len(tiles))
                 except CodingError as error:
                     if not (mode == "full" and classical_tiles):
                         raise CodecError(f"tile {index + 1} of {len(tiles)}: {error}") from None
@@ -216,7 +230,7 @@ class Codec:
                     result, tile_sections, tile_bits = tile, [], {}
                     counter.finish_tile(index, len(tiles))
                 if mode == "full" and classical_tiles:
-                    classical = classical_lossless(array[top:bottom, left:right], grayscale=loaded.channels == 1)
+                    classical = classical_lossless(array[top:bottom, left:right], loaded.channels == 1, effort)
                     model_bytes = sum(len(s.payload) + SECTION_ENTRY_BYTES for s in tile_sections)
                     if not tile_sections or len(classical) < model_bytes:
                         tile_sections = [Section("pixels", 0, index, classical)]
@@ -230,7 +244,7 @@ class Codec:
         if mode == "full" and not np.array_equal(reconstruction, array):
             raise CodecError("internal error: the lossless walk did not reproduce the image")
         tile_size = self.tile_size
-        whole = whole_image_classical(array, loaded.channels == 1, sections)
+        whole = whole_image_classical(array, loaded.channels == 1, sections, effort)
         if whole is not None:
             tile_size, classical = whole
             sections = [s for s in sections if s.kind == "meta"] + classical
@@ -262,6 +276,7 @@ class Codec:
         classical_tiles: bool = True,
         quality: int | None = None,
         format_version: int = FORMAT_VERSION,
+        effort: int = DEFAULT_EFFORT,
     ) -> bytes:
         """The .svc bytes of `encode`."""
         return self.encode(
@@ -272,6 +287,7 @@ class Codec:
             classical_tiles=classical_tiles,
             quality=quality,
             format_version=format_version,
+            effort=effort,
         ).data
 
     # -- decoding ------------------------------------------------------------------
@@ -310,7 +326,8 @@ class Codec:
         WebP holds its exact pixels, and is coded with the model in the lower mode.
         The result is byte-identical to encoding the image in that mode directly with
         the same model, quality and latent step (the file's: a `full` file cut to rs1
-        keeps full's fine step, where `encode --mode rs1` uses step 1)."""
+        keeps full's fine step, where `encode --mode rs1` uses step 1), except that an
+        adapted `full` file (effort 3) cut to conditional keeps its adaptation."""
         return truncation.truncate(self, _as_bytes(data), mode)
 
     # -- files -----------------------------------------------------------------------
@@ -324,13 +341,16 @@ class Codec:
         strip_metadata: bool = False,
         progress: Progress | None = None,
         quality: int | None = None,
+        effort: int = DEFAULT_EFFORT,
     ) -> EncodeResult:
         """Encode an image file (or binary stream) into an .svc file (or stream);
         a path destination is checked before any work and written atomically."""
         if not hasattr(destination, "write"):
             check_output(destination, overwrite, source if not hasattr(source, "read") else None)
         image = source if not hasattr(source, "read") else source.read()
-        result = self.encode(image, mode, step, progress=progress, strip_metadata=strip_metadata, quality=quality)
+        result = self.encode(
+            image, mode, step, progress=progress, strip_metadata=strip_metadata, quality=quality, effort=effort
+        )
         write_output(destination, result.data)
         return result
 

@@ -8,7 +8,8 @@ import torch
 
 from ..bitstream import Header, crc32, unpack_metadata
 from ..errors import CodecError, count_of
-from .engine import walk
+from ..models.heads import adapted_heads
+from .engine import code_adaptation, walk
 from .entropy import CodingError, DecoderStream
 from .images import read_classical_tile
 from .runtime import release_free_memory, torch_threads
@@ -26,7 +27,8 @@ def decode(codec, header: Header, progress: Progress | None = None, verify: bool
     unpack_metadata(header.metadata_payload)  # a damaged metadata section fails here, as in the CLI
     tiles = tile_boxes(header.height, header.width, header.tile_size)
     by_tile = sections_by_tile(header)
-    counter = SectionCounter(progress, len(tiles) * codec._sections_per_tile(header.mode))
+    adapted = any(s.kind == "adapt" for s in header.sections)
+    counter = SectionCounter(progress, len(tiles) * codec.sections_per_tile(header.mode, adapted))
     reconstruction = np.empty((header.height, header.width, 3), dtype=np.uint8)
     # An exact model gives the same numbers at any thread count (its files say 0);
     # a float model's files decode only at the encoder's.
@@ -47,7 +49,9 @@ def decode(codec, header: Header, progress: Progress | None = None, verify: bool
             )
             try:
                 size = (bottom - top, right - left)
-                result = walk(codec.model, stream, header.mode, size, header.latent_step, quality=quality)
+                adaptation = code_adaptation(stream, codec.model) if by_tile[index][0].kind == "adapt" else None
+                with adapted_heads(codec.model, adaptation):
+                    result = walk(codec.model, stream, header.mode, size, header.latent_step, quality=quality)
                 stream.finish()
             except CodingError as error:
                 raise decoding_error(codec, f"cannot decode tile {index + 1} of {len(tiles)}: {error}") from error

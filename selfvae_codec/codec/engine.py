@@ -28,12 +28,19 @@ import torch
 from ..bitstream import MODES
 from ..models import fixed_point
 from ..models.distributions import DiagonalGaussian, DiscretizedLogisticMixture
-from ..models.exact_distributions import BIN_VALUES, ExactGaussian, ExactLogisticMixture, coder_counts
+from ..models.exact_distributions import (
+    BIN_VALUES,
+    LATENT_SCALES,
+    ExactGaussian,
+    ExactLogisticMixture,
+    coder_counts,
+)
+from ..models.heads import adapted_heads, pixel_heads
 from ..models.hierarchy import LevelState, TopState, descend
-from ..models.levels import GroupStep, Level
+from ..models.levels import GroupState, Level
 from ..models.selfvae import SelfVAE
 from ..models.transforms import keep_block_means
-from .entropy import EncoderStream
+from .entropy import CodingError, EncoderStream, latent_model
 
 RECONSTRUCTION = "mean"  # how the decoder fills in what was not sent
 TABLE_BUDGET = 1 << 23  # floats per probability-table chunk (32 MB)
@@ -155,10 +162,10 @@ def code_level_pixels(
     if not level.grouped:
         return code_pixels(stream, level.head(context), truth, _all_real(fine_size, coarse.device))
 
-    def code_group(step: GroupStep) -> torch.Tensor:
-        if step.last:
-            return code_pixels(stream, step.distribution, step.truth, step.mask, step.lo, step.hi, step.count)
-        return code_pixels(stream, step.distribution, step.truth, step.mask)
+    def code_group(group: GroupState) -> torch.Tensor:
+        if group.last:
+            return code_pixels(stream, group.distribution, group.truth, group.mask, group.lo, group.hi, group.count)
+        return code_pixels(stream, group.distribution, group.truth, group.mask)
 
     return level.walk_groups(coarse, context, fine_size, code_group, truth)
 
@@ -268,11 +275,63 @@ def walk(
     return descend(model, image_size, Coding(model, stream, mode, latent_steps(model, step, quality), truth))
 
 
-def encode_tile(model: SelfVAE, tile: torch.Tensor, index: int, mode: str, step: float, quality, version: int, counter):
+# An adaptation's section: the grid scale (exact_distributions.latent_table) its gains
+# are coded with and its biases', each coded under the grid scale SCALE_OF_SCALES,
+# then the gains and the biases.
+SCALE_OF_SCALES = 70  # a standard deviation of 27 indices, symbols -243..243
+
+
+def adaptation_scales(adaptation: torch.Tensor) -> list[int]:
+    """The grid scale that codes each row kind of an adaptation (gains, biases) in the
+    fewest bits: the encoder's choice, sent first."""
+    best = []
+    for kind in range(adaptation.shape[1]):
+        values = adaptation[:, kind].reshape(-1).cpu().numpy()
+        bits = {}
+        for index in range(LATENT_SCALES):
+            _, limit, probabilities = latent_model(index)
+            if np.abs(values).max() <= limit:
+                with np.errstate(divide="ignore"):  # a value a table cannot code costs infinitely many bits
+                    bits[index] = -np.log2(probabilities[values + limit]).sum()
+        best.append(min(bits, key=bits.get))
+    return best
+
+
+def code_adaptation(stream, model: SelfVAE, adaptation: torch.Tensor | None = None) -> torch.Tensor:
+    """Code (encoder: `adaptation`, [heads, 2, P] integers, each within its coding
+    table's range) or decode (None) a tile's `adapt` section; returns the adaptation."""
+    heads = pixel_heads(model)
+    shape = (len(heads), 2, DiscretizedLogisticMixture.num_params(heads[0].channels, heads[0].mixtures))
+    stream.begin_section("adapt")
+    chosen = None if adaptation is None else np.array(adaptation_scales(adaptation))
+    scales = stream.latents("logistic", np.full(2, SCALE_OF_SCALES), chosen)
+    if not (0 <= scales).all() or not (scales < LATENT_SCALES).all():
+        raise CodingError("the adapt section names a coding table that does not exist")
+    indices = np.empty(shape, dtype=np.int64)
+    indices[:, 0], indices[:, 1] = scales
+    symbols = stream.latents("logistic", indices, None if adaptation is None else adaptation.cpu().numpy())
+    return torch.from_numpy(np.asarray(symbols, dtype=np.int64))
+
+
+def encode_tile(
+    model: SelfVAE,
+    tile: torch.Tensor,
+    index: int,
+    mode: str,
+    step: float,
+    quality,
+    version: int,
+    counter,
+    adaptation: torch.Tensor | None = None,
+):
     """Tile `index` (int64 [1, C, h, w]) coded in a file of format `version`, at
-    `quality` (1-based; None for a lossless model): its reconstruction, its sections
-    and the estimated bits of each section (a CodingError if it cannot be coded)."""
+    `quality` (1-based; None for a lossless model), its pixel heads adapted by
+    `adaptation` (sent first) if given: its reconstruction, its sections and the
+    estimated bits of each section (a CodingError if it cannot be coded)."""
     stream = EncoderStream(tile=index, on_section=counter, version=version)
+    if adaptation is not None:
+        adaptation = code_adaptation(stream, model, adaptation)
     quality = quality - 1 if quality else None
-    result = walk(model, stream, mode, tile.shape[-2:], step, model.representations(tile), quality)
+    with adapted_heads(model, adaptation):
+        result = walk(model, stream, mode, tile.shape[-2:], step, model.representations(tile), quality)
     return result, stream.finish(), stream.estimated_bits

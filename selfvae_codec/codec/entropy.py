@@ -218,7 +218,7 @@ class EncoderStream(_FormatRules):
                 chosen = np.take_along_axis(table / table.sum(1, keepdims=True), symbols[:, None].astype(np.int64), 1)
                 bits -= float(np.log2(np.maximum(chosen, MIN_PROBABILITY)).sum())
                 coder.encode_reverse(symbols, _CATEGORICAL, table)
-        label = section.kind if section.kind in ("u", "x") else f"{section.kind}{section.level}"
+        label = section.kind if section.kind in ("adapt", "u", "x") else f"{section.kind}{section.level}"
         self.estimated_bits[label] = self.estimated_bits.get(label, 0.0) + bits
         payload = coder.get_compressed().astype("<u4").tobytes()
         self.sections.append(Section(section.kind, section.level, self.tile, payload))

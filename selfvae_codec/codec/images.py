@@ -211,17 +211,26 @@ def list_images(paths, suffixes=IMAGE_SUFFIXES) -> list[Path]:
 WEBP_MAX_SIDE = 16383  # libwebp's largest width or height
 
 
-def classical_lossless(pixels: np.ndarray, grayscale: bool) -> bytes:
-    """The smaller of a PNG and a lossless WebP file of an RGB tile (one channel
-    when the image is grayscale): what a `pixels` section holds."""
+# How hard the encoder tries, per effort level (`--effort`): for now, which lossless
+# WebP methods a tile stored classically is tried with (the smallest file is kept, so
+# a higher effort never gives a larger file). On val/classic's photos (512x512 tiles,
+# one busy core) method 5 makes files 0.9% smaller than method 4 in 3x its time (0.55
+# s against 0.18 s a tile), method 6 2.2% smaller in 14x its time; on small images
+# method 4 can be the smallest. PNG at its default level is there for the guarantee
+# "never larger than PNG" (0.07 s).
+EFFORT_WEBP_METHODS = {1: (4,), 2: (4, 5), 3: (4, 5, 6)}
+DEFAULT_EFFORT = 2
+
+
+def classical_lossless(pixels: np.ndarray, grayscale: bool, effort: int = DEFAULT_EFFORT) -> bytes:
+    """The smallest of a PNG and lossless WebP files (at the effort's methods) of an
+    RGB tile (one channel when the image is grayscale): what a `pixels` section holds."""
     image = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if grayscale else pixels))
+    settings = [("PNG", {"compress_level": 6})]
+    if max(image.size) <= WEBP_MAX_SIDE:
+        settings += [("WEBP", {"lossless": True, "quality": 100, "method": m}) for m in EFFORT_WEBP_METHODS[effort]]
     files = []
-    # WebP's method 4 (0.27 s for a 512x512 photo tile on 2 cores) makes files 2.4%
-    # smaller than method 2 (0.09 s) on clean photos; PNG at its default level is
-    # there for the guarantee "never larger than PNG" (0.07 s).
-    for fmt, options in (("PNG", {"compress_level": 6}), ("WEBP", {"lossless": True, "quality": 100, "method": 4})):
-        if fmt == "WEBP" and max(image.size) > WEBP_MAX_SIDE:
-            continue
+    for fmt, options in settings:
         buffer = io.BytesIO()
         image.save(buffer, format=fmt, **options)
         files.append(buffer.getvalue())

@@ -37,7 +37,7 @@ WHOLE_IMAGE_TRY_BYTES = 1024
 WHOLE_IMAGE_MAX_PIXELS = 1 << 24
 
 
-def whole_image_classical(array: np.ndarray, grayscale: bool, sections: list[Section]):
+def whole_image_classical(array: np.ndarray, grayscale: bool, sections: list[Section], effort: int):
     """(tile size, sections) of the image as one classical file (two where a side
     exceeds the container's largest tile), where that is smaller than the classical
     tiles in `sections`; otherwise None."""
@@ -50,7 +50,7 @@ def whole_image_classical(array: np.ndarray, grayscale: bool, sections: list[Sec
         return None
     tile_size = min(MAX_TILE_SIZE, max(height, width))
     whole = [
-        Section("pixels", 0, index, classical_lossless(array[top:bottom, left:right], grayscale))
+        Section("pixels", 0, index, classical_lossless(array[top:bottom, left:right], grayscale, effort))
         for index, (top, bottom, left, right) in enumerate(tile_boxes(height, width, tile_size))
     ]
     if sum(len(s.payload) + SECTION_ENTRY_BYTES for s in whole) >= tiled_bytes:

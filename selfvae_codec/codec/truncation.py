@@ -15,9 +15,10 @@ from .tiles import sections_by_tile, tile_boxes
 
 # (from mode, to mode) -> the section kinds the lower mode keeps. u is coded the
 # same way in every mode; y's and z's of full / conditional files are coded with the
-# true y's, which rs2 does not have, so full -> rs2 is impossible.
+# true y's, which rs2 does not have, so full -> rs2 is impossible. A conditional file
+# keeps the pixel heads' adaptation its y's were coded with; rs1 codes no pixels.
 TRUNCATIONS = {
-    ("full", "conditional"): {"meta", "u", "y", "z"},
+    ("full", "conditional"): {"meta", "adapt", "u", "y", "z"},
     ("full", "rs1"): {"meta", "u"},
     ("conditional", "rs1"): {"meta", "u"},
     ("rs2", "rs1"): {"meta", "u"},

@@ -77,6 +77,7 @@ class DiscretizedLogisticMixture:
             raise ValueError(f"expected {self.num_params(channels, mixtures)} parameter maps, got {count}")
         self.channels, self.mixtures = channels, mixtures
         m, c = mixtures, channels
+        self.params = params  # as the head gave them (adaptation fits them)
         self.log_weights = F.log_softmax(params[:, :m], dim=1)
         self.means = params[:, m : m + c * m].reshape(batch, c, m, height, width)
         self.log_scales = params[:, m + c * m : m + 2 * c * m].reshape(batch, c, m, height, width).clamp(min=-7.0)

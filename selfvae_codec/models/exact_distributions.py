@@ -77,6 +77,7 @@ class ExactLogisticMixture:
         batch, _, height, width = params.shape
         m, c = mixtures, channels
         self.channels, self.mixtures = channels, mixtures
+        self.params = params  # as the head gave them (adaptation fits them)
         logits = params[:, :m]
         self.weights = fp.exp_neg(logits.amax(dim=1, keepdim=True) - logits, fp.ACT_BITS) >> 14
         means = params[:, m : m + c * m].clamp(-MEAN_RANGE, MEAN_RANGE)

@@ -1,15 +1,24 @@
 """The networks' output heads and the residual block: features -> a diagonal Gaussian
 (latents) or a discretized logistic mixture (pixels), float or exact by the dtype of
-what the layers compute."""
+what the layers compute; and the per-image adaptation of the pixel heads."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
+from . import fixed_point
 from .distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from .exact_distributions import ExactGaussian, ExactLogisticMixture
 from .layers import WNConv2d, elu
+
+# A pixel head's adaptation: per output parameter an integer gain g and bias b, so
+# that each parameter p (on the float scale) becomes p * (1 + g / 2^GAIN_BITS) + b / 2^BIAS_BITS.
+GAIN_BITS = 6
+BIAS_BITS = 8
 
 
 class GaussianHead(nn.Module):
@@ -56,8 +65,43 @@ class MixtureHead(nn.Module):
         self.blocks = nn.Sequential(*(ResidualBlock(width) for _ in range(blocks)))
         self.out = WNConv2d(width, DiscretizedLogisticMixture.num_params(channels, mixtures), 1, init_scale=0.1)
 
+        self.adaptation: torch.Tensor | None = None  # [2, P] integer gains and biases (adapted_heads)
+
     def forward(self, features: torch.Tensor) -> DiscretizedLogisticMixture:
         params = self.out(elu(self.blocks(self.hidden(elu(features)))))
+        if self.adaptation is not None:
+            params = adapt_parameters(params, self.adaptation.to(params.device))
         if not params.is_floating_point():
             return ExactLogisticMixture(params, self.channels, self.mixtures)
         return DiscretizedLogisticMixture(params, self.channels, self.mixtures)
+
+
+def adapt_parameters(params: torch.Tensor, adaptation: torch.Tensor) -> torch.Tensor:
+    """Mixture parameters [B, P, H, W] with an adaptation [2, P] (integer gains and
+    biases) applied: in integers for an exact model's activations (* 2^12), whose
+    result every machine computes alike; on floats otherwise."""
+    gain, bias = (row.view(1, -1, 1, 1) for row in adaptation)
+    if params.is_floating_point():
+        return params * (1 + gain.to(params.dtype) / (1 << GAIN_BITS)) + bias.to(params.dtype) / (1 << BIAS_BITS)
+    bias_shift = fixed_point.ACT_BITS - BIAS_BITS
+    return params + fixed_point.round_shift(params * gain, GAIN_BITS) + (bias << bias_shift)
+
+
+def pixel_heads(model: nn.Module) -> list[MixtureHead]:
+    """A model's pixel heads in a fixed order (p(y_1 | u)'s, then each level's)."""
+    return [module for module in model.modules() if isinstance(module, MixtureHead)]
+
+
+@contextlib.contextmanager
+def adapted_heads(model: nn.Module, adaptation: torch.Tensor | None) -> Iterator[None]:
+    """Meanwhile, the model's pixel heads carry `adaptation` ([heads, 2, P] integers;
+    None: none)."""
+    heads = pixel_heads(model)
+    if adaptation is not None:
+        for head, rows in zip(heads, adaptation, strict=True):
+            head.adaptation = rows
+    try:
+        yield
+    finally:
+        for head in heads:
+            head.adaptation = None

@@ -214,10 +214,12 @@ class Level(nn.Module):
         if not self.grouped:
             return self.head(context).generate(method)
         if self.lossy:
-            return self.walk_groups(coarse, context, fine_size, lambda step: step.distribution.generate(method))
-        return self.walk_groups(
-            coarse, context, fine_size, lambda step: step.distribution.generate(method, step.lo, step.hi, step.count)
-        )
+            return self.walk_groups(coarse, context, fine_size, lambda group: group.distribution.generate(method))
+
+        def generate_within(group: GroupState) -> torch.Tensor:
+            return group.distribution.generate(method, group.lo, group.hi, group.count)
+
+        return self.walk_groups(coarse, context, fine_size, generate_within)
 
     def expected(self, coarse: torch.Tensor, z: torch.Tensor, fine_size: tuple[int, int]) -> torch.Tensor:
         """A lossy model's y_{k+1} for training: what `generate(..., 'mean')` gives, as
@@ -225,18 +227,18 @@ class Level(nn.Module):
         context = self.context(coarse, z)
         if not self.grouped:
             return self.head(context).expected_values()
-        return self.walk_groups(coarse, context, fine_size, lambda step: step.distribution.expected_values())
+        return self.walk_groups(coarse, context, fine_size, lambda group: group.distribution.expected_values())
 
     def walk_groups(
         self,
         coarse: torch.Tensor,
         context: torch.Tensor,
         fine_size: tuple[int, int],
-        choose: Callable[[GroupStep], torch.Tensor],
+        choose: Callable[[GroupState], torch.Tensor],
         truth: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The one loop over the four pixel groups of the 2x2 blocks, in order: group
-        g's distribution given the groups before it, then `choose(step)` returns its
+        g's distribution given the groups before it, then `choose(group)` returns its
         values (generated, coded or decoded). Returns y_{k+1}, [B, C, *fine_size]."""
         block_h, block_w = spatial_size(coarse)
         fine_even = coarse.new_zeros(coarse.shape[0], self.fine_channels, 2 * block_h, 2 * block_w)
@@ -248,14 +250,14 @@ class Level(nn.Module):
             count = LAST_GROUP_VALUES if last else 256
             dy, dx = GROUP_OFFSETS[g]
             fine_even[..., dy::2, dx::2] = choose(
-                GroupStep(distribution, lo, hi, last, count, masks[g], true_groups[g])
+                GroupState(distribution, lo, hi, last, count, masks[g], true_groups[g])
             )
             fine_even = refill_padding(fine_even, fine_size)
         return fine_even[..., : fine_size[0], : fine_size[1]]
 
 
 @dataclass
-class GroupStep:
+class GroupState:
     """One group of the 2x2-block walk: its distribution, the values each block can
     still take (lo..hi), and, for coding, which positions are real and their truth."""
 
