@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from selfvae_codec.cli.main import cli
 from selfvae_codec.models.io import load_model
@@ -228,31 +227,6 @@ def test_evaluate_reports_elbo_and_a_tighter_importance_weighted_bound(tmp_path)
         assert abs(terms - elbo) < 1e-3
 
 
-def _is_window_of(patch, image):
-    """Whether `patch` is a crop of `image` (or of its mirror) as it is, not resampled."""
-    size = patch.shape[0]
-    for source in (image, image[:, ::-1]):
-        for top in range(source.shape[0] - size + 1):
-            for left in range(source.shape[1] - size + 1):
-                if np.array_equal(source[top : top + size, left : left + size], patch):
-                    return True
-    return False
-
-
-def test_native_fraction_keeps_crops_unresampled():
-    from selfvae_codec.training.data import RandomCropSampler, load_rgb
-
-    path = DATA / "chelsea_75x50.png"
-    image = load_rgb(path)
-    native = RandomCropSampler([path], crop=24, seed=3, min_scale=0.6, native_fraction=1.0, flat_std=0.0)
-    assert all(_is_window_of(native._one_crop(), image) for _ in range(8))
-    # Without it, nearly every crop is a downscaled (box-resampled) window.
-    mixed = RandomCropSampler([path], crop=24, seed=3, min_scale=0.6, native_fraction=0.0, flat_std=0.0)
-    assert sum(_is_window_of(mixed._one_crop(), image) for _ in range(8)) < 8
-    with pytest.raises(ValueError, match="native_fraction"):
-        RandomCropSampler([path], crop=24, seed=3, native_fraction=1.5)
-
-
 @pytest.mark.parametrize(
     ("option", "field", "new_blocks"),
     [
@@ -366,39 +340,6 @@ def test_a_run_resumes_from_the_shipped_copy_of_its_average(tmp_path):
     assert stored_average(tmp_path, {"ema_fingerprint": "0" * 64}) is None
 
 
-def _sampler_sources(tmp_path):
-    """A JPEG of fine stripes and a flat red PNG, both 160x160."""
-    stripes = np.zeros((160, 160, 3), np.uint8)
-    stripes[:, ::2] = 255
-    Image.fromarray(stripes).save(tmp_path / "stripes.jpg", quality=95)
-    Image.fromarray(np.full((160, 160, 3), (200, 0, 0), np.uint8)).save(tmp_path / "red.png")
-    return [tmp_path / "stripes.jpg", tmp_path / "red.png"]
-
-
-def test_jpeg_sources_are_always_downscaled_when_asked(tmp_path):
-    from selfvae_codec.training.data import RandomCropSampler
-
-    files = _sampler_sources(tmp_path)[:1]
-    native = RandomCropSampler(files, 32, seed=0, min_scale=1.0, flat_keep=1.0).batch(16)
-    halved = RandomCropSampler(files, 32, seed=0, min_scale=1.0, flat_keep=1.0, jpeg_max_scale=0.5).batch(16)
-    # columns alternate at native resolution; an area downscale by 2 or more averages them out
-    assert native.astype(float).std(axis=(1, 2, 3)).min() > 60
-    assert halved.astype(float).std(axis=(1, 2, 3)).max() < 0.5 * native.astype(float).std(axis=(1, 2, 3)).min()
-
-
-def test_clean_photos_can_be_weighted_up(tmp_path):
-    from selfvae_codec.training.data import RandomCropSampler
-
-    files = _sampler_sources(tmp_path)
-    even = RandomCropSampler(files, 32, seed=0, flat_keep=1.0).batch(200)
-    weighted = RandomCropSampler(files, 32, seed=0, flat_keep=1.0, clean_weight=9.0).batch(200)
-
-    def red_share(batch):
-        return float(np.mean([(crop[0] == 200).all() and (crop[1] == 0).all() for crop in batch]))
-
-    assert 0.35 < red_share(even) < 0.65 and red_share(weighted) > 0.8
-
-
 def test_a_second_validation_set_is_logged_beside_the_first(tmp_path):
     out = tmp_path / "two_sets"
     result = CliRunner().invoke(cli, [*train_args(out, 2), "--extra-val-dir", str(DATA)], catch_exceptions=False)
@@ -417,8 +358,39 @@ def test_a_second_validation_set_is_logged_beside_the_first(tmp_path):
         ("coarse_weight", -0.1, "--coarse-weight must be >= 0"),
         ("conditional_weight", -1.0, "--conditional-weight must be >= 0"),
         ("clean_weight", 0.0, "--clean-weight must be positive"),
+        ("minutes", 0.0, "--minutes must be positive"),
     ],
 )
 def test_training_settings_refuse_values_out_of_range(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainSettings(train_dirs=[], out_dir="", **{field: value})
+
+
+def test_a_run_from_a_crop_file_trains_within_its_minutes_and_writes_weights_and_log(tmp_path):
+    """The GPU recipe on the CPU: `crops` packs regions of the photos into one file;
+    `train` takes it in place of the folders and stops at its wall-clock budget,
+    leaving the weights and the log."""
+    crop_file = tmp_path / "crops.npz"
+    result = CliRunner().invoke(cli, ["crops", str(DATA), "-o", str(crop_file), "--megabytes", "0.05", "--side", "48"])
+    assert result.exit_code == 0, result.output
+    from selfvae_codec.training.crops import read_crop_file
+
+    regions, is_jpeg = read_crop_file(crop_file)
+    assert crop_file.stat().st_size >= 50_000 and all(r.shape == (48, 48, 3) and r.dtype == np.uint8 for r in regions)
+    assert len(is_jpeg) == len(regions)
+    again = CliRunner().invoke(cli, ["crops", str(DATA), "-o", str(crop_file)])
+    assert again.exit_code != 0 and "exists" in again.output
+
+    out = tmp_path / "run"
+    args = train_args(out, 1000)
+    args[1] = str(crop_file)
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, [*args, "--minutes", "0.05", "--log-every", "1"])
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 60
+    step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    assert 0 < step < 1000
+    assert load_model(out / "latest.safetensors") is not None
+    assert any(r["kind"] == "train" for r in records(out))
+    mixed = CliRunner().invoke(cli, [*train_args(tmp_path / "other", 2)[:2], str(crop_file), *train_args(out, 2)[2:]])
+    assert mixed.exit_code != 0 and "not both" in mixed.output

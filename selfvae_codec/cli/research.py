@@ -1,4 +1,4 @@
-"""The research commands: train, evaluate, and the developers' grow and publish."""
+"""The research commands: train, crops, evaluate, and the developers' grow and publish."""
 
 from __future__ import annotations
 
@@ -85,6 +85,46 @@ def train(train_dirs, out_dir, val_dir, config_json, no_progress, **settings) ->
         # work objects that still hold them at interpreter shutdown can abort (SIGABRT).
         del trainer
         gc.collect()
+
+
+@click.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The crop file to write (.npz).")
+@click.option("--megabytes", type=click.FloatRange(min=0.01), default=30.0, show_default=True, help="Its size.")
+@click.option("--side", type=click.IntRange(32, 4096), default=256, show_default=True, help="Side of each region.")
+@click.option(
+    "--jpeg-scale",
+    type=click.FloatRange(0.05, 1.0),
+    default=0.5,
+    show_default=True,
+    help="JPEG photos are downscaled by this first (hides their blocks, as train's --jpeg-max-scale).",
+)
+@click.option(
+    "--clean-weight",
+    type=click.FloatRange(min=0.01),
+    default=4.0,
+    show_default=True,
+    help="How much more often a pixel of a non-JPEG photo is picked than a JPEG one.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random regions.")
+@shared_options(FORCE_OPTION)
+def crops(folders, output, megabytes, side, jpeg_scale, clean_weight, seed, force) -> None:
+    """Write random regions of folders of photos into one compact file that `train`
+    takes in place of the folders: a run on another machine (a GPU) needs only it."""
+    from pathlib import Path
+
+    from ..training.crops import write_crop_file
+
+    if not output.endswith(".npz"):
+        raise CliError(f"{output}: a crop file's name ends in .npz (that is how train recognises it)")
+    if Path(output).exists() and not force:
+        raise CliError(f"{output} exists (-f overwrites)")
+    try:
+        count = write_crop_file(list(folders), output, megabytes, side, jpeg_scale, clean_weight, seed)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    size = Path(output).stat().st_size
+    click.echo(f"wrote {count} regions of {side}x{side} to {output} ({size / 1e6:.1f} MB)")
 
 
 @click.command()
@@ -232,4 +272,4 @@ def grow(source, target, head_blocks, trunk_blocks, z_strides) -> None:
     click.echo(f"grown run in {target}: {parameter_count(model):,} parameters")
 
 
-COMMANDS = [train, evaluate, convert, grow, publish]
+COMMANDS = [train, crops, evaluate, convert, grow, publish]

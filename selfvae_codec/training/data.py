@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..codec.images import load_image
+from ..codec.images import list_images, load_image
+from .crops import read_crop_file
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -27,12 +28,15 @@ class RandomCropSampler:
     in [jpeg_max_scale / 2, jpeg_max_scale] (area filter). Pixels of the other (clean)
     photos are picked `clean_weight` times as often as JPEG ones.
 
+    `files` may instead be a crop file (crops.py), whose regions stand in for the
+    photos; its JPEG regions are downscaled already, so `jpeg_max_scale` must be 1.
+
     All randomness comes from one numpy Generator whose state can be saved.
     """
 
     def __init__(
         self,
-        files: list[Path],
+        files: list[Path] | Path,
         crop: int,
         seed: int,
         min_scale: float = 0.6,
@@ -42,8 +46,13 @@ class RandomCropSampler:
         jpeg_max_scale: float = 1.0,
         clean_weight: float = 1.0,
     ):
-        self.images = [load_rgb(p) for p in files]
-        self.is_jpeg = [p.suffix.lower() in (".jpg", ".jpeg") for p in files]
+        if isinstance(files, Path):
+            if jpeg_max_scale != 1.0:
+                raise ValueError("a crop file's JPEG regions are downscaled already: leave --jpeg-max-scale at 1")
+            self.images, self.is_jpeg = read_crop_file(files)
+        else:
+            self.images = [load_rgb(p) for p in files]
+            self.is_jpeg = [p.suffix.lower() in (".jpg", ".jpeg") for p in files]
         self.jpeg_max_scale = jpeg_max_scale
         self.crop = crop
         if not 0.0 <= native_fraction <= 1.0:
@@ -97,6 +106,16 @@ class RandomCropSampler:
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
+
+
+def training_sources(paths: list[str]) -> list[Path] | Path:
+    """What `train` cuts its crops from: the photos in folders, or one crop file (.npz)."""
+    crop_files = [Path(p) for p in paths if str(p).endswith(".npz")]
+    if not crop_files:
+        return list_images(paths)
+    if len(paths) > 1:
+        raise ValueError("train takes one crop file, or folders of photos, not both")
+    return crop_files[0]
 
 
 def validation_crops(files: list[Path], crop: int, per_image: int = 2) -> np.ndarray:

@@ -23,6 +23,9 @@ class TrainSettings:
     out_dir: str
     val_dir: str | None = None
     steps: int = setting(100_000, "Train until this many optimiser steps.")
+    minutes: float | None = setting(
+        None, "Stop after this many minutes (then save, as Ctrl-C does; a single process only).", type=float
+    )
     batch_size: int = setting(8, "Crops per optimiser step.")
     crop: int = setting(128, "Side of the random training crops (the coarsest grid must keep an interior).")
     val_crop: int = setting(256, "Side of the validation crop (one per held-out image).")
@@ -85,5 +88,7 @@ class TrainSettings:
         for name in ("coarse_weight", "conditional_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"--minutes must be positive, got {self.minutes}")
         if self.clean_weight <= 0:
             raise ValueError(f"--clean-weight must be positive, got {self.clean_weight}")

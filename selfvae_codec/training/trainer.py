@@ -27,7 +27,7 @@ from ..codec.images import list_images
 from ..models.config import ModelConfig
 from ..models.io import read_metadata, save_model
 from ..models.selfvae import SelfVAE
-from .data import RandomCropSampler, validation_crops
+from .data import RandomCropSampler, training_sources, validation_crops
 from .rate_distortion import lossy_model_from, parse_lambdas, rate_distortion_loss, validate_rate_distortion
 from .settings import TrainSettings
 
@@ -117,6 +117,8 @@ class Trainer:
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
                 torch.cuda.set_device(self.device)
+        if settings.minutes is not None and self.world > 1:
+            raise ValueError("--minutes stops a single process; under torchrun, use --steps")
         self.out = Path(settings.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.out / CHECKPOINT_FILE
@@ -124,7 +126,7 @@ class Trainer:
         torch.manual_seed(settings.seed + self.rank)
         random.seed(settings.seed + self.rank)
         self.sampler = RandomCropSampler(
-            list_images(settings.train_dirs),
+            training_sources(settings.train_dirs),
             settings.crop,
             seed=settings.seed + 1000 * self.rank,
             min_scale=settings.min_scale,
@@ -381,8 +383,9 @@ class Trainer:
         self.model.train()
         window: list[dict] = []
         window_start = time.perf_counter()
+        deadline = math.inf if self.s.minutes is None else time.monotonic() + 60 * self.s.minutes
         try:
-            while self.step < self.s.steps and not stop["now"]:
+            while self.step < self.s.steps and not stop["now"] and time.monotonic() < deadline:
                 started = time.perf_counter()
                 result = self.train_step()
                 self.train_seconds += time.perf_counter() - started
