@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from ..bitstream import MAX_TILE_SIZE, MODES
+from ..bitstream import LOSSY_MODEL_MODES, MAX_TILE_SIZE, MODES
 from ..errors import BadValueError, CodecError, OutputExistsError, count_of
 from .batch import STDIO, Job, Reporter, any_to_code, plan_jobs, reader, run_jobs, writer
 from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, load_codec, shared_options
@@ -137,6 +137,12 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
     help="rs2, rs1 and conditional (the lossy model): 1 gives the smallest files, higher settings more bits "
     "and quality; `selfvae-codec models` lists each setting's rate.",
 )
+@click.option(
+    "--target-bpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="rs2, rs1 and conditional (the lossy model): the largest file at or under this many bits per pixel.",
+)
 @click.option("--step", type=float, default=None, help="Latent quantisation step (expert: the latents' rate).")
 @click.option("--tile-size", type=click.IntRange(16, MAX_TILE_SIZE), default=None, help="Tile side (default 512).")
 @click.option("--strip", is_flag=True, help="Leave out the ICC profile, EXIF and XMP.")
@@ -156,6 +162,7 @@ def encode(
     out_dir,
     mode,
     quality,
+    target_bpp,
     step,
     tile_size,
     strip,
@@ -177,6 +184,10 @@ def encode(
 
     if step is not None:
         check_step(step)
+    if target_bpp is not None and (quality is not None or step is not None):
+        raise click.UsageError("--target-bpp chooses the quality and the step: leave out -q and --step")
+    if target_bpp is not None and mode not in LOSSY_MODEL_MODES:
+        raise click.UsageError(f"--target-bpp applies to {', '.join(LOSSY_MODEL_MODES)}, not to {mode} (lossless)")
     if output not in (None, STDIO) and Path(output).suffix.lower() in IMAGE_SUFFIXES:
         raise click.BadParameter(f"{output} names an image, but encode writes an .svc file", param_hint="-o")
     jobs = plan_jobs(inputs, output, out_dir, ".svc", IMAGE_SUFFIXES, force, skip_existing)
@@ -185,6 +196,8 @@ def encode(
         return run_jobs(jobs, report, "encoding", None)
     codec = load_codec(model_name or default_model_for(mode), device, threads, tile_size)
     codec.check_quality(mode, quality)  # before any image: the same answer for every one
+    if target_bpp is not None and not codec.lossy:
+        raise CliError("--target-bpp needs a lossy model (the shipped one is 'lossy')")
     if not codec.portable:
         report.warn(
             "a float model's files decode only on the CPU kind and torch build that wrote them; "
@@ -202,6 +215,7 @@ def encode(
             progress=progress,
             quality=quality,
             effort=effort,
+            target_bpp=target_bpp,
         )
         header = unpack(result.data)
         if result.not_kept and not strip:

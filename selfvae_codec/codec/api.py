@@ -58,22 +58,9 @@ from .images import (
     read_input,
     write_output,
 )
-from .runtime import (
-    check_step,
-    free_cores,
-    release_free_memory,
-    resolve_device,
-    torch_threads,
-    whole_number,
-)
-from .tiles import (
-    SECTION_ENTRY_BYTES,
-    Progress,
-    SectionCounter,
-    output_image,
-    tile_boxes,
-    whole_image_classical,
-)
+from .rate_control import encode_to_rate
+from .runtime import check_step, free_cores, release_free_memory, resolve_device, torch_threads, whole_number
+from .tiles import SECTION_ENTRY_BYTES, Progress, SectionCounter, output_image, tile_boxes, whole_image_classical
 
 DEFAULT_TILE = 512
 DEFAULT_QUALITY = 4  # a lossy model's default quality setting (1 = smallest files)
@@ -290,6 +277,28 @@ class Codec:
             effort=effort,
         ).data
 
+    def encode_to_rate(self, image, target_bpp: float, mode: str = "rs2", **options) -> EncodeResult:
+        """The largest file of a lossy model in `mode` at or under `target_bpp` bits per
+        pixel (rate_control.py: the qualities searched, then the next quality's steps
+        scaled); `options` as `encode` takes them, but for the quality and the step."""
+        if not self.lossy:
+            raise BadValueError("a target rate needs a lossy model (the shipped one is 'lossy')")
+        self.check_quality(mode, 1)
+        if isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float)) or not 0 < target_bpp < 100:
+            raise BadValueError(
+                f"the target rate must be a number of bits per pixel above 0 and below 100, got {target_bpp!r}"
+            )
+        image = image.read() if hasattr(image, "read") else image  # a stream is read once
+        pixels = int(np.prod(load_image(image).pixels.shape[:2]))
+
+        def encode_at(quality: int, step_scale: float) -> EncodeResult:
+            return self.encode(image, mode, step_scale, quality=quality, **options)
+
+        started = time.perf_counter()
+        result = encode_to_rate(encode_at, self.model.config.qualities, pixels, float(target_bpp))
+        result.seconds = time.perf_counter() - started  # the whole search
+        return result
+
     # -- decoding ------------------------------------------------------------------
     def decompress(self, data, progress: Progress | None = None, verify: bool = True) -> np.ndarray:
         """Decode .svc bytes (or the file at a path): uint8 [H, W, 3] or [H, W]."""
@@ -342,15 +351,19 @@ class Codec:
         progress: Progress | None = None,
         quality: int | None = None,
         effort: int = DEFAULT_EFFORT,
+        target_bpp: float | None = None,
     ) -> EncodeResult:
-        """Encode an image file (or binary stream) into an .svc file (or stream);
-        a path destination is checked before any work and written atomically."""
+        """Encode an image file (or binary stream) into an .svc file (or stream), at
+        `target_bpp` by `encode_to_rate` where given; a path destination is checked
+        before any work and written atomically."""
         if not hasattr(destination, "write"):
             check_output(destination, overwrite, source if not hasattr(source, "read") else None)
         image = source if not hasattr(source, "read") else source.read()
-        result = self.encode(
-            image, mode, step, progress=progress, strip_metadata=strip_metadata, quality=quality, effort=effort
-        )
+        options = dict(progress=progress, strip_metadata=strip_metadata, effort=effort)
+        if target_bpp is not None:
+            result = self.encode_to_rate(image, target_bpp, mode, **options)
+        else:
+            result = self.encode(image, mode, step, quality=quality, **options)
         write_output(destination, result.data)
         return result
 

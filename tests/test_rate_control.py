@@ -1,0 +1,76 @@
+"""Coding to a target rate (`encode --target-bpp`): the largest file at or under it."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import CHELSEA, run
+
+from selfvae_codec.codec.api import Codec
+from selfvae_codec.codec.rate_control import MAX_STEP_SCALE, encode_to_rate
+from selfvae_codec.errors import BadValueError
+from selfvae_codec.models.config import tiny_config
+from selfvae_codec.models.selfvae import SelfVAE
+from selfvae_codec.training.rate_distortion import lossy_model_from
+
+
+@dataclass
+class FakeResult:
+    data: bytes
+
+
+def fake_encoder(calls):
+    """Bytes that grow with the quality and fall with the step scale, as a model's."""
+
+    def encode(quality: int, step_scale: float) -> FakeResult:
+        calls.append((quality, step_scale))
+        return FakeResult(b"x" * int(100 * quality / step_scale))
+
+    return encode
+
+
+@pytest.mark.parametrize("target_bytes", [100, 250, 330, 600])
+def test_the_search_returns_the_largest_file_at_or_under_the_target(target_bytes):
+    calls = []
+    result = encode_to_rate(fake_encoder(calls), 6, pixels=8, target_bpp=target_bytes)  # 8 bits per byte, 8 pixels
+    assert len(result.data) <= target_bytes
+    sizes = [int(100 * q / s) for q, s in calls]
+    assert len(result.data) == max(size for size in sizes if size <= target_bytes)
+    assert len(calls) <= 3 + 1 + 4  # the qualities by bisection, the coarsest steps, 4 refinements
+
+
+def test_the_search_says_when_no_file_is_small_enough():
+    with pytest.raises(BadValueError, match=r"the smallest file of this image .* is 12\.000 bpp, above the target 1"):
+        encode_to_rate(fake_encoder([]), 6, pixels=8, target_bpp=1)
+    assert int(100 / MAX_STEP_SCALE) == 12
+
+
+@pytest.fixture(scope="module")
+def lossy_codec():
+    torch.manual_seed(0)
+    lossless = SelfVAE(tiny_config())
+    lossless.initialize(torch.randint(0, 256, (2, 3, 64, 64)))
+    return Codec(lossy_model_from(lossless.eval(), 3).eval(), threads=1)
+
+
+def test_a_lossy_model_codes_at_or_under_the_target_and_the_file_decodes(lossy_codec):
+    image = np.asarray(torch.randint(0, 256, (48, 64, 3), generator=torch.Generator().manual_seed(1)), np.uint8)
+    rates = [8 * len(lossy_codec.compress(image, "rs2", quality=q)) / image[..., 0].size for q in (1, 2, 3)]
+    target = (rates[0] + rates[1]) / 2
+    result = lossy_codec.encode_to_rate(image, target, "rs2")
+    assert rates[0] <= 8 * len(result.data) / image[..., 0].size <= target
+    assert np.array_equal(lossy_codec.decompress(result.data), result.reconstruction)
+    with pytest.raises(BadValueError, match="target rate must be"):
+        lossy_codec.encode_to_rate(image, 0, "rs2")
+    with pytest.raises(BadValueError, match="a lossy model codes"):
+        lossy_codec.encode_to_rate(image, 1.0, "full")
+
+
+def test_the_command_line_takes_a_target_only_where_it_applies(tmp_path):
+    result = run("encode", CHELSEA, "-o", tmp_path / "a.svc", "--mode", "rs2", "--target-bpp", "0.5", "-q", "2")
+    assert result.exit_code == 2 and "leave out -q" in result.stderr
+    result = run("encode", CHELSEA, "-o", tmp_path / "a.svc", "--target-bpp", "0.5")
+    assert result.exit_code == 2 and "not to full" in result.stderr
+    result = run("encode", CHELSEA, "-o", tmp_path / "a.svc", "--mode", "rs2", "--target-bpp", "1.5", "--strip")
+    assert result.exit_code == 0 and 8 * (tmp_path / "a.svc").stat().st_size / (75 * 50) <= 1.5
