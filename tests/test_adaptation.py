@@ -45,7 +45,8 @@ def pixel_bits(bits: dict[str, float]) -> float:
 def test_the_fit_lowers_the_coders_bits_and_its_float_bits_are_the_coders(tiny_codec):
     model = tiny_codec.model
     tile = torch.from_numpy(IMAGE.copy()).permute(2, 0, 1)[None].to(torch.int64)
-    samples = record_heads(model, tile, STEP, FORMAT_VERSION)
+    samples, positions = record_heads(model, tile, STEP, FORMAT_VERSION)
+    assert positions == samples.values.shape[0]  # a small tile: every position recorded
     heads = pixel_heads(model)
     zero = torch.zeros(len(heads), samples.params.shape[1])
     fitted_before = float(adapted_bits(samples, zero, zero, heads[0].channels, heads[0].mixtures))
@@ -117,3 +118,14 @@ def test_adapted_heads_apply_the_integer_adaptation_and_leave_the_model_as_it_wa
     with adapted_heads(model, values):
         assert all(torch.equal(head.adaptation, values[i]) for i, head in enumerate(heads))
     assert all(head.adaptation is None for head in heads)
+
+
+def test_a_large_tile_is_fitted_on_a_bounded_sample_of_its_positions(tiny_codec, monkeypatch):
+    from selfvae_codec.codec import adaptation
+
+    monkeypatch.setattr(adaptation, "RECORDED_POSITIONS", 100)
+    tile = torch.from_numpy(IMAGE.copy()).permute(2, 0, 1)[None].to(torch.int64)
+    samples, positions = record_heads(tiny_codec.model, tile, STEP, FORMAT_VERSION)
+    calls = 1 + 2 * 4  # p(y_1 | u), then 4 groups at each of the 2 levels
+    assert samples.values.shape[0] <= 100 * calls < positions
+    assert fit_adaptation(tiny_codec.model, tile, STEP, FORMAT_VERSION, only_if_smaller=False).shape[0] == 9

@@ -37,6 +37,9 @@ FIT_STEPS = 100
 FIT_FRACTION = 0.1  # the share of each head's positions one step sees
 BIAS_LEARNING_RATE = 0.01
 GAIN_LEARNING_RATE = 0.003
+# At most this many positions of one head call are kept (at random) for the fit: all
+# of a 512x512 tile's, and a bounded memory (about 200 MB) for any larger tile.
+RECORDED_POSITIONS = 1 << 16
 
 
 @dataclass
@@ -71,10 +74,19 @@ class Recording(Coding):
         self.head_index = {id(head): i for i, head in enumerate(heads)}
         self.scale = fixed_point.ACT_ONE if model.config.exact else 1
         self.samples: list[HeadSamples] = []
+        self.positions = 0  # every position coded, recorded or not
+        self.generator = torch.Generator().manual_seed(0)
 
     def _record(self, head, distribution, values, mask, lo=None, hi=None) -> None:
+        count = int(mask.sum())
+        self.positions += count
+        keep = torch.arange(count)
+        if count > RECORDED_POSITIONS:
+            keep = torch.randperm(count, generator=self.generator)[:RECORDED_POSITIONS].sort().values
+        keep = keep.to(mask.device)
+
         def at_mask(t):
-            return t[0].permute(1, 2, 0)[mask]
+            return t[0].permute(1, 2, 0)[mask][keep]
 
         params = at_mask(distribution.params).to(torch.float32) / self.scale
         values = at_mask(values)
@@ -109,12 +121,13 @@ class Recording(Coding):
 
 
 @torch.no_grad()
-def record_heads(model, tile: torch.Tensor, step: float, version: int) -> HeadSamples:
-    """Every position every pixel head codes in a `full` file of `tile` (int64 [1, C, h, w])."""
+def record_heads(model, tile: torch.Tensor, step: float, version: int) -> tuple[HeadSamples, int]:
+    """The positions the pixel heads code in a `full` file of `tile` (int64 [1, C, h, w]),
+    at most RECORDED_POSITIONS of each head call, and how many they code in all."""
     stream = EncoderStream(tile=0, version=version)
     policy = Recording(model, stream, latent_steps(model, step, None), model.representations(tile))
     descend(model, tile.shape[-2:], policy)
-    return HeadSamples.joined(policy.samples)
+    return HeadSamples.joined(policy.samples), policy.positions
 
 
 def adapted_bits(samples: HeadSamples, gains: torch.Tensor, biases: torch.Tensor, channels: int, mixtures: int):
@@ -146,7 +159,7 @@ def fit_adaptation(
     """The adaptation ([heads, 2, P] integers: gains, biases) that makes `tile`'s `full`
     file smallest by the fit, or (`only_if_smaller`) None where no adaptation pays for
     its own bits."""
-    samples = record_heads(model, tile, step, version)
+    samples, coded_positions = record_heads(model, tile, step, version)
     heads = pixel_heads(model)
     channels, mixtures = heads[0].channels, heads[0].mixtures
     shape = (len(heads), samples.params.shape[1])
@@ -175,6 +188,7 @@ def fit_adaptation(
         adapted = adapted_bits(
             samples, quantised_gains / (1 << GAIN_BITS), quantised_biases / (1 << BIAS_BITS), channels, mixtures
         )
-    if only_if_smaller and adapted + adaptation_bits(adaptation) >= unadapted:
+    saving = float(unadapted - adapted) * coded_positions / samples.values.shape[0]  # over every position
+    if only_if_smaller and saving <= adaptation_bits(adaptation):
         return None
     return adaptation
