@@ -7,6 +7,7 @@ import pytest
 import torch
 from cli_helpers import CHELSEA, run
 
+from selfvae_codec.bitstream import unpack
 from selfvae_codec.codec.api import Codec
 from selfvae_codec.codec.rate_control import MAX_STEP_SCALE, encode_to_rate
 from selfvae_codec.errors import BadValueError
@@ -74,3 +75,5 @@ def test_the_command_line_takes_a_target_only_where_it_applies(tmp_path):
     assert result.exit_code == 2 and "not to full" in result.stderr
     result = run("encode", CHELSEA, "-o", tmp_path / "a.svc", "--mode", "rs2", "--target-bpp", "1.5", "--strip")
     assert result.exit_code == 0 and 8 * (tmp_path / "a.svc").stat().st_size / (75 * 50) <= 1.5
+    header = unpack((tmp_path / "a.svc").read_bytes())
+    assert f"mode rs2 quality {header.quality}" in result.output  # the summary names what the search chose

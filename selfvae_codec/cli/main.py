@@ -110,9 +110,12 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
     """One line: what was coded, the file's size and rates, the time."""
     threads = header.threads or codec.threads  # a file's 0: an exact model, run at the codec's count
     metadata = f" ({len(header.metadata_payload)} of them metadata)" if header.metadata_payload else ""
+    setting = f" quality {header.quality}" if header.quality else ""
+    if header.quality and header.latent_step != 1.0:  # a lossy model's steps, scaled (--target-bpp)
+        setting += f" (steps x{header.latent_step:.2f})"
     return (
         f"{verb} {job.name} -> {'stdout' if job.destination == STDIO else job.destination}: "
-        f"{header.width}x{header.height}x{header.channels}, mode {header.mode}, {size} bytes{metadata}, "
+        f"{header.width}x{header.height}x{header.channels}, mode {header.mode}{setting}, {size} bytes{metadata}, "
         f"{_rates(size, header.width, header.height, header.channels)}, {seconds:.2f} s "
         f"({count_of(threads, 'thread')}; model loaded in {codec.load_seconds:.2f} s)"
     )
