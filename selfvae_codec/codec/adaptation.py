@@ -29,8 +29,8 @@ from ..models.exact_distributions import LATENT_SYMBOL_LIMIT
 from ..models.heads import BIAS_BITS, GAIN_BITS, pixel_heads
 from ..models.hierarchy import LevelState, TopState, descend
 from ..models.levels import GroupState
-from .engine import SCALE_OF_SCALES, Coding, adaptation_scales, latent_steps
-from .entropy import EncoderStream, latent_model
+from .engine import SCALE_OF_SCALES, Coding, adaptation_scales, latent_steps, table_bits
+from .entropy import EncoderStream
 
 ADAPTATION_EFFORT = 3  # the lowest effort that adapts
 FIT_STEPS = 100
@@ -145,12 +145,8 @@ def adapted_bits(samples: HeadSamples, gains: torch.Tensor, biases: torch.Tensor
 def adaptation_bits(adaptation: torch.Tensor) -> float:
     """The bits of an adaptation's `adapt` section (before the coder's rounding)."""
     scales = adaptation_scales(adaptation)
-    _, limit, probabilities = latent_model(SCALE_OF_SCALES)
-    bits = -float(np.log2(probabilities[np.array(scales) + limit]).sum())
-    for kind, index in enumerate(scales):
-        _, limit, probabilities = latent_model(index)
-        bits -= float(np.log2(probabilities[adaptation[:, kind].reshape(-1).numpy() + limit]).sum())
-    return bits
+    rows = [adaptation[:, kind].reshape(-1).numpy() for kind in range(len(scales))]
+    return table_bits(np.array(scales), SCALE_OF_SCALES) + sum(map(table_bits, rows, scales))
 
 
 def fit_adaptation(

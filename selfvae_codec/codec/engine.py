@@ -22,6 +22,8 @@ and the latents are coded under discretized logistics from integer tables
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -281,20 +283,21 @@ def walk(
 SCALE_OF_SCALES = 70  # a standard deviation of 27 indices, symbols -243..243
 
 
+def table_bits(values: np.ndarray, index: int) -> float:
+    """The bits of integer `values` under the exact latent table of grid scale `index`
+    (infinite where a value lies outside the table or has no probability)."""
+    _, limit, probabilities = latent_model(index)
+    if np.abs(values).max() > limit:
+        return math.inf
+    with np.errstate(divide="ignore"):
+        return float(-np.log2(probabilities[values + limit]).sum())
+
+
 def adaptation_scales(adaptation: torch.Tensor) -> list[int]:
     """The grid scale that codes each row kind of an adaptation (gains, biases) in the
     fewest bits: the encoder's choice, sent first."""
-    best = []
-    for kind in range(adaptation.shape[1]):
-        values = adaptation[:, kind].reshape(-1).cpu().numpy()
-        bits = {}
-        for index in range(LATENT_SCALES):
-            _, limit, probabilities = latent_model(index)
-            if np.abs(values).max() <= limit:
-                with np.errstate(divide="ignore"):  # a value a table cannot code costs infinitely many bits
-                    bits[index] = -np.log2(probabilities[values + limit]).sum()
-        best.append(min(bits, key=bits.get))
-    return best
+    rows = [adaptation[:, kind].reshape(-1).cpu().numpy() for kind in range(adaptation.shape[1])]
+    return [min(range(LATENT_SCALES), key=lambda index, row=row: table_bits(row, index)) for row in rows]
 
 
 def code_adaptation(stream, model: SelfVAE, adaptation: torch.Tensor | None = None) -> torch.Tensor:
