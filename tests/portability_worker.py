@@ -1,8 +1,8 @@
 """Run by test_exact.py in a subprocess under one environment (CPU capability, oneDNN
-ISA, thread count): encode the test images in every mode with the shipped exact model,
-and in rs2, rs1 and conditional at two qualities with the shipped lossy model, into
-OUT; decode every .svc in DECODE_DIR (if given); print the SHA-256 of each decoded
-image's pixels as JSON."""
+ISA, thread count): encode the test images in every mode with the shipped exact model
+(and near-lossless `full` at NEAR_LOSSLESS_ERROR), and in rs2, rs1 and conditional at
+two qualities with the shipped lossy model, into OUT; decode every .svc in DECODE_DIR
+(if given); print the SHA-256 of each decoded image's pixels as JSON."""
 
 import hashlib
 import json
@@ -19,6 +19,7 @@ DATA = Path(__file__).parent / "data"
 CASES = (("chelsea_75x50.png", 32), ("coffee_96x64.png", 512))
 MODES = ("full", "conditional", "rs2", "rs1")
 LOSSY_QUALITIES = (2, 6)
+NEAR_LOSSLESS_ERROR = 3
 
 
 def main(out: Path, threads: int, decode_dir: Path | None) -> None:
@@ -28,6 +29,8 @@ def main(out: Path, threads: int, decode_dir: Path | None) -> None:
         for mode in MODES:
             data = codec.compress(DATA / source, mode, classical_tiles=False)
             (out / f"{Path(source).stem}_{mode}.svc").write_bytes(data)
+        data = codec.compress(DATA / source, "full", classical_tiles=False, max_error=NEAR_LOSSLESS_ERROR)
+        (out / f"{Path(source).stem}_full_max_error_{NEAR_LOSSLESS_ERROR}.svc").write_bytes(data)
         lossy_codec = Codec("lossy", threads=threads, tile_size=tile)
         for mode in SHIPPED_LOSSY_MODES:
             for quality in LOSSY_QUALITIES:

@@ -48,7 +48,7 @@ def test_round_trip_keeps_every_field():
 
 def test_layout_starts_with_magic_and_version():
     data = pack(make_header())
-    assert data[:4] == b"SVC\x89" and data[4] == FORMAT_VERSION == 5
+    assert data[:4] == b"SVC\x89" and data[4] == FORMAT_VERSION == 6
     assert struct.unpack_from("<II", data, 12) == (75, 50)
 
 
@@ -56,8 +56,8 @@ def test_a_file_is_written_at_its_headers_version():
     for version in (1, 2, 3, 4, 5):
         data = pack(make_header(version=version))
         assert data[4] == version and unpack(data).version == version
-    with pytest.raises(ContainerError, match="cannot write format version 6"):
-        pack(make_header(version=6))
+    with pytest.raises(ContainerError, match="cannot write format version 7"):
+        pack(make_header(version=7))
     with pytest.raises(ContainerError, match="version 1 file cannot hold a metadata"):
         pack(make_header(version=1, sections=[Section("meta", 0, 0, b"abcd"), *_sections("u y1 z1 x")]))
 
@@ -115,6 +115,7 @@ def _repack_fixed(data: bytes, **changes) -> bytes:
         "padding",
         "threads",
         "quality",
+        "max_error",
         "reserved",
         "width",
         "height",
@@ -144,8 +145,11 @@ def _repack_fixed(data: bytes, **changes) -> bytes:
         (dict(step=-1.0), "quantisation step"),
         (dict(tile=3), "tile size"),
         (dict(count=60000), "truncated"),
-        (dict(reserved=b"\x00\x01"), "reserved header bytes"),
+        (dict(reserved=1), "reserved header bytes"),
         (dict(quality=3), "invalid quality 3 for a full file"),
+        (dict(max_error=33), "invalid maximum error 33"),
+        (dict(mode=2, max_error=2), "invalid maximum error 2 for a rs2 file"),
+        (dict(version=5, max_error=2), "reserved header bytes"),
     ],
 )
 def test_crafted_headers_with_valid_checksums_are_rejected(changes, message):

@@ -347,14 +347,14 @@ def _worker(out: Path, environment: dict, threads: int, decode_dir: Path | None 
 
 
 def test_files_are_identical_and_decode_exactly_across_cpu_environments(tmp_path):
-    """Every environment encodes the same bytes (all four modes, a multi-tile image
-    with odd sides; the shipped lossy model's rs2, rs1 and conditional at two
+    """Every environment encodes the same bytes (all four modes and near-lossless
+    full, a multi-tile image with odd sides; the shipped lossy model's rs2, rs1 and conditional at two
     qualities), and decodes the reference environment's files to the pixels the
     reference encoder promised (each file's image checksum is verified)."""
     name, environment, threads = ENVIRONMENTS[0]
     _worker(tmp_path / name, environment, threads)
     reference = {path.name: path.read_bytes() for path in sorted((tmp_path / name).glob("*.svc"))}
-    assert len(reference) == 20  # 2 images: 4 modes, and the lossy model's 3 modes at 2 qualities
+    assert len(reference) == 22  # 2 images: 4 modes, near-lossless full, the lossy model's 3 modes at 2 qualities
     decoded = []
     for name, environment, threads in ENVIRONMENTS[1:]:
         decoded.append(_worker(tmp_path / name, environment, threads, decode_dir=tmp_path / ENVIRONMENTS[0][0]))

@@ -38,7 +38,8 @@ FIXED_FIELDS = {
     "padding": (7, "B"),
     "threads": (8, "B"),
     "quality": (9, "B"),
-    "reserved": (10, "H"),
+    "max error": (10, "B"),
+    "reserved": (11, "B"),
     "width": (12, "I"),
     "height": (16, "I"),
     "fingerprint": (20, "B"),  # one byte of it

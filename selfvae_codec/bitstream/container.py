@@ -3,7 +3,7 @@
 All integers little-endian. Layout (byte offsets):
 
     0   4  magic            b"SVC\\x89"
-    4   1  format version   5 (versions 1 to 4 are still read and written)
+    4   1  format version   6 (versions 1 to 5 are still read and written)
     5   1  mode             0 full, 1 conditional, 2 rs2, 3 rs1
     6   1  channels         1 (grayscale input) or 3 (RGB)
     7   1  padding          1 = replicate (padding is implicit: never coded)
@@ -12,7 +12,11 @@ All integers little-endian. Layout (byte offsets):
                             which the decoder uses too (float results may depend on it)
     9   1  quality          0: a lossless model's file (it has no quality settings);
                             1..255: the quality setting of a lossy model (1 = coarsest)
-    10  2  reserved         zero
+    10  1  max error        version 6 on: the largest difference a near-lossless
+                            `full` file allows between a decoded subpixel and the
+                            original (1..MAX_ERROR); 0: lossless, or another mode
+                            (earlier versions: zero)
+    11  1  reserved         zero
     12  4  width            u32, 1..MAX_SIDE
     16  4  height           u32, 1..MAX_SIDE
     20  32 model            SHA-256 fingerprint of the model (config + weights)
@@ -40,6 +44,8 @@ conditional file's image onto the images whose 2x2 block means are the exact
 half-size image it sends (`BLOCK_MEANS_HELD_FROM`). Version 5 lets a tile of a `full`
 or `conditional` file begin with an `adapt` section: the encoder's per-image
 adjustment of the model's pixel heads, which the decoder applies (`ADAPTATION_FROM`).
+Version 6 adds near-lossless `full` files (`NEAR_LOSSLESS_FROM`): with a max error N
+the model codes every level as bins of 2N + 1 values (engine.py).
 No torch here.
 """
 
@@ -53,12 +59,14 @@ from dataclasses import dataclass, field
 from ..errors import CodecError, count_of
 
 MAGIC = b"SVC\x89"
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 VALUES_IN_TWO_STEPS_FROM = 3  # the first version whose exact models code pixel values in two steps
 COUNTS_REDUCED_FROM = 4  # the first version whose exact models' pixel tables reach the coder reduced, none zero
 BLOCK_MEANS_HELD_FROM = 4  # the first version whose conditional images keep the sent half-size image's block means
 ADAPTATION_FROM = 5  # the first version whose tiles may carry an adaptation of the pixel heads
+NEAR_LOSSLESS_FROM = 6  # the first version whose `full` files may allow a maximum error
+MAX_ERROR = 32  # the largest maximum error a near-lossless file may allow
 
 
 @dataclass(frozen=True)
@@ -96,10 +104,9 @@ MAX_PIXELS = 1 << 28  # 268 megapixels
 MAX_SECTIONS = 65535
 MAX_TILE_SIZE = 65535  # the header's 16-bit tile size
 
-_FIXED = struct.Struct("<4sBBBBBB2sII32sfHHI")
+_FIXED = struct.Struct("<4sBBBBBBBBII32sfHHI")
 _SECTION = struct.Struct("<BBHII")
 _CRC = struct.Struct("<I")
-_RESERVED = b"\x00\x00"
 
 
 class ContainerError(CodecError, ValueError):
@@ -130,6 +137,7 @@ class Header:
     image_crc: int = 0
     threads: int = 1
     quality: int = 0  # a lossy model's quality setting, 1-based (0: a lossless model)
+    max_error: int = 0  # a near-lossless `full` file's bound per subpixel (0: exact)
     padding: int = 1
     version: int = FORMAT_VERSION
     sections: list[Section] = field(default_factory=list)
@@ -184,6 +192,10 @@ def _validate_header_fields(header: Header) -> None:
         raise ContainerError(f"invalid quality {header.quality} for a {header.mode} file")
     if header.padding != 1:
         raise ContainerError(f"unknown padding mode {header.padding}")
+    if header.max_error and header.version < NEAR_LOSSLESS_FROM:
+        raise ContainerError(f"a maximum error needs format version {NEAR_LOSSLESS_FROM} or later")
+    if not 0 <= header.max_error <= MAX_ERROR or (header.max_error and header.mode != "full"):
+        raise ContainerError(f"invalid maximum error {header.max_error} for a {header.mode} file")
 
 
 def _labels(order: list[tuple[str, int]]) -> str:
@@ -245,7 +257,8 @@ def pack(header: Header) -> bytes:
             header.padding,
             header.threads,
             header.quality,
-            _RESERVED,
+            header.max_error,
+            0,
             header.width,
             header.height,
             header.model_fingerprint,
@@ -281,6 +294,7 @@ def unpack(data: bytes) -> Header:
         padding,
         threads,
         quality,
+        max_error,
         reserved,
         width,
         height,
@@ -301,7 +315,7 @@ def unpack(data: bytes) -> Header:
     (stored_crc,) = _CRC.unpack_from(data, table_end)
     if crc32(data[:table_end]) != stored_crc:
         raise ContainerError("header checksum mismatch (the file is corrupt)")
-    if reserved != _RESERVED:
+    if reserved or (max_error and version < NEAR_LOSSLESS_FROM):
         raise ContainerError("reserved header bytes are not zero")
     if mode_code >= len(MODES):
         raise ContainerError(f"unknown mode code {mode_code}")
@@ -316,6 +330,7 @@ def unpack(data: bytes) -> Header:
         image_crc=image_crc,
         threads=threads,
         quality=quality,
+        max_error=max_error,
         padding=padding,
         version=version,
     )

@@ -1,6 +1,6 @@
 """The `selfvae-codec` command line: the codec commands (encode, decode, info,
-truncate, models) here, upscale and sample in generation.py, the research commands
-(train, evaluate, ...) in research.py.
+truncate) here, models in catalogue.py, upscale and sample in generation.py, the
+research commands (train, evaluate, ...) in research.py.
 
 Conventions, as in gzip, cwebp and cjxl:
 - `-` is standard input or output; the summary line then goes to standard error.
@@ -23,9 +23,10 @@ from pathlib import Path
 
 import click
 
-from ..bitstream import LOSSY_MODEL_MODES, MAX_TILE_SIZE, MODES
+from ..bitstream import LOSSY_MODEL_MODES, MAX_ERROR, MAX_TILE_SIZE, MODES
 from ..errors import BadValueError, CodecError, OutputExistsError, count_of
 from .batch import STDIO, Job, Reporter, any_to_code, plan_jobs, reader, run_jobs, writer
+from .catalogue import COMMANDS as CATALOGUE_COMMANDS
 from .common import DEVICE_OPTION, FORCE_OPTION, MODEL_OPTION, THREADS_OPTION, CliError, load_codec, shared_options
 from .generation import COMMANDS as GENERATION_COMMANDS
 from .research import COMMANDS as RESEARCH_COMMANDS
@@ -111,6 +112,7 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
     threads = header.threads or codec.threads  # a file's 0: an exact model, run at the codec's count
     metadata = f" ({len(header.metadata_payload)} of them metadata)" if header.metadata_payload else ""
     setting = f" quality {header.quality}" if header.quality else ""
+    setting += f" max error {header.max_error}" if header.max_error else ""
     if header.quality and header.latent_step != 1.0:  # a lossy model's steps, scaled (--target-bpp)
         setting += f" (steps x{header.latent_step:.2f})"
     return (
@@ -150,6 +152,13 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
 @click.option("--tile-size", type=click.IntRange(16, MAX_TILE_SIZE), default=None, help="Tile side (default 512).")
 @click.option("--strip", is_flag=True, help="Leave out the ICC profile, EXIF and XMP.")
 @click.option(
+    "--max-error",
+    type=click.IntRange(0, MAX_ERROR),
+    default=0,
+    show_default=True,
+    help="full: near-lossless, every subpixel within this many levels of the original (0: lossless).",
+)
+@click.option(
     "-e",
     "--effort",
     type=click.IntRange(1, 3),
@@ -169,6 +178,7 @@ def encode(
     step,
     tile_size,
     strip,
+    max_error,
     effort,
     model_name,
     device,
@@ -189,6 +199,8 @@ def encode(
         check_step(step)
     if target_bpp is not None and (quality is not None or step is not None):
         raise click.UsageError("--target-bpp chooses the quality and the step: leave out -q and --step")
+    if max_error and mode != "full":
+        raise click.UsageError(f"--max-error applies to full files, not to {mode}")
     if target_bpp is not None and mode not in LOSSY_MODEL_MODES:
         raise click.UsageError(f"--target-bpp applies to {', '.join(LOSSY_MODEL_MODES)}, not to {mode} (lossless)")
     if output not in (None, STDIO) and Path(output).suffix.lower() in IMAGE_SUFFIXES:
@@ -199,6 +211,7 @@ def encode(
         return run_jobs(jobs, report, "encoding", None)
     codec = load_codec(model_name or default_model_for(mode), device, threads, tile_size)
     codec.check_quality(mode, quality)  # before any image: the same answer for every one
+    codec.check_max_error(mode, max_error)
     if target_bpp is not None and not codec.lossy:
         raise CliError("--target-bpp needs a lossy model (the shipped one is 'lossy')")
     if not codec.portable:
@@ -219,6 +232,7 @@ def encode(
             quality=quality,
             effort=effort,
             target_bpp=target_bpp,
+            max_error=max_error,
         )
         header = unpack(result.data)
         if result.not_kept and not strip:
@@ -338,6 +352,7 @@ def info(svc_file, as_json) -> None:
         "model_name": find_by_fingerprint(header.model_fingerprint.hex()),
         "latent_step": header.latent_step,
         "quality": header.quality or None,
+        "max_error": header.max_error,
         "tile_size": header.tile_size,
         "threads": header.threads,
         "tiles": header.tile_count,
@@ -359,6 +374,8 @@ def info(svc_file, as_json) -> None:
     click.echo(f"  model {record['model'][:16]}... ({shipped})")
     if header.quality:
         click.echo(f"  quality {header.quality} (lossy model)")
+    if header.max_error:
+        click.echo(f"  near-lossless: every subpixel within {header.max_error} of the original")
     click.echo(
         f"  latent step {header.latent_step:g}, tiles {record['tiles']} of {header.tile_size}, "
         + (f"threads {header.threads}" if header.threads else "exact model (any thread count)")
@@ -395,39 +412,7 @@ def truncate(svc_file, mode, output, model_name, force, quiet) -> None:
     )
 
 
-@cli.command()
-@click.option("--all", "show_all", is_flag=True, help="Also describe the float weights `default` was made from.")
-def models(show_all) -> None:
-    """List the pretrained models shipped with this version."""
-    from ..models.pretrained import RATED_MODES, SUPPORTING_MODELS, registry
-
-    entries = registry()
-    if not entries:
-        click.echo("no pretrained models are shipped with this build")
-        return
-    supporting = [name for name in entries if name in SUPPORTING_MODELS]
-    for name, entry in entries.items():
-        if name in supporting and not show_all:
-            continue
-        bpd, coded = entry.get("validation_bpd"), entry.get("coded_bpsp")
-        by_mode = {mode: entry.get(f"{mode}_points") for mode in RATED_MODES}
-        if by_mode["rs2"]:
-            measured = "; ".join(
-                f"{mode} on the validation photos: "
-                + ", ".join(f"q{q} {p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for q, p in sorted(points.items()))
-                for mode, points in by_mode.items()
-                if points
-            )
-        elif coded is not None:
-            measured = f"coded: {coded:.4f} bits/subpixel on the validation photos"
-        else:
-            measured = f"validation {bpd:.4f} bpd" if bpd is not None else "not validated"
-        click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
-    if supporting and not show_all:
-        click.echo(f"also shipped: {', '.join(supporting)}, the float weights `default` was converted from (--all)")
-
-
-for _command in GENERATION_COMMANDS + RESEARCH_COMMANDS:
+for _command in CATALOGUE_COMMANDS + GENERATION_COMMANDS + RESEARCH_COMMANDS:
     cli.add_command(_command)
 
 

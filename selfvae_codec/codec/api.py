@@ -12,7 +12,6 @@ CodecError with a one-line message.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,10 @@ from ..bitstream import (
     ADAPTATION_FROM,
     FORMAT_VERSION,
     LOSSY_MODEL_MODES,
+    MAX_ERROR,
     MAX_TILE_SIZE,
     MODES,
+    NEAR_LOSSLESS_FROM,
     READABLE_VERSIONS,
     ContainerError,
     Header,
@@ -42,6 +43,7 @@ from ..bitstream import (
 from ..errors import BadValueError, CodecError
 from ..models.io import ModelLoadError
 from ..models.selfvae import SelfVAE
+from ..models.transforms import within_error
 from . import decoding, generation, truncation
 from .adaptation import ADAPTATION_EFFORT, fit_adaptation
 from .decoding import ModelMismatchError
@@ -51,16 +53,16 @@ from .images import (
     DEFAULT_EFFORT,
     EFFORT_WEBP_METHODS,
     check_output,
-    classical_lossless,
     encode_image_file,
     load_image,
     output_format,
     read_input,
+    svc_bytes,
     write_output,
 )
 from .rate_control import encode_to_rate
 from .runtime import check_step, free_cores, release_free_memory, resolve_device, torch_threads, whole_number
-from .tiles import SECTION_ENTRY_BYTES, Progress, SectionCounter, output_image, tile_boxes, whole_image_classical
+from .tiles import Progress, SectionCounter, output_image, smaller_of, tile_boxes, whole_image_classical
 
 DEFAULT_TILE = 512
 DEFAULT_QUALITY = 4  # a lossy model's default quality setting (1 = smallest files)
@@ -82,18 +84,9 @@ class EncodeResult:
     not_kept: list[str]  # what the source carried that the file does not (text, resolution, ...)
 
 
-def _as_bytes(data) -> bytes:
-    """.svc bytes from bytes-like data, a path to a file or a binary stream."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data)
-    if isinstance(data, (str, os.PathLike)) or hasattr(data, "read"):
-        return read_input(data)
-    raise BadValueError(f"expected .svc bytes, a path to an .svc file or a binary stream, got {type(data).__name__}")
-
-
 def file_metadata(data) -> ImageMetadata:
     """The ICC profile, EXIF and XMP an .svc file carries (bytes or a path)."""
-    return unpack_metadata(unpack(_as_bytes(data)).metadata_payload)
+    return unpack_metadata(unpack(svc_bytes(data)).metadata_payload)
 
 
 class Codec:
@@ -149,6 +142,17 @@ class Codec:
             return min(DEFAULT_QUALITY, count)
         return whole_number(quality, 1, count, "quality")
 
+    def check_max_error(self, mode: str, max_error: int, format_version: int = FORMAT_VERSION) -> int:
+        """The maximum error to code at (0: lossless), or a one-line error."""
+        max_error = whole_number(max_error, 0, MAX_ERROR, "the maximum error")
+        if max_error and mode != "full":
+            raise BadValueError(f"a maximum error applies to full files, not to {mode}")
+        if max_error and self.lossy:
+            raise BadValueError("a maximum error needs a lossless model (the shipped one is 'default')")
+        if max_error and format_version < NEAR_LOSSLESS_FROM:
+            raise BadValueError(f"a maximum error needs format version {NEAR_LOSSLESS_FROM} or later")
+        return max_error
+
     def sections_per_tile(self, mode: str, adapted: bool = False) -> int:
         """How many sections the model codes per tile in `mode` (an `adapt` one too
         where `adapted`)."""
@@ -166,6 +170,7 @@ class Codec:
         quality: int | None = None,
         format_version: int = FORMAT_VERSION,
         effort: int = DEFAULT_EFFORT,
+        max_error: int = 0,
     ) -> EncodeResult:
         """Encode an image (path, file bytes, PIL image or uint8 array). Its ICC
         profile, EXIF and XMP go into the file unless `strip_metadata`. In `full`
@@ -179,12 +184,15 @@ class Codec:
         `effort` (1 to 3, default 2) is how hard the encoder tries: the lossless WebP
         methods tried for classical tiles, and at 3 (`full` files of format 5) the pixel
         heads adapted to each tile (adaptation.py), several times slower.
+        `max_error` N (1 to MAX_ERROR; `full` only, no adaptation) makes the file
+        near-lossless: every decoded subpixel within N of the image's (engine.py).
         `format_version` 2 or 3 writes a file that older selfvae-codec releases read
         too (version 2: an exact model's probability tables then take 5-6x the time;
         versions before 4 rebuild a conditional image without holding its block means)."""
         if mode not in MODES:
             raise BadValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         quality = self.check_quality(mode, quality)
+        max_error = self.check_max_error(mode, max_error, format_version)
         step = check_step(step if step is not None else 1.0 if self.lossy else DEFAULT_STEP[mode])
         effort = whole_number(effort, 1, max(EFFORT_WEBP_METHODS), "effort")
         if format_version not in READABLE_VERSIONS:
@@ -192,6 +200,8 @@ class Codec:
         started = time.perf_counter()
         loaded = load_image(image)
         array = loaded.pixels
+        if max_error:  # what the decoder rebuilds, and what every tile codes
+            array = within_error(torch.from_numpy(array).to(torch.int64), max_error).to(torch.uint8).numpy()
         metadata = ImageMetadata() if strip_metadata else loaded.metadata
         height, width = array.shape[:2]
         x = torch.from_numpy(array).permute(2, 0, 1)[None]  # uint8: tiles are widened one at a time
@@ -200,6 +210,7 @@ class Codec:
         estimated: dict[str, float] = {}
         tiles = tile_boxes(height, width, self.tile_size)
         adapts = mode == "full" and effort >= ADAPTATION_EFFORT and format_version >= ADAPTATION_FROM
+        adapts = adapts and not max_error
         counter = SectionCounter(progress, len(tiles) * self.sections_per_tile(mode, adapts))
         with torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
@@ -207,7 +218,7 @@ class Codec:
                 try:
                     adaptation = fit_adaptation(self.model, tile, step, format_version) if adapts else None
                     result, tile_sections, tile_bits = encode_tile(
-                        self.model, tile, index, mode, step, quality, format_version, counter, adaptation
+                        self.model, tile, index, mode, step, quality, format_version, counter, adaptation, max_error
                     )
                     counter.finish_tile(index, len(tiles))
                 except CodingError as error:
@@ -217,11 +228,10 @@ class Codec:
                     result, tile_sections, tile_bits = tile, [], {}
                     counter.finish_tile(index, len(tiles))
                 if mode == "full" and classical_tiles:
-                    classical = classical_lossless(array[top:bottom, left:right], loaded.channels == 1, effort)
-                    model_bytes = sum(len(s.payload) + SECTION_ENTRY_BYTES for s in tile_sections)
-                    if not tile_sections or len(classical) < model_bytes:
-                        tile_sections = [Section("pixels", 0, index, classical)]
-                        tile_bits = {"pixels": 8.0 * len(classical)}
+                    pixels = array[top:bottom, left:right]
+                    tile_sections, tile_bits = smaller_of(
+                        index, tile_sections, tile_bits, pixels, loaded.channels, effort
+                    )
                 sections += tile_sections
                 for label, bits in tile_bits.items():
                     estimated[label] = estimated.get(label, 0.0) + bits
@@ -248,6 +258,7 @@ class Codec:
             image_crc=crc32(output.tobytes()),
             threads=0 if self.model.config.exact else self.threads,
             quality=quality or 0,
+            max_error=max_error,
             version=format_version,
             sections=sections,
         )
@@ -264,6 +275,7 @@ class Codec:
         quality: int | None = None,
         format_version: int = FORMAT_VERSION,
         effort: int = DEFAULT_EFFORT,
+        max_error: int = 0,
     ) -> bytes:
         """The .svc bytes of `encode`."""
         return self.encode(
@@ -275,6 +287,7 @@ class Codec:
             quality=quality,
             format_version=format_version,
             effort=effort,
+            max_error=max_error,
         ).data
 
     def encode_to_rate(self, image, target_bpp: float, mode: str = "rs2", **options) -> EncodeResult:
@@ -302,7 +315,7 @@ class Codec:
     # -- decoding ------------------------------------------------------------------
     def decompress(self, data, progress: Progress | None = None, verify: bool = True) -> np.ndarray:
         """Decode .svc bytes (or the file at a path): uint8 [H, W, 3] or [H, W]."""
-        return decoding.decode(self, unpack(_as_bytes(data)), progress, verify)
+        return decoding.decode(self, unpack(svc_bytes(data)), progress, verify)
 
     # -- the model as a generator ------------------------------------------------------
     def upscale(
@@ -337,7 +350,7 @@ class Codec:
         the same model, quality and latent step (the file's: a `full` file cut to rs1
         keeps full's fine step, where `encode --mode rs1` uses step 1), except that an
         adapted `full` file (effort 3) cut to conditional keeps its adaptation."""
-        return truncation.truncate(self, _as_bytes(data), mode)
+        return truncation.truncate(self, svc_bytes(data), mode)
 
     # -- files -----------------------------------------------------------------------
     def compress_file(
@@ -352,6 +365,7 @@ class Codec:
         quality: int | None = None,
         effort: int = DEFAULT_EFFORT,
         target_bpp: float | None = None,
+        max_error: int = 0,
     ) -> EncodeResult:
         """Encode an image file (or binary stream) into an .svc file (or stream), at
         `target_bpp` by `encode_to_rate` where given; a path destination is checked
@@ -359,7 +373,7 @@ class Codec:
         if not hasattr(destination, "write"):
             check_output(destination, overwrite, source if not hasattr(source, "read") else None)
         image = source if not hasattr(source, "read") else source.read()
-        options = dict(progress=progress, strip_metadata=strip_metadata, effort=effort)
+        options = dict(progress=progress, strip_metadata=strip_metadata, effort=effort, max_error=max_error)
         if target_bpp is not None:
             result = self.encode_to_rate(image, target_bpp, mode, **options)
         else:
@@ -402,12 +416,15 @@ def shipped_codec(name: str = "default") -> Codec:
     return _SHIPPED_CODECS[name]
 
 
-def compress(image, mode: str = "full", step: float | None = None, quality: int | None = None) -> bytes:
+def compress(
+    image, mode: str = "full", step: float | None = None, quality: int | None = None, max_error: int = 0
+) -> bytes:
     """Compress an image (path, file bytes, PIL image or uint8 array) with the shipped
-    model for the mode (the lossy one for rs2, rs1 and conditional, when shipped)."""
+    model for the mode (the lossy one for rs2, rs1 and conditional, when shipped);
+    `max_error` N makes a `full` file near-lossless (every subpixel within N)."""
     from ..models.pretrained import default_model_for
 
-    return shipped_codec(default_model_for(mode)).compress(image, mode, step, quality=quality)
+    return shipped_codec(default_model_for(mode)).compress(image, mode, step, quality=quality, max_error=max_error)
 
 
 def decompress(data) -> np.ndarray:
@@ -415,7 +432,7 @@ def decompress(data) -> np.ndarray:
     names: uint8 [H, W, 3] or [H, W]."""
     from ..models.pretrained import model_for_file
 
-    data = _as_bytes(data)
+    data = svc_bytes(data)
     return shipped_codec(model_for_file(unpack(data).model_fingerprint.hex())).decompress(data)
 
 

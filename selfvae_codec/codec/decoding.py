@@ -51,7 +51,15 @@ def decode(codec, header: Header, progress: Progress | None = None, verify: bool
                 size = (bottom - top, right - left)
                 adaptation = code_adaptation(stream, codec.model) if by_tile[index][0].kind == "adapt" else None
                 with adapted_heads(codec.model, adaptation):
-                    result = walk(codec.model, stream, header.mode, size, header.latent_step, quality=quality)
+                    result = walk(
+                        codec.model,
+                        stream,
+                        header.mode,
+                        size,
+                        header.latent_step,
+                        quality=quality,
+                        max_error=header.max_error,
+                    )
                 stream.finish()
             except CodingError as error:
                 raise decoding_error(codec, f"cannot decode tile {index + 1} of {len(tiles)}: {error}") from error
@@ -90,6 +98,8 @@ def check_file_fits_the_model(codec, header: Header) -> None:
         raise CodecError("the file records no encoder thread count; a float model's files do (corrupt header)")
     if bool(header.quality) != codec.lossy or header.quality > codec.model.config.qualities:
         raise CodecError(f"the file's quality setting ({header.quality}) does not fit the model")
+    if header.max_error and codec.lossy:
+        raise CodecError(f"the file's maximum error ({header.max_error}) does not fit a lossy model")
 
 
 def decoding_error(codec, problem: str) -> CodecError:

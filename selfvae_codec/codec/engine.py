@@ -41,7 +41,7 @@ from ..models.heads import adapted_heads, pixel_heads
 from ..models.hierarchy import LevelState, TopState, descend
 from ..models.levels import GroupState, Level
 from ..models.selfvae import SelfVAE
-from ..models.transforms import keep_block_means
+from ..models.transforms import bin_centre, bin_of, block_sum_bounds, error_bins, keep_block_means
 from .entropy import CodingError, EncoderStream, latent_model
 
 RECONSTRUCTION = "mean"  # how the decoder fills in what was not sent
@@ -69,13 +69,19 @@ def code_pixels(
     lo: torch.Tensor | None = None,
     hi: torch.Tensor | None = None,
     count: int = 256,
+    max_error: int = 0,
 ) -> torch.Tensor:
     """Code (or decode) integer values on a grid [1, C, h, w] where `mask` is True,
     channel by channel. With `lo`/`hi`, each value is coded as its offset from lo
-    among `count` values. Positions outside the mask come back as 0."""
+    among `count` values. With a `max_error` (a near-lossless file) the values are
+    bin centres (transforms.bin_centre), each coded as its bin, and `lo`/`hi` bound
+    the bins. Positions outside the mask come back as 0."""
     height, width = mask.shape
-    in_two_steps = lo is None and stream.values_in_two_steps and dist.codes_in_bins
-    ranges = _row_ranges(height, width, dist.mixtures, BIN_VALUES if in_two_steps else count)
+    binned = max_error > 0
+    firsts = error_bins(max_error) if binned else None
+    in_two_steps = lo is None and not binned and stream.values_in_two_steps and dist.codes_in_bins
+    widest = BIN_VALUES if in_two_steps else len(firsts) - 1 if binned and lo is None else count
+    ranges = _row_ranges(height, width, dist.mixtures, widest)
     values = torch.zeros(1, dist.channels, height, width, dtype=torch.int64, device=mask.device)
     if truth is not None:
         values = torch.where(mask, truth.to(torch.int64), values)
@@ -87,7 +93,11 @@ def code_pixels(
             r0, r1 = ranges[i]
             part = dist.crop_rows(r0, r1)
             context = values[..., r0:r1, :]
-            if lo is None:
+            if binned:
+                probs = part.coder_bin_table(c, context, firsts)
+                if lo is not None:
+                    probs = _bins_between(probs, lo[:, c, r0:r1], hi[:, c, r0:r1], count)
+            elif lo is None:
                 probs = part.coder_table(c, context)
             else:
                 probs = part.coder_table(c, context, lo[..., r0:r1, :], hi[..., r0:r1, :], count)
@@ -95,7 +105,8 @@ def code_pixels(
 
         true_symbols = None
         if truth is not None:
-            symbols = values[0, c] - (lo[0, c] if interval else 0)
+            symbols = bin_of(values[0, c], max_error) if binned else values[0, c]
+            symbols = symbols - (lo[0, c] if interval else 0)
             true_symbols = [symbols[r0:r1][mask[r0:r1]].cpu().numpy() for r0, r1 in ranges]
         if in_two_steps:
             coded = _code_in_two_steps(stream, dist, c, values, mask, ranges, true_symbols)
@@ -106,8 +117,32 @@ def code_pixels(
                 decoded = torch.from_numpy(chunk.astype(np.int64)).to(mask.device)
                 if interval:
                     decoded = decoded + lo[0, c, r0:r1][mask[r0:r1]]
+                if binned:
+                    decoded = bin_centre(decoded, max_error)
                 values[0, c, r0:r1][mask[r0:r1]] = decoded
     return values
+
+
+def _bins_between(table: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int) -> torch.Tensor:
+    """A bin table [..., bins] cut to the `count` bins lo, lo + 1, ... at each position
+    ([...] bounds), those above hi given no mass; uniform over lo..hi where they have
+    none. Float tables are renormalised."""
+    candidates = lo.unsqueeze(-1) + torch.arange(count, device=table.device)
+    allowed = candidates <= hi.unsqueeze(-1)
+    picked = table.gather(-1, candidates.clamp(max=table.shape[-1] - 1))
+    picked = torch.where(allowed, picked, torch.zeros_like(picked))
+    picked = torch.where(picked.sum(-1, keepdim=True) > 0, picked, allowed.to(picked.dtype))
+    return picked / picked.sum(-1, keepdim=True) if picked.is_floating_point() else picked
+
+
+def near_lossless_bounds(group: GroupState, max_error: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bins the last pixel of each 2x2 block can take in a near-lossless file,
+    whose levels are the bin centres of the downscale pyramid of the image's bins:
+    the block's bins must sum to what its coarse bin allows (transforms.downscale)."""
+    known = sum(bin_of(values, max_error) for values in group.earlier)
+    low_sum, high_sum = block_sum_bounds(bin_of(group.coarse, max_error))
+    last_bin = len(error_bins(max_error)) - 2
+    return (low_sum - known).clamp(0, last_bin), (high_sum - known).clamp(0, last_bin)
 
 
 def _code_in_two_steps(
@@ -156,18 +191,28 @@ def _all_real(size: tuple[int, int], device) -> torch.Tensor:
 
 
 def code_level_pixels(
-    stream, level: Level, coarse: torch.Tensor, z: torch.Tensor, fine_size: tuple[int, int], truth: torch.Tensor | None
+    stream,
+    level: Level,
+    coarse: torch.Tensor,
+    z: torch.Tensor,
+    fine_size: tuple[int, int],
+    truth: torch.Tensor | None,
+    max_error: int = 0,
 ) -> torch.Tensor:
     """Code y_{k+1} under p(y_{k+1} | y_k, z_k): four block groups when grouped, the
-    last one as an offset among the few values its block allows."""
+    last one as an offset among the few values its block allows. With a `max_error`
+    (the image of a near-lossless file, whose truth is already on the bin centres)
+    the other values are coded as their bins; the last group, which its block's
+    mean pins, stays exact."""
     context = level.context(coarse, z)
     if not level.grouped:
-        return code_pixels(stream, level.head(context), truth, _all_real(fine_size, coarse.device))
+        return code_pixels(stream, level.head(context), truth, _all_real(fine_size, coarse.device), max_error=max_error)
 
     def code_group(group: GroupState) -> torch.Tensor:
-        if group.last:
-            return code_pixels(stream, group.distribution, group.truth, group.mask, group.lo, group.hi, group.count)
-        return code_pixels(stream, group.distribution, group.truth, group.mask)
+        if not group.last:
+            return code_pixels(stream, group.distribution, group.truth, group.mask, max_error=max_error)
+        lo, hi = near_lossless_bounds(group, max_error) if max_error else (group.lo, group.hi)
+        return code_pixels(stream, group.distribution, group.truth, group.mask, lo, hi, group.count, max_error)
 
     return level.walk_groups(coarse, context, fine_size, code_group, truth)
 
@@ -210,9 +255,10 @@ class Coding:
     [y_1, ..., x], and an EncoderStream) and the decoder (no truth, a DecoderStream):
     code what the mode sends, generate the rest as the decoder does."""
 
-    def __init__(self, model: SelfVAE, stream, mode: str, steps, truth: list[torch.Tensor] | None):
+    def __init__(self, model: SelfVAE, stream, mode: str, steps, truth: list[torch.Tensor] | None, max_error: int = 0):
         self.model, self.stream, self.spec, self.truth = model, stream, MODES[mode], truth
         self.u_step, self.z_steps = steps
+        self.max_error = max_error  # a near-lossless file's: every level is coded as bins
 
     def _sends(self, index: int) -> bool:
         return self.spec.sends_x if index == len(self.model.levels) else self.spec.sends_y
@@ -234,7 +280,8 @@ class Coding:
         if not self._sends(0):
             return top.likelihood.generate(RECONSTRUCTION)
         self.stream.begin_section(*_section_of(self.model, 0))
-        return code_pixels(self.stream, top.likelihood, self._true(0), _all_real(top.size, top.u.device))
+        real = _all_real(top.size, top.u.device)
+        return code_pixels(self.stream, top.likelihood, self._true(0), real, max_error=self.max_error)
 
     def latent(self, at: LevelState):
         if not self.spec.sends_z:
@@ -251,7 +298,9 @@ class Coding:
         k = at.index
         if self._sends(k + 1):
             self.stream.begin_section(*_section_of(self.model, k + 1))
-            return code_level_pixels(self.stream, at.level, at.coarse, z, at.fine_size, self._true(k + 1))
+            return code_level_pixels(
+                self.stream, at.level, at.coarse, z, at.fine_size, self._true(k + 1), self.max_error
+            )
         fine = at.level.generate(at.coarse, z, at.fine_size, RECONSTRUCTION)
         if self.stream.holds_block_means and self.spec.sends_y and at.level.grouped:
             fine = keep_block_means(fine, at.coarse)  # y_k exact, y_{k+1} its 2x upscale
@@ -267,14 +316,17 @@ def walk(
     step: float,
     truth: list[torch.Tensor] | None = None,
     quality: int | None = None,
+    max_error: int = 0,
 ) -> torch.Tensor:
     """Code (encoder, with `truth`: the tile's representations) or decode (decoder)
     one tile; returns the reconstruction [1, C, H, W] as int64 (the image itself in
-    `full` mode). A lossy model codes at `quality` (0-based). What the file's format
-    version changes comes from the stream (entropy._FormatRules)."""
+    `full` mode, within `max_error` of it in a near-lossless one). A lossy model
+    codes at `quality` (0-based). What the file's format version changes comes from
+    the stream (entropy._FormatRules)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    return descend(model, image_size, Coding(model, stream, mode, latent_steps(model, step, quality), truth))
+    coding = Coding(model, stream, mode, latent_steps(model, step, quality), truth, max_error)
+    return descend(model, image_size, coding)
 
 
 # An adaptation's section: the grid scale (exact_distributions.latent_table) its gains
@@ -316,6 +368,16 @@ def code_adaptation(stream, model: SelfVAE, adaptation: torch.Tensor | None = No
     return torch.from_numpy(np.asarray(symbols, dtype=np.int64))
 
 
+def representations(model: SelfVAE, tile: torch.Tensor, max_error: int = 0) -> list[torch.Tensor]:
+    """What the walk codes of a tile: its representations [y_1, ..., x]; in a
+    near-lossless file (`max_error`) those of the image of its bins (bin_of), each
+    value a bin, as its bin's centre. The last is then the image within `max_error`
+    (transforms.within_error), and every level is coded as bins."""
+    if not max_error:
+        return model.representations(tile)
+    return [bin_centre(level, max_error) for level in model.representations(bin_of(tile, max_error))]
+
+
 def encode_tile(
     model: SelfVAE,
     tile: torch.Tensor,
@@ -326,15 +388,18 @@ def encode_tile(
     version: int,
     counter,
     adaptation: torch.Tensor | None = None,
+    max_error: int = 0,
 ):
     """Tile `index` (int64 [1, C, h, w]) coded in a file of format `version`, at
     `quality` (1-based; None for a lossless model), its pixel heads adapted by
-    `adaptation` (sent first) if given: its reconstruction, its sections and the
-    estimated bits of each section (a CodingError if it cannot be coded)."""
+    `adaptation` (sent first) if given, within `max_error` of each value (a
+    near-lossless `full` file): its reconstruction, its sections and the estimated
+    bits of each section (a CodingError if it cannot be coded)."""
     stream = EncoderStream(tile=index, on_section=counter, version=version)
     if adaptation is not None:
         adaptation = code_adaptation(stream, model, adaptation)
     quality = quality - 1 if quality else None
+    truth = representations(model, tile, max_error)
     with adapted_heads(model, adaptation):
-        result = walk(model, stream, mode, tile.shape[-2:], step, model.representations(tile), quality)
+        result = walk(model, stream, mode, tile.shape[-2:], step, truth, quality, max_error)
     return result, stream.finish(), stream.estimated_bits

@@ -335,3 +335,12 @@ def read_input(source: str | Path | BinaryIO) -> bytes:
         raise CodecError(f"{source} is a folder") from error
     except PermissionError as error:
         raise CodecError(f"cannot read {source}: permission denied") from error
+
+
+def svc_bytes(data) -> bytes:
+    """.svc bytes from bytes-like data, a path to a file or a binary stream."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, (str, os.PathLike)) or hasattr(data, "read"):
+        return read_input(data)
+    raise BadValueError(f"expected .svc bytes, a path to an .svc file or a binary stream, got {type(data).__name__}")

@@ -32,6 +32,11 @@ def truncate(codec, data: bytes, mode: str) -> bytes:
     header = unpack(data)
     if mode == header.mode:
         return data
+    if header.max_error:
+        raise BadValueError(
+            f"a near-lossless file (max error {header.max_error}) cannot be cut down: its levels are coded as "
+            "bins, which a lower mode does not read; encode the image in that mode instead"
+        )
     kept_kinds = TRUNCATIONS.get((header.mode, mode))
     if kept_kinds is None:
         possible = sorted(target for source, target in TRUNCATIONS if source == header.mode)

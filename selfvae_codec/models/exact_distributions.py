@@ -173,12 +173,23 @@ class ExactLogisticMixture:
         return rows(self._channel_mean(c, x)), rows(self.inv_scales[:, c]), rows(self._weights_for(c, x))
 
     @classmethod
-    def bin_table(cls, mean: torch.Tensor, inv_scales: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Counts of the BINS bins of BIN_VALUES values each (rows of channel_parameters
-        in, int64 [N, BINS] out): the first step of coding a value in two."""
-        edges = BIN_EDGES.to(mean.device)[::BIN_VALUES].expand(mean.shape[0], -1)
-        mixed = cls._mixed_cdf(mean, inv_scales, weights, edges)
+    def bin_table(
+        cls, mean: torch.Tensor, inv_scales: torch.Tensor, weights: torch.Tensor, firsts: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Counts of bins of consecutive values (rows of channel_parameters in, int64
+        [N, bins] out): bin k holds the values firsts[k] .. firsts[k + 1] - 1 (firsts
+        ends with 256). Without `firsts`, the BINS bins of BIN_VALUES values each: the
+        first step of coding a value in two."""
+        edges = BIN_EDGES.to(mean.device)
+        edges = edges[::BIN_VALUES] if firsts is None else fp.lookup(edges, firsts.to(mean.device))
+        mixed = cls._mixed_cdf(mean, inv_scales, weights, edges.expand(mean.shape[0], -1))
         return mixed[:, 1:] - mixed[:, :-1]
+
+    def coder_bin_table(self, c: int, x: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
+        """Channel c's counts of the bins that `firsts` bounds (bin_table), given x's
+        channels < c: int64 [B, H, W, bins]."""
+        batch, _, height, width = x.shape
+        return self.bin_table(*self.channel_parameters(c, x), firsts).reshape(batch, height, width, -1)
 
     @classmethod
     def value_in_bin_table(

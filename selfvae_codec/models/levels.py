@@ -245,12 +245,13 @@ class Level(nn.Module):
         true_groups = split_blocks(pad_to_even(truth)) if truth is not None else [None] * GROUPS
         masks = real_group_masks(fine_size, device=coarse.device)
         for g in range(GROUPS):
-            distribution, lo, hi = self.group_distribution(g, context, split_blocks(fine_even)[:g], coarse)
+            earlier = split_blocks(fine_even)[:g]
+            distribution, lo, hi = self.group_distribution(g, context, earlier, coarse)
             last = g == GROUPS - 1
             count = LAST_GROUP_VALUES if last else 256
             dy, dx = GROUP_OFFSETS[g]
             fine_even[..., dy::2, dx::2] = choose(
-                GroupState(distribution, lo, hi, last, count, masks[g], true_groups[g])
+                GroupState(distribution, lo, hi, last, count, masks[g], true_groups[g], coarse, earlier)
             )
             fine_even = refill_padding(fine_even, fine_size)
         return fine_even[..., : fine_size[0], : fine_size[1]]
@@ -268,3 +269,5 @@ class GroupState:
     count: int
     mask: torch.Tensor  # [h', w'] bools: real pixels (not padding)
     truth: torch.Tensor | None  # the true values (encoder only)
+    coarse: torch.Tensor  # y_k: the block means
+    earlier: list[torch.Tensor]  # the values of the groups before this one

@@ -126,3 +126,35 @@ def sketch(image: torch.Tensor, blur_passes: int = 4) -> torch.Tensor:
 def size_at_stride(size: tuple[int, int], stride: int) -> tuple[int, int]:
     """Spatial size of a tensor that lives at `stride` of an image of `size`."""
     return (-(-size[0] // stride), -(-size[1] // stride))
+
+
+# Near-lossless coding with a maximum error N per subpixel: the values 0..255 fall in
+# bins of 2N + 1 values, bin k holding k(2N+1) - N .. k(2N+1) + N (the first and last
+# cut at 0 and 255); a value is sent as its bin and rebuilt as the bin's centre
+# k(2N+1), or 255 where the last bin's centre lies above 255. Every value of a bin
+# is within N of what it is rebuilt as.
+
+
+def error_bins(max_error: int) -> torch.Tensor:
+    """The first value of each bin, then 256: int64 [bins + 1]."""
+    width = 2 * max_error + 1
+    count = (255 + max_error) // width + 1
+    return (torch.arange(count + 1, dtype=torch.int64) * width - max_error).clamp(0, 256)
+
+
+def bin_of(values: torch.Tensor, max_error: int) -> torch.Tensor:
+    """The bin (0-based) that each value 0..255 lies in."""
+    return torch.div(values.to(torch.int64) + max_error, 2 * max_error + 1, rounding_mode="floor")
+
+
+def bin_centre(bins: torch.Tensor, max_error: int) -> torch.Tensor:
+    """The value each bin is rebuilt as."""
+    return (bins.to(torch.int64) * (2 * max_error + 1)).clamp(max=255)
+
+
+def within_error(image: torch.Tensor, max_error: int) -> torch.Tensor:
+    """The image as near-lossless coding rebuilds it: every value moved to its bin's
+    centre, at most `max_error` away (the image itself for 0)."""
+    if max_error == 0:
+        return image
+    return bin_centre(bin_of(image, max_error), max_error)
