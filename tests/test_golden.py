@@ -177,7 +177,8 @@ def test_coding_again_with_the_files_adaptation_gives_the_golden_sections(name):
         adaptation = code_adaptation(stream, codec.model)
         tile = x[..., top:bottom, left:right]
         step, version = golden.latent_step, golden.version
-        _, sections, _ = encode_tile(codec.model, tile, index, "full", step, None, version, None, adaptation)
+        coded = encode_tile(codec.model, tile, index, "full", step, None, version, None, adaptation, golden.max_error)
+        sections = coded[1]
         assert sections == by_tile[index]
 
 
@@ -199,6 +200,7 @@ def test_golden_files_cover_every_version_metadata_classical_tiles_and_the_exact
     # Near-lossless files of the exact model, in colour over several odd-edged tiles and in grayscale:
     near_lossless = [h for h in exact if h.max_error]
     assert {h.channels for h in near_lossless} == {1, 3} and any(h.tile_count > 1 for h in near_lossless)
+    assert any(s.kind == "adapt" for h in near_lossless for s in h.sections)
 
 
 def test_full_golden_files_decode_to_their_source_images_or_within_their_maximum_error():

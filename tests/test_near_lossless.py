@@ -149,3 +149,36 @@ def test_a_corrupt_maximum_error_is_caught_by_the_image_checksum(codec):
     header.max_error = 3
     with pytest.raises(CodecError):
         codec.decompress(pack(header))
+
+
+@pytest.mark.parametrize("max_error", [0, 2])
+def test_the_adaptation_fit_counts_the_bits_the_coder_codes(max_error):
+    """The fit's float bits of the recorded heads (unadapted) are the coder's own
+    estimate of the pixel sections: the bins, and the last pixel of each block among
+    its bins, are recorded as coded."""
+    from selfvae_codec.codec.adaptation import adapted_bits, record_heads
+    from selfvae_codec.codec.engine import encode_tile
+    from selfvae_codec.models.heads import pixel_heads
+
+    model = Codec("default").model
+    image = np.asarray(Image.open("tests/data/astronaut_128x128.png").convert("RGB"))
+    tile = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].to(torch.int64)
+    samples, positions = record_heads(model, tile, 2**-2.5, 6, max_error)
+    heads = pixel_heads(model)
+    zero = torch.zeros(len(heads), samples.params.shape[1])
+    fitted = float(adapted_bits(samples, zero, zero, heads[0].channels, heads[0].mixtures))
+    _, _, bits = encode_tile(model, tile, 0, "full", 2**-2.5, None, 6, None, None, max_error)
+    coded = sum(value for label, value in bits.items() if label[0] in "yx")
+    assert positions == samples.values.shape[0] and abs(fitted / coded - 1) < 1e-4
+
+
+def test_an_adapted_near_lossless_file_decodes_within_its_bound():
+    codec = Codec("default")
+    image = np.asarray(Image.open("tests/data/astronaut_128x128.png").convert("RGB"))
+    result = codec.encode(image, "full", classical_tiles=False, max_error=8, effort=3)
+    assert "adapt" in {s.kind for s in unpack(result.data).sections}
+    plain = codec.compress(image, "full", classical_tiles=False, max_error=8)
+    assert len(result.data) < len(plain)
+    decoded = codec.decompress(result.data)
+    assert np.array_equal(decoded, result.reconstruction)
+    assert int(np.abs(decoded.astype(np.int64) - image).max()) <= 8

@@ -29,7 +29,16 @@ from ..models.exact_distributions import LATENT_SYMBOL_LIMIT
 from ..models.heads import BIAS_BITS, GAIN_BITS, pixel_heads
 from ..models.hierarchy import LevelState, TopState, descend
 from ..models.levels import GroupState
-from .engine import SCALE_OF_SCALES, Coding, adaptation_scales, latent_steps, table_bits
+from ..models.transforms import bin_of, error_bins
+from .engine import (
+    SCALE_OF_SCALES,
+    Coding,
+    adaptation_scales,
+    latent_steps,
+    near_lossless_bounds,
+    representations,
+    table_bits,
+)
 from .entropy import EncoderStream
 
 ADAPTATION_EFFORT = 3  # the lowest effort that adapts
@@ -46,14 +55,17 @@ RECORDED_POSITIONS = 1 << 16
 class HeadSamples:
     """What the pixel heads code, position by position (N of them, all heads): the
     head (`heads`, [N]), its parameters ([N, P], floats on the mixture's scale), the
-    value ([N, C]) and the range it lies in ([N, C] each; 0..255 but in the last group
-    of a 2x2 block)."""
+    value ([N, C]), the range it lies in ([N, C] each; 0..255 but in the last group
+    of a 2x2 block) and the values it stands for (first..last, [N, C] each: the value
+    itself, or in a near-lossless file its bin)."""
 
     heads: torch.Tensor
     params: torch.Tensor
     values: torch.Tensor
     lo: torch.Tensor
     hi: torch.Tensor
+    first: torch.Tensor
+    last: torch.Tensor
 
     @classmethod
     def joined(cls, parts: list[HeadSamples]) -> HeadSamples:
@@ -64,12 +76,13 @@ class HeadSamples:
 
 
 class Recording(Coding):
-    """The walk of a `full` file that, instead of coding each pixel head's values,
-    records them with the head's parameters (the latents are coded as in the file, so
-    the heads see what the decoder's will)."""
+    """The walk of a `full` file (near-lossless with a `max_error`) that, instead of
+    coding each pixel head's values, records them with the head's parameters (the
+    latents are coded as in the file, so the heads see what the decoder's will)."""
 
-    def __init__(self, model, stream, steps, truth: list[torch.Tensor]):
-        super().__init__(model, stream, "full", steps, truth)
+    def __init__(self, model, stream, steps, truth: list[torch.Tensor], max_error: int = 0):
+        super().__init__(model, stream, "full", steps, truth, max_error)
+        self.firsts = error_bins(max_error) if max_error else None
         heads = pixel_heads(model)
         self.head_index = {id(head): i for i, head in enumerate(heads)}
         self.scale = fixed_point.ACT_ONE if model.config.exact else 1
@@ -90,12 +103,19 @@ class Recording(Coding):
 
         params = at_mask(distribution.params).to(torch.float32) / self.scale
         values = at_mask(values)
-        if lo is None:
+        bounded = lo is not None
+        if not bounded:
             lo, hi = torch.zeros_like(values), torch.full_like(values, 255)
         else:
             lo, hi = at_mask(lo), at_mask(hi)
+        first, last = values, values
+        if self.max_error:  # bins: of the values, and the bounds (bins too) as values
+            firsts = self.firsts.to(values.device)
+            first, last = firsts[bin_of(values, self.max_error)], firsts[bin_of(values, self.max_error) + 1] - 1
+            if bounded:
+                lo, hi = firsts[lo], firsts[hi + 1] - 1
         heads = torch.full((values.shape[0],), self.head_index[id(head)], dtype=torch.int64, device=values.device)
-        self.samples.append(HeadSamples(heads, params, values, lo, hi))
+        self.samples.append(HeadSamples(heads, params, values, lo, hi, first, last))
 
     def top_representation(self, top: TopState):
         truth = self.truth[0]
@@ -113,7 +133,9 @@ class Recording(Coding):
         groups = iter(level.group_heads)
 
         def record_group(group: GroupState) -> torch.Tensor:
-            bounds = (group.lo, group.hi) if group.last else ()
+            bounds = ()
+            if group.last:
+                bounds = near_lossless_bounds(group, self.max_error) if self.max_error else (group.lo, group.hi)
             self._record(next(groups), group.distribution, group.truth, group.mask, *bounds)
             return group.truth
 
@@ -121,11 +143,12 @@ class Recording(Coding):
 
 
 @torch.no_grad()
-def record_heads(model, tile: torch.Tensor, step: float, version: int) -> tuple[HeadSamples, int]:
+def record_heads(model, tile: torch.Tensor, step: float, version: int, max_error: int = 0) -> tuple[HeadSamples, int]:
     """The positions the pixel heads code in a `full` file of `tile` (int64 [1, C, h, w]),
     at most RECORDED_POSITIONS of each head call, and how many they code in all."""
     stream = EncoderStream(tile=0, version=version)
-    policy = Recording(model, stream, latent_steps(model, step, None), model.representations(tile))
+    truth = representations(model, tile, max_error)
+    policy = Recording(model, stream, latent_steps(model, step, None), truth, max_error)
     descend(model, tile.shape[-2:], policy)
     return HeadSamples.joined(policy.samples), policy.positions
 
@@ -139,7 +162,9 @@ def adapted_bits(samples: HeadSamples, gains: torch.Tensor, biases: torch.Tensor
         return t.t()[None, :, :, None]
 
     mixture = DiscretizedLogisticMixture(grid(params), channels, mixtures)
-    return -mixture.log_prob(grid(samples.values), grid(samples.lo), grid(samples.hi)).sum().double() / math.log(2)
+    bins = (grid(samples.first), grid(samples.last))
+    log_p = mixture.log_prob(grid(samples.values), grid(samples.lo), grid(samples.hi), bins)
+    return -log_p.sum().double() / math.log(2)
 
 
 def adaptation_bits(adaptation: torch.Tensor) -> float:
@@ -150,12 +175,18 @@ def adaptation_bits(adaptation: torch.Tensor) -> float:
 
 
 def fit_adaptation(
-    model, tile: torch.Tensor, step: float, version: int, seed: int = 0, only_if_smaller: bool = True
+    model,
+    tile: torch.Tensor,
+    step: float,
+    version: int,
+    seed: int = 0,
+    only_if_smaller: bool = True,
+    max_error: int = 0,
 ) -> torch.Tensor | None:
     """The adaptation ([heads, 2, P] integers: gains, biases) that makes `tile`'s `full`
-    file smallest by the fit, or (`only_if_smaller`) None where no adaptation pays for
-    its own bits."""
-    samples, coded_positions = record_heads(model, tile, step, version)
+    file (near-lossless with a `max_error`) smallest by the fit, or
+    (`only_if_smaller`) None where no adaptation pays for its own bits."""
+    samples, coded_positions = record_heads(model, tile, step, version, max_error)
     heads = pixel_heads(model)
     channels, mixtures = heads[0].channels, heads[0].mixtures
     shape = (len(heads), samples.params.shape[1])

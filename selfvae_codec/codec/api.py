@@ -184,8 +184,8 @@ class Codec:
         `effort` (1 to 3, default 2) is how hard the encoder tries: the lossless WebP
         methods tried for classical tiles, and at 3 (`full` files of format 5) the pixel
         heads adapted to each tile (adaptation.py), several times slower.
-        `max_error` N (1 to MAX_ERROR; `full` only, no adaptation) makes the file
-        near-lossless: every decoded subpixel within N of the image's (engine.py).
+        `max_error` N (1 to MAX_ERROR; `full` only) makes the file near-lossless:
+        every decoded subpixel within N of the image's (engine.py).
         `format_version` 2 or 3 writes a file that older selfvae-codec releases read
         too (version 2: an exact model's probability tables then take 5-6x the time;
         versions before 4 rebuild a conditional image without holding its block means)."""
@@ -210,13 +210,14 @@ class Codec:
         estimated: dict[str, float] = {}
         tiles = tile_boxes(height, width, self.tile_size)
         adapts = mode == "full" and effort >= ADAPTATION_EFFORT and format_version >= ADAPTATION_FROM
-        adapts = adapts and not max_error
         counter = SectionCounter(progress, len(tiles) * self.sections_per_tile(mode, adapts))
         with torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 tile = x[..., top:bottom, left:right].to(self.device, torch.int64)
                 try:
-                    adaptation = fit_adaptation(self.model, tile, step, format_version) if adapts else None
+                    adaptation = None
+                    if adapts:
+                        adaptation = fit_adaptation(self.model, tile, step, format_version, max_error=max_error)
                     result, tile_sections, tile_bits = encode_tile(
                         self.model, tile, index, mode, step, quality, format_version, counter, adaptation, max_error
                     )

@@ -125,12 +125,21 @@ class DiscretizedLogisticMixture:
             component = self._component_interval_log_prob(c, mean, x[:, c], x[:, c])
             log_w = F.log_softmax(log_w + component, dim=1)
 
-    def log_prob(self, x: torch.Tensor, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-probability (nats) of integer values x [B, C, H, W]; returns [B, H, W]."""
+    def log_prob(
+        self,
+        x: torch.Tensor,
+        lo: torch.Tensor | None = None,
+        hi: torch.Tensor | None = None,
+        bins: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Log-probability (nats) of integer values x [B, C, H, W]; returns [B, H, W].
+        With `bins` (first, last: [B, C, H, W]), of the values first..last of each
+        subpixel (a near-lossless file's bin), the channels still conditioned on x."""
         x = x.to(torch.int64)
+        first, last = bins if bins is not None else (x, x)
         total = torch.zeros(x.shape[0], *x.shape[2:], device=self.means.device)
         for c, log_w, mean in self._channel_states(x, self.channels):
-            component = self._component_interval_log_prob(c, mean, x[:, c], x[:, c])
+            component = self._component_interval_log_prob(c, mean, first[:, c], last[:, c])
             total = total + torch.logsumexp(log_w + component, dim=1)
             if lo is not None:
                 mass = self._component_interval_log_prob(c, mean, lo[:, c], hi[:, c])
