@@ -34,15 +34,15 @@ def max_error(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max())
 
 
-def ours(codec, image: np.ndarray, bound: int, name: str) -> dict:
+def ours(codec, image: np.ndarray, bound: int, name: str, effort: int) -> dict:
     """selfvae-codec at `bound`: the file, the model alone, the times, the check."""
-    result = codec.encode(image, "full", max_error=bound)
+    result = codec.encode(image, "full", max_error=bound, effort=effort)
     started = time.perf_counter()
     decoded = codec.decompress(result.data)
     decode_seconds = time.perf_counter() - started
     if not np.array_equal(decoded, result.reconstruction) or max_error(decoded, image) > bound:
         raise SystemExit(f"selfvae-codec {name} at max error {bound}: outside its bound or not as encoded")
-    model_alone = codec.compress(image, "full", classical_tiles=False, max_error=bound)
+    model_alone = codec.compress(image, "full", classical_tiles=False, max_error=bound, effort=effort)
     return {
         "selfvae_bpsp": 8 * len(result.data) / image.size,
         "selfvae_psnr": psnr(decoded, image),
@@ -142,15 +142,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     parser.add_argument("--max-errors", type=int, nargs="+", default=list(MAX_ERRORS))
+    parser.add_argument("--effort", type=int, default=2, help="selfvae-codec's --effort (3 adapts the heads)")
+    parser.add_argument("--no-classical", action="store_true", help="leave out JPEG-LS and JPEG XL")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     codec, files = load_codec_and_images(args)
-    classical = have_imagecodecs()
+    classical = not args.no_classical and have_imagecodecs()
     rows = []
     for path in files:
         image = load_rgb(path)
         for bound in [0, *args.max_errors]:
-            row = {"image": path.name, "max_error": bound, **ours(codec, image, bound, path.name)}
+            row = {"image": path.name, "max_error": bound, **ours(codec, image, bound, path.name, args.effort)}
             if classical:
                 row.update(jpeg_ls(image, bound, path.name))
                 row.update(jpeg_xl_at_psnr(image, row["selfvae_psnr"]))
@@ -165,7 +167,7 @@ def main() -> None:
     summary = summarize(rows)
     write_csv(args.out / "summary.csv", summary)
     plot(summary, args.out / "near_lossless.png", f"{args.folder} ({len(files)} images)")
-    print(f"\n{machine_description(args.threads)}; {len(files)} images of {args.folder}")
+    print(f"\n{machine_description(args.threads)}; {len(files)} images of {args.folder}; effort {args.effort}")
     print("\n| N | selfvae-codec bpsp | PSNR | max error | model alone | JPEG-LS bpsp | JPEG XL bpsp (max error) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in summary:

@@ -10,6 +10,7 @@ import pytest
 import rate_distortion
 import report_sections
 import torch
+from PIL import Image
 
 from selfvae_codec.codec.api import Codec
 from selfvae_codec.models.config import tiny_config
@@ -154,3 +155,19 @@ def test_the_exact_note_reads_each_comparison_with_its_own_models(tmp_path, monk
     name, gap, slowdowns = report_sections.exact_gaps("exact_lossy")
     assert name == "lossy" and gap == pytest.approx(0.5) and sorted(slowdowns) == pytest.approx([2.5, 3.0])
     assert report_sections.exact_gaps("exact") is None
+
+
+def test_the_near_lossless_benchmark_checks_bounds_and_finds_jpeg_xl_at_the_psnr():
+    import near_lossless
+
+    image = np.asarray(Image.open("tests/data/chelsea_75x50.png").convert("RGB"))
+    row = near_lossless.ours(Codec("default"), image, 2, "chelsea", effort=1)
+    assert row["selfvae_max_error"] <= 2 and row["selfvae_psnr"] > 40
+    pytest.importorskip("imagecodecs")
+    jxl = near_lossless.jpeg_xl_at_psnr(image, row["selfvae_psnr"])
+    assert jxl["jxl_psnr"] >= row["selfvae_psnr"]
+    assert near_lossless.jpeg_ls(image, 2, "chelsea")["jpegls_psnr"] > 40
+    summary = near_lossless.summarize(
+        [{"image": "a", "max_error": 2, "x": 1.0}, {"image": "b", "max_error": 2, "x": 3.0}]
+    )
+    assert summary == [{"max_error": 2, "images": 2, "x": 2.0}]

@@ -13,7 +13,7 @@ from selfvae_codec.bitstream import unpack
 from selfvae_codec.cli.main import cli
 from selfvae_codec.errors import BadValueError, CodecError
 from selfvae_codec.models.distributions import DiscretizedLogisticMixture
-from selfvae_codec.models.exact_distributions import ExactLogisticMixture
+from selfvae_codec.models.exact_distributions import BIN_VALUES, ExactLogisticMixture
 from selfvae_codec.models.transforms import bin_centre, bin_of, error_bins, within_error
 
 
@@ -63,6 +63,18 @@ def test_bin_tables_are_the_sums_of_the_value_tables(max_error):
         bins = exact.coder_bin_table(c, x, firsts)
         sums = torch.stack([values[..., a:b].sum(-1) for a, b in zip(firsts[:-1], firsts[1:], strict=True)], -1)
         assert torch.equal(bins, sums)
+        # In two steps: groups of BIN_VALUES bins, then the bins within a group.
+        rows = bins.reshape(-1, bins.shape[-1])
+        mean, inv_scales, weights = exact.channel_parameters(c, x)
+        groups = ExactLogisticMixture.bin_table(mean, inv_scales, weights, firsts)
+        for group in range(groups.shape[-1]):
+            within = rows[:, group * BIN_VALUES : (group + 1) * BIN_VALUES]
+            assert torch.equal(groups[:, group], within.sum(-1))
+            chosen = torch.full((rows.shape[0],), group)
+            second = ExactLogisticMixture.value_in_bin_table(mean, inv_scales, weights, chosen, firsts)
+            has_mass = within.sum(-1) > 0
+            assert torch.equal(second[has_mass, : within.shape[-1]], within[has_mass])
+            assert not second[:, within.shape[-1] :].any()  # no bins past the last
     float_bins = DiscretizedLogisticMixture(params, channels, mixtures).coder_bin_table(1, x, firsts)
     assert torch.allclose(float_bins.sum(-1), torch.ones(2, 5, 6), atol=1e-5)
 

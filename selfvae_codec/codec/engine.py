@@ -46,6 +46,9 @@ from .entropy import CodingError, EncoderStream, latent_model
 
 RECONSTRUCTION = "mean"  # how the decoder fills in what was not sent
 TABLE_BUDGET = 1 << 23  # floats per probability-table chunk (32 MB)
+# An exact model codes a symbol in two steps (_code_in_two_steps) where it has more
+# than this many: every value (format 3 on), a near-lossless file's bin for a max error of 1 to 3.
+TWO_STEPS_ABOVE = 2 * BIN_VALUES
 
 
 def _row_ranges(height: int, width: int, mixtures: int, count: int) -> list[tuple[int, int]]:
@@ -79,7 +82,9 @@ def code_pixels(
     height, width = mask.shape
     binned = max_error > 0
     firsts = error_bins(max_error) if binned else None
-    in_two_steps = lo is None and not binned and stream.values_in_two_steps and dist.codes_in_bins
+    # An exact model codes values, and near-lossless bins where there are many, in two steps.
+    units = len(firsts) - 1 if binned else 256
+    in_two_steps = lo is None and stream.values_in_two_steps and dist.codes_in_bins and units > TWO_STEPS_ABOVE
     widest = BIN_VALUES if in_two_steps else len(firsts) - 1 if binned and lo is None else count
     ranges = _row_ranges(height, width, dist.mixtures, widest)
     values = torch.zeros(1, dist.channels, height, width, dtype=torch.int64, device=mask.device)
@@ -109,7 +114,7 @@ def code_pixels(
             symbols = symbols - (lo[0, c] if interval else 0)
             true_symbols = [symbols[r0:r1][mask[r0:r1]].cpu().numpy() for r0, r1 in ranges]
         if in_two_steps:
-            coded = _code_in_two_steps(stream, dist, c, values, mask, ranges, true_symbols)
+            coded = _code_in_two_steps(stream, dist, c, values, mask, ranges, true_symbols, firsts)
         else:
             coded = stream.categorical(table, len(ranges), true_symbols)
         if truth is None:
@@ -153,11 +158,13 @@ def _code_in_two_steps(
     mask: torch.Tensor,
     ranges: list[tuple[int, int]],
     true_symbols: list[np.ndarray] | None,
+    units: torch.Tensor | None = None,
 ) -> list[np.ndarray]:
-    """Code channel c's values (0..255) as their bins of BIN_VALUES values, then as the
-    values within those bins: in the stream, every bin of the channel comes before
-    every value within a bin, whatever the chunks. Two tables of 16 counts per value
-    instead of one of 256."""
+    """Code channel c's symbols, its values (0..255) or with `units` (a near-lossless
+    file's error_bins) its bins, as their groups of BIN_VALUES symbols, then as the
+    symbols within those groups: in the stream, every group of the channel comes
+    before every symbol within a group, whatever the chunks. Two tables of 16 counts
+    per value instead of one of 256."""
     parameters: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def parameters_of(i: int) -> tuple[torch.Tensor, ...]:
@@ -172,14 +179,14 @@ def _code_in_two_steps(
         return parameters[i]
 
     def first_step_table(i: int) -> np.ndarray:
-        return _for_coder(stream, ExactLogisticMixture.bin_table(*parameters_of(i)))
+        return _for_coder(stream, ExactLogisticMixture.bin_table(*parameters_of(i), units))
 
     true_bins = None if true_symbols is None else [s // BIN_VALUES for s in true_symbols]
     bins = stream.categorical(first_step_table, len(ranges), true_bins)
 
     def second_step_table(i: int) -> np.ndarray:
         chosen = torch.from_numpy(bins[i].astype(np.int64)).to(values.device)
-        return _for_coder(stream, ExactLogisticMixture.value_in_bin_table(*parameters_of(i), chosen))
+        return _for_coder(stream, ExactLogisticMixture.value_in_bin_table(*parameters_of(i), chosen, units))
 
     true_offsets = None if true_symbols is None else [s % BIN_VALUES for s in true_symbols]
     offsets = stream.categorical(second_step_table, len(ranges), true_offsets)

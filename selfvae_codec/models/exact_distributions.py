@@ -173,35 +173,49 @@ class ExactLogisticMixture:
         return rows(self._channel_mean(c, x)), rows(self.inv_scales[:, c]), rows(self._weights_for(c, x))
 
     @classmethod
-    def bin_table(
-        cls, mean: torch.Tensor, inv_scales: torch.Tensor, weights: torch.Tensor, firsts: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Counts of bins of consecutive values (rows of channel_parameters in, int64
-        [N, bins] out): bin k holds the values firsts[k] .. firsts[k + 1] - 1 (firsts
-        ends with 256). Without `firsts`, the BINS bins of BIN_VALUES values each: the
-        first step of coding a value in two."""
-        edges = BIN_EDGES.to(mean.device)
-        edges = edges[::BIN_VALUES] if firsts is None else fp.lookup(edges, firsts.to(mean.device))
+    def _counts_between(cls, mean, inv_scales, weights, firsts: torch.Tensor) -> torch.Tensor:
+        """Counts of the runs of values firsts[k] .. firsts[k + 1] - 1 (firsts: [E] or
+        [N, E] values 0..256, rows of channel_parameters in): int64 [N, E - 1]."""
+        edges = fp.lookup(BIN_EDGES.to(mean.device), firsts.to(mean.device))
         mixed = cls._mixed_cdf(mean, inv_scales, weights, edges.expand(mean.shape[0], -1))
         return mixed[:, 1:] - mixed[:, :-1]
 
-    def coder_bin_table(self, c: int, x: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
-        """Channel c's counts of the bins that `firsts` bounds (bin_table), given x's
-        channels < c: int64 [B, H, W, bins]."""
-        batch, _, height, width = x.shape
-        return self.bin_table(*self.channel_parameters(c, x), firsts).reshape(batch, height, width, -1)
+    @staticmethod
+    def _units(units: torch.Tensor | None) -> torch.Tensor:
+        """The first value of every unit a value is coded as, then 256: the values
+        themselves, or a near-lossless file's bins (transforms.error_bins)."""
+        return torch.arange(257, dtype=torch.int64) if units is None else units
+
+    @classmethod
+    def bin_table(cls, mean, inv_scales, weights, units: torch.Tensor | None = None) -> torch.Tensor:
+        """Counts of the bins of BIN_VALUES units each (rows of channel_parameters in,
+        int64 [N, bins] out; the last bin may hold fewer): the first step of coding a
+        unit in two. `units` as _units (None: the values, 16 bins)."""
+        firsts = cls._units(units)
+        count = firsts.numel() - 1
+        starts = torch.arange(0, count + BIN_VALUES, BIN_VALUES).clamp(max=count).unique()
+        return cls._counts_between(mean, inv_scales, weights, firsts[starts])
 
     @classmethod
     def value_in_bin_table(
-        cls, mean: torch.Tensor, inv_scales: torch.Tensor, weights: torch.Tensor, bins: torch.Tensor
+        cls, mean, inv_scales, weights, bins: torch.Tensor, units: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Counts of the BIN_VALUES values of each row's bin ([N] bins in, int64
-        [N, BIN_VALUES] out): the second step. A bin without mass (coded by the
-        coder's floor probability) gets a uniform table."""
-        values = (bins * BIN_VALUES).unsqueeze(-1) + torch.arange(BIN_VALUES + 1, device=mean.device)
-        mixed = cls._mixed_cdf(mean, inv_scales, weights, fp.lookup(BIN_EDGES.to(mean.device), values))
-        table = mixed[:, 1:] - mixed[:, :-1]
-        return torch.where(table.sum(-1, keepdim=True) > 0, table, torch.ones_like(table))
+        """Counts of the BIN_VALUES units of each row's bin ([N] bins in, int64
+        [N, BIN_VALUES] out; none past the last unit): the second step. A bin without
+        mass (coded by the coder's floor probability) gets a uniform table."""
+        firsts = cls._units(units).to(mean.device)
+        count = firsts.numel() - 1
+        positions = (bins * BIN_VALUES).unsqueeze(-1) + torch.arange(BIN_VALUES + 1, device=mean.device)
+        table = cls._counts_between(mean, inv_scales, weights, firsts[positions.clamp(max=count)])
+        exists = positions[:, :-1] < count
+        return torch.where(table.sum(-1, keepdim=True) > 0, table, exists.to(torch.int64))
+
+    def coder_bin_table(self, c: int, x: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
+        """Channel c's counts of the bins of values that `firsts` bounds (bin k: the
+        values firsts[k] .. firsts[k + 1] - 1), given x's channels < c: int64 [B, H, W, bins]."""
+        batch, _, height, width = x.shape
+        counts = self._counts_between(*self.channel_parameters(c, x), firsts)
+        return counts.reshape(batch, height, width, -1)
 
     def channel_table(self, c: int, x: torch.Tensor, first: torch.Tensor | None = None, count: int = 256):
         """Channel c's counts for the `count` values first..first+count-1 (0..255 without
