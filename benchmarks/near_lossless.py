@@ -6,7 +6,7 @@ stops the benchmark.
     python benchmarks/near_lossless.py ../shared/data/val/classic --threads 2 \
         --out benchmarks/results/classic/near_lossless
 
-Writes per_image.csv, summary.csv (means per N) and near_lossless.png under --out.
+Writes per_image.csv, summary.json (means per N) and near_lossless.png under --out.
 JPEG-LS and JPEG XL come from imagecodecs (`pip install -e ".[bench]"`); without it
 those columns are left out.
 """
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import add_common_arguments, load_codec_and_images, load_rgb, machine_description, write_csv
+from common import add_common_arguments, load_codec_and_images, load_rgb, machine_description, write_csv, write_json
 
 MAX_ERRORS = (1, 2, 4, 8)
 JXL_SEARCH_STEPS = 12  # bisection steps over the JPEG XL distance
@@ -165,7 +165,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "per_image.csv", rows)
     summary = summarize(rows)
-    write_csv(args.out / "summary.csv", summary)
+    write_json(
+        args.out / "summary.json",
+        {
+            "folder": args.folder,
+            "images": len(files),
+            "machine": machine_description(args.threads),
+            "model_fingerprint": codec.fingerprint,
+            "effort": args.effort,
+            "by_max_error": summary,
+        },
+    )
     plot(summary, args.out / "near_lossless.png", f"{args.folder} ({len(files)} images)")
     print(f"\n{machine_description(args.threads)}; {len(files)} images of {args.folder}; effort {args.effort}")
     print("\n| N | selfvae-codec bpsp | PSNR | max error | model alone | JPEG-LS bpsp | JPEG XL bpsp (max error) |")

@@ -95,6 +95,26 @@ def lossy_summary() -> str:
     )
 
 
+def near_lossless_summary() -> str:
+    """One sentence on `full --max-error N` against lossless `full` and JPEG-LS, per
+    validation set, from the near-lossless results."""
+    parts = []
+    for name, folder in (("BSDS500", RESULTS / "near_lossless"), ("classic", RESULTS / "classic" / "near_lossless")):
+        summary = load(folder / "summary.json")
+        if summary is None:
+            continue
+        rows = {row["max_error"]: row for row in summary["by_max_error"]}
+        points = ", ".join(
+            f"N = {n} {row['selfvae_bpsp']:.2f} ({row['selfvae_psnr']:.1f} dB; JPEG-LS {row['jpegls_bpsp']:.2f})"
+            for n, row in rows.items()
+            if n
+        )
+        parts.append(f"on {name} {points} against {rows[0]['selfvae_bpsp']:.2f} lossless")
+    if not parts:
+        return ""
+    return "Near-lossless (`--max-error N`), bits per subpixel: " + "; ".join(parts) + " (plots in the results). "
+
+
 def summary_section() -> list[str]:
     """The top README's few lines: the lossless table, speed, the plots."""
     summary = load(RESULTS / "lossless" / "summary.json")
@@ -116,7 +136,7 @@ def summary_section() -> list[str]:
         "model's). "
         f"Encode {summary['selfvae_encode_s']:.2f} s and decode {summary['selfvae_decode_s']:.2f} s per BSDS500 "
         f"photo (481x321) at 2 threads on 2 CPU cores, with the exact model{effort3_time()}. "
-        f"{lossy_summary()}Every table, the "
+        f"{lossy_summary()}{near_lossless_summary()}Every table, the "
         "lossy modes' and the training curve: [benchmarks/results](benchmarks/results/README.md).",
         "",
         *exact_note(),
