@@ -324,52 +324,6 @@ def upscale_section() -> list[str]:
     return lines
 
 
-def near_lossless_section(folder: str, adapted_folder: str | None = None) -> list[str]:
-    """The near-lossless table of one validation set (benchmarks/near_lossless.py),
-    with the files of an `--effort 3` run beside it where there is one."""
-    summary = load(RESULTS / folder / "summary.json")
-    if summary is None:
-        return []
-    adapted = load(RESULTS / adapted_folder / "summary.json") if adapted_folder else None
-    adapted_bits = {row["max_error"]: row["selfvae_bpsp"] for row in adapted["by_max_error"]} if adapted else {}
-    extra = " | `--effort 3`" if adapted else ""
-    lines = [
-        f"### Near-lossless ({summary['images']} images of `{summary['folder']}`)",
-        "",
-        f"`python benchmarks/near_lossless.py {summary['folder']} --threads 2"
-        + (f" --limit {summary['images']}" if "bsds500" in summary["folder"] else "")
-        + f" --out benchmarks/results/{folder}` ({summary['machine']}): `full --max-error N` files, "
-        "the model alone, JPEG-LS near-lossless at the same N and JPEG XL (effort 7) at the distance that "
-        "reaches the same PSNR (or lossless, where smaller), in bits per subpixel; N = 0 is lossless.",
-        "",
-        f"| N | selfvae-codec{extra} | PSNR | max error | model alone | JPEG-LS | JPEG XL (its max error) |",
-        "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if adapted else ""),
-    ]
-    for row in summary["by_max_error"]:
-        ours = f"{row['selfvae_bpsp']:.3f}"
-        if adapted:
-            ours += f" | {adapted_bits[row['max_error']]:.3f}" if row["max_error"] in adapted_bits else " | -"
-        lines.append(
-            f"| {row['max_error']} | {ours} | {row['selfvae_psnr']:.2f} dB | {row['selfvae_max_error']:.0f} | "
-            f"{row['model_only_bpsp']:.3f} | {row['jpegls_bpsp']:.3f} | {row['jxl_bpsp']:.3f} "
-            f"({row['jxl_max_error']:.1f}) |"
-        )
-    times = ", ".join(
-        f"N = {r['max_error']} {r['selfvae_encode_s']:.2f} / {r['selfvae_decode_s']:.2f} s"
-        for r in summary["by_max_error"]
-    )
-    lines += [
-        "",
-        f"Encode / decode per image (default effort): {times}. A tile stored as PNG or WebP decodes in "
-        "milliseconds, so decode times follow the share of tiles the model codes. Every decoded image was "
-        "checked against its bound.",
-        "",
-        f"![near-lossless]({folder}/near_lossless.png)",
-        "",
-    ]
-    return lines
-
-
 # benchmarks/exact_vs_float.py's outputs: the lossless model's, then the lossy model's
 EXACT_COMPARISONS = ("exact_default2", "exact_lossy")  # the shipped default and lossy
 
@@ -432,6 +386,8 @@ def results_document() -> str:
         + lossless_section("classic/lossless", lossy_too=False)
         + exact_section()
     )
+    from report_near_lossless import near_lossless_section  # it reads this module's RESULTS and load
+
     near_lossless = near_lossless_section("near_lossless") + near_lossless_section(
         "classic/near_lossless", "classic/near_lossless_effort3"
     )
