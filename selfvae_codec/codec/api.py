@@ -147,8 +147,8 @@ class Codec:
         max_error = whole_number(max_error, 0, MAX_ERROR, "the maximum error")
         if max_error and mode != "full":
             raise BadValueError(f"a maximum error applies to full files, not to {mode}")
-        if max_error and self.lossy:
-            raise BadValueError("a maximum error needs a lossless model (the shipped one is 'default')")
+        if max_error and (self.lossy or not self.portable):
+            raise BadValueError("a maximum error needs an exact lossless model (the shipped one is 'default')")
         if max_error and format_version < NEAR_LOSSLESS_FROM:
             raise BadValueError(f"a maximum error needs format version {NEAR_LOSSLESS_FROM} or later")
         return max_error

@@ -98,8 +98,8 @@ def check_file_fits_the_model(codec, header: Header) -> None:
         raise CodecError("the file records no encoder thread count; a float model's files do (corrupt header)")
     if bool(header.quality) != codec.lossy or header.quality > codec.model.config.qualities:
         raise CodecError(f"the file's quality setting ({header.quality}) does not fit the model")
-    if header.max_error and codec.lossy:
-        raise CodecError(f"the file's maximum error ({header.max_error}) does not fit a lossy model")
+    if header.max_error and (codec.lossy or not codec.portable):
+        raise CodecError(f"the file's maximum error ({header.max_error}) needs an exact lossless model")
 
 
 def decoding_error(codec, problem: str) -> CodecError:

@@ -98,10 +98,12 @@ def code_pixels(
             r0, r1 = ranges[i]
             part = dist.crop_rows(r0, r1)
             context = values[..., r0:r1, :]
-            if binned:
+            if binned and lo is None:
                 probs = part.coder_bin_table(c, context, firsts)
-                if lo is not None:
-                    probs = _bins_between(probs, lo[:, c, r0:r1], hi[:, c, r0:r1], count)
+            elif binned:
+                first_bins = lo[:, c, r0:r1]
+                probs = part.coder_bin_table(c, context, firsts, first_bins, count)
+                probs = _bins_up_to(probs, first_bins, hi[:, c, r0:r1])
             elif lo is None:
                 probs = part.coder_table(c, context)
             else:
@@ -128,16 +130,14 @@ def code_pixels(
     return values
 
 
-def _bins_between(table: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int) -> torch.Tensor:
-    """A bin table [..., bins] cut to the `count` bins lo, lo + 1, ... at each position
-    ([...] bounds), those above hi given no mass; uniform over lo..hi where they have
-    none. Float tables are renormalised."""
-    candidates = lo.unsqueeze(-1) + torch.arange(count, device=table.device)
+def _bins_up_to(table: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """An exact model's counts [..., count] of the bins lo, lo + 1, ... at each
+    position ([...] bounds) with those above hi given none; uniform over lo..hi where
+    they have none."""
+    candidates = lo.unsqueeze(-1) + torch.arange(table.shape[-1], device=table.device)
     allowed = candidates <= hi.unsqueeze(-1)
-    picked = table.gather(-1, candidates.clamp(max=table.shape[-1] - 1))
-    picked = torch.where(allowed, picked, torch.zeros_like(picked))
-    picked = torch.where(picked.sum(-1, keepdim=True) > 0, picked, allowed.to(picked.dtype))
-    return picked / picked.sum(-1, keepdim=True) if picked.is_floating_point() else picked
+    picked = torch.where(allowed, table, torch.zeros_like(table))
+    return torch.where(picked.sum(-1, keepdim=True) > 0, picked, allowed.to(picked.dtype))
 
 
 def near_lossless_bounds(group: GroupState, max_error: int) -> tuple[torch.Tensor, torch.Tensor]:

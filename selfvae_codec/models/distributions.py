@@ -200,15 +200,6 @@ class DiscretizedLogisticMixture:
             return self.channel_probabilities(c, x)
         return self.interval_probabilities(c, x, lo, hi, count)
 
-    def coder_bin_table(self, c: int, x: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
-        """Channel c's probabilities of bins of consecutive values given x's channels
-        < c: bin k holds the values firsts[k] .. firsts[k + 1] - 1 (firsts ends with
-        256). [B, H, W, bins]; ExactLogisticMixture has the same method."""
-        probs = self.channel_probabilities(c, x)
-        cumulative = torch.nn.functional.pad(probs.cumsum(-1), (1, 0), value=0.0)
-        at_edges = cumulative[..., firsts.to(probs.device)]
-        return (at_edges[..., 1:] - at_edges[..., :-1]).clamp(min=0.0)
-
     def interval_probabilities(
         self, c: int, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int
     ) -> torch.Tensor:

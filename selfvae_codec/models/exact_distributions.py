@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import fixed_point as fp
+from .transforms import bins_from
 
 COEFF_BITS = 15  # channel coupling coefficients: tanh * 2^15
 EDGE_BITS = 16  # bin edges and means on the [-1, 1] pixel scale, * 2^16
@@ -210,11 +211,14 @@ class ExactLogisticMixture:
         exists = positions[:, :-1] < count
         return torch.where(table.sum(-1, keepdim=True) > 0, table, exists.to(torch.int64))
 
-    def coder_bin_table(self, c: int, x: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
+    def coder_bin_table(self, c: int, x: torch.Tensor, firsts: torch.Tensor, lo=None, count: int = 0) -> torch.Tensor:
         """Channel c's counts of the bins of values that `firsts` bounds (bin k: the
-        values firsts[k] .. firsts[k + 1] - 1), given x's channels < c: int64 [B, H, W, bins]."""
+        values firsts[k] .. firsts[k + 1] - 1), given x's channels < c: int64
+        [B, H, W, bins]; with `lo` ([B, H, W] bins), of the `count` bins from lo on.
+        Near-lossless files are coded by exact models only."""
         batch, _, height, width = x.shape
-        counts = self._counts_between(*self.channel_parameters(c, x), firsts)
+        edges = firsts if lo is None else bins_from(firsts, lo.reshape(-1), count)
+        counts = self._counts_between(*self.channel_parameters(c, x), edges)
         return counts.reshape(batch, height, width, -1)
 
     def channel_table(self, c: int, x: torch.Tensor, first: torch.Tensor | None = None, count: int = 256):

@@ -142,6 +142,13 @@ def error_bins(max_error: int) -> torch.Tensor:
     return (torch.arange(count + 1, dtype=torch.int64) * width - max_error).clamp(0, 256)
 
 
+def bins_from(firsts: torch.Tensor, first_bin: torch.Tensor, count: int) -> torch.Tensor:
+    """The bounds (firsts, as error_bins gives them) of the `count` bins from
+    `first_bin` on, per position: [..., count + 1] values (256 past the last bin)."""
+    bins = first_bin.unsqueeze(-1) + torch.arange(count + 1, device=first_bin.device)
+    return firsts.to(first_bin.device)[bins.clamp(max=firsts.numel() - 1)]
+
+
 def bin_of(values: torch.Tensor, max_error: int) -> torch.Tensor:
     """The bin (0-based) that each value 0..255 lies in."""
     return torch.div(values.to(torch.int64) + max_error, 2 * max_error + 1, rounding_mode="floor")
