@@ -14,6 +14,10 @@ selfvae-codec evaluate "$VAL" --samples 8 --threads 2 --csv benchmarks/results/e
 python benchmarks/benchmark.py "$VAL" --threads 2 --out benchmarks/results
 python benchmarks/benchmark.py "$DATA/val/classic" --threads 2 --out benchmarks/results/classic --only lossless
 python benchmarks/benchmark.py "$DATA/val/classic" --threads 2 --out benchmarks/results/classic --only rd --modes rs2,rs1
+python benchmarks/near_lossless.py "$VAL" --limit 16 --threads 2 --out benchmarks/results/near_lossless
+python benchmarks/near_lossless.py "$DATA/val/classic" --threads 2 --out benchmarks/results/classic/near_lossless
+python benchmarks/near_lossless.py "$DATA/val/classic" --threads 2 --effort 3 --no-classical --files-only \
+    --max-errors 2 4 8 --out benchmarks/results/classic/near_lossless_effort3
 python benchmarks/picture_grid.py "$DATA/val/classic/waterloo-tulips.png" --crop 256 --threads 2
 selfvae-codec evaluate "$DATA/val/classic" --samples 8 --threads 2 --csv benchmarks/results/evaluate_classic.csv \
     2>&1 | tail -2 | tee benchmarks/results/evaluate_classic.txt
