@@ -83,9 +83,9 @@ def code_pixels(
     binned = max_error > 0
     firsts = error_bins(max_error) if binned else None
     # An exact model codes values, and near-lossless bins where there are many, in two steps.
-    units = len(firsts) - 1 if binned else 256
-    in_two_steps = lo is None and stream.values_in_two_steps and dist.codes_in_bins and units > TWO_STEPS_ABOVE
-    widest = BIN_VALUES if in_two_steps else len(firsts) - 1 if binned and lo is None else count
+    symbol_count = len(firsts) - 1 if binned else 256
+    in_two_steps = lo is None and stream.values_in_two_steps and dist.codes_in_bins and symbol_count > TWO_STEPS_ABOVE
+    widest = BIN_VALUES if in_two_steps else symbol_count if binned and lo is None else count
     ranges = _row_ranges(height, width, dist.mixtures, widest)
     values = torch.zeros(1, dist.channels, height, width, dtype=torch.int64, device=mask.device)
     if truth is not None:
