@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import selfvae_codec.codec.api as api
+import selfvae_codec.codec.tile_encoding as tile_encoding
 from selfvae_codec.bitstream import FORMAT_VERSION, ContainerError, Section, pack, unpack
 from selfvae_codec.codec.adaptation import adapted_bits, fit_adaptation, record_heads
 from selfvae_codec.codec.engine import encode_tile
@@ -35,7 +36,7 @@ def tiny_codec():
 @pytest.fixture
 def always_adapting(monkeypatch):
     """The encoder keeps every fitted adaptation, paying or not (small tiles rarely pay)."""
-    monkeypatch.setattr(api, "fit_adaptation", functools.partial(fit_adaptation, only_if_smaller=False))
+    monkeypatch.setattr(tile_encoding, "fit_adaptation", functools.partial(fit_adaptation, only_if_smaller=False))
 
 
 def pixel_bits(bits: dict[str, float]) -> float:

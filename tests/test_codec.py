@@ -345,3 +345,30 @@ def test_classical_files_wider_than_webp_allows_are_png():
     data = classical_lossless(wide, grayscale=False)
     assert data.startswith(b"\x89PNG")
     assert np.array_equal(read_classical_tile(data, 2, WEBP_MAX_SIDE + 1), wide)
+
+
+def test_the_float_estimate_of_a_full_file_matches_the_exact_coder(codec):
+    """The float twin's reckoning of a `full` tile's bits, on which the encoder decides
+    whether to run the exact model, is the exact coder's to within 1%."""
+    image = load(DATA / "astronaut_128x128.png")
+    header = unpack(codec.compress(image, "full", classical_tiles=False))
+    coded_bits = 8 * sum(len(s.payload) for s in header.sections)
+    tile = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].long()
+    assert abs(codec.estimate_model_bits(tile, header.latent_step) / coded_bits - 1) < 0.01
+
+
+def test_the_exact_model_is_not_run_on_a_tile_it_would_lose(codec, monkeypatch):
+    """A tile whose estimated model bits exceed its classical file's is stored
+    classically without coding it; with classical tiles off, the model codes it."""
+    from selfvae_codec.codec import tile_encoding
+
+    image = load(DATA / "coffee_96x64.png")
+    coded = []
+    real_encode_tile = tile_encoding.encode_tile
+    monkeypatch.setattr(tile_encoding, "encode_tile", lambda *a, **k: coded.append(1) or real_encode_tile(*a, **k))
+    monkeypatch.setattr(tile_encoding, "SKIP_MARGIN", -0.999)  # the model never seems to win
+    data = codec.compress(image, "full")
+    assert not coded and [s.kind for s in unpack(data).sections] == ["pixels"]
+    assert np.array_equal(codec.decompress(data), image)
+    codec.compress(image, "full", classical_tiles=False)
+    assert coded

@@ -45,9 +45,8 @@ from ..models.io import ModelLoadError
 from ..models.selfvae import SelfVAE
 from ..models.transforms import within_error
 from . import decoding, generation, truncation
-from .adaptation import ADAPTATION_EFFORT, fit_adaptation
+from .adaptation import ADAPTATION_EFFORT
 from .decoding import ModelMismatchError
-from .engine import encode_tile
 from .entropy import CodingError
 from .images import (
     DEFAULT_EFFORT,
@@ -62,7 +61,8 @@ from .images import (
 )
 from .rate_control import encode_to_rate
 from .runtime import check_step, free_cores, release_free_memory, resolve_device, torch_threads, whole_number
-from .tiles import Progress, SectionCounter, output_image, smaller_of, tile_boxes, whole_image_classical
+from .tile_encoding import ModelBitsEstimate, TileSettings, encode_model_or_classical
+from .tiles import Progress, SectionCounter, output_image, tile_boxes, whole_image_classical
 
 DEFAULT_TILE = 512
 DEFAULT_QUALITY = 4  # a lossy model's default quality setting (1 = smallest files)
@@ -112,6 +112,7 @@ class Codec:
         self.threads = threads if threads is not None else min(255, free_cores())
         self.tile_size = tile_size
         self.fingerprint = self.model.fingerprint()
+        self.estimate_model_bits = ModelBitsEstimate(self.model)
         self.load_seconds = time.perf_counter() - started
 
     @property
@@ -211,28 +212,19 @@ class Codec:
         tiles = tile_boxes(height, width, self.tile_size)
         adapts = mode == "full" and effort >= ADAPTATION_EFFORT and format_version >= ADAPTATION_FROM
         counter = SectionCounter(progress, len(tiles) * self.sections_per_tile(mode, adapts))
+        settings = TileSettings(
+            mode, step, quality, format_version, effort, max_error, loaded.channels, classical_tiles, adapts, len(tiles)
+        )
         with torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
                 tile = x[..., top:bottom, left:right].to(self.device, torch.int64)
+                pixels = array[top:bottom, left:right]
                 try:
-                    adaptation = None
-                    if adapts:
-                        adaptation = fit_adaptation(self.model, tile, step, format_version, max_error=max_error)
-                    result, tile_sections, tile_bits = encode_tile(
-                        self.model, tile, index, mode, step, quality, format_version, counter, adaptation, max_error
+                    result, tile_sections, tile_bits = encode_model_or_classical(
+                        self.model, self.estimate_model_bits, tile, pixels, index, settings, counter
                     )
-                    counter.finish_tile(index, len(tiles))
                 except CodingError as error:
-                    if not (mode == "full" and classical_tiles):
-                        raise CodecError(f"tile {index + 1} of {len(tiles)}: {error}") from None
-                    # A full tile the coder cannot code is stored as a classical file.
-                    result, tile_sections, tile_bits = tile, [], {}
-                    counter.finish_tile(index, len(tiles))
-                if mode == "full" and classical_tiles:
-                    pixels = array[top:bottom, left:right]
-                    tile_sections, tile_bits = smaller_of(
-                        index, tile_sections, tile_bits, pixels, loaded.channels, effort
-                    )
+                    raise CodecError(f"tile {index + 1} of {len(tiles)}: {error}") from None
                 sections += tile_sections
                 for label, bits in tile_bits.items():
                     estimated[label] = estimated.get(label, 0.0) + bits

@@ -58,16 +58,6 @@ def whole_image_classical(array: np.ndarray, grayscale: bool, sections: list[Sec
     return tile_size, whole
 
 
-def smaller_of(index: int, sections: list[Section], bits: dict, pixels: np.ndarray, channels: int, effort: int):
-    """(sections, estimated bits) of `full` tile `index`: the model's `sections` (none
-    where it could not code the tile), or the tile's `pixels` as one PNG / WebP
-    section where that is smaller."""
-    classical = classical_lossless(pixels, channels == 1, effort)
-    if sections and len(classical) >= sum(len(s.payload) + SECTION_ENTRY_BYTES for s in sections):
-        return sections, bits
-    return [Section("pixels", 0, index, classical)], {"pixels": 8.0 * len(classical)}
-
-
 def sections_by_tile(header: Header) -> dict[int, list[Section]]:
     """Each tile's sections, in file order (the metadata section is no tile's)."""
     by_tile: dict[int, list[Section]] = {}

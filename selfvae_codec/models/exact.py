@@ -46,3 +46,34 @@ def to_exact(model: SelfVAE) -> SelfVAE:
             if tensor.is_floating_point() and name in float_state:
                 tensor.copy_(float_state[name])
     return exact.eval()
+
+
+def float_twin(exact: SelfVAE) -> SelfVAE:
+    """A float model that computes what the exact model `exact` computes, but for the
+    rounding of its activations: every convolution takes the exact one's integers as
+    float weights and biases. Its gradients steer encoder-side searches whose result
+    the exact model then codes (codec/latent_search.py)."""
+    if not exact.config.exact:
+        raise ValueError("float_twin needs an exact model")
+    twin = SelfVAE(dataclasses.replace(exact.config, exact=False))
+    exact_layers = dict(exact.named_modules())
+    with torch.no_grad():
+        for name, layer in conv_layers(twin).items():
+            weight, bias = exact_layers[name].float_weight_and_bias()
+            if isinstance(layer, (WNConv2d, WNConvTranspose2d)):
+                reduce_dims = [d for d in range(weight.dim()) if d != layer.out_dim]
+                layer.weight_v.copy_(weight)
+                layer.weight_g.copy_(weight.pow(2).sum(dim=reduce_dims, keepdim=True).sqrt())
+                layer.initialized.fill_(1)
+            else:
+                layer.weight.copy_(weight)
+            if layer.bias is not None:
+                layer.bias.copy_(bias)
+        if exact.config.lossy:
+            twin.u_log_steps.copy_(torch.log(exact.u_steps_q12.double() / ACT_ONE))
+            twin.z_log_steps.copy_(torch.log(exact.z_steps_q12.double() / ACT_ONE))
+        twin_state = twin.state_dict()
+        for name, tensor in exact.state_dict().items():  # a mixture-of-Gaussians prior's
+            if tensor.is_floating_point() and name in twin_state:
+                twin_state[name].copy_(tensor)
+    return twin.to(exact.device).eval()

@@ -209,6 +209,18 @@ class ExactConv(nn.Module):
         layer.bias.copy_(scaled_bias.to(torch.int64) + torch.bitwise_left_shift(torch.ones_like(shift), shift - 1))
         return layer
 
+    def float_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float weights and bias this layer computes with (on activations in
+        units of one, not 2^-ACT_BITS), the rounding of its output left out."""
+        out_dim = 1 if self.transpose else 0
+        scale_shape = [1] * self.weight.dim()
+        scale_shape[out_dim] = -1
+        scale = torch.pow(2.0, -self.shift.to(torch.float64))
+        weight = self.weight.to(torch.float64) * scale.view(scale_shape)
+        half = torch.bitwise_left_shift(torch.ones_like(self.shift), self.shift - 1)
+        bias = (self.bias - half).to(torch.float64) * scale / ACT_ONE
+        return weight.float(), bias.float()
+
     def _apply(self, fn, recurse=True):
         self._weight64 = None  # moved to another device: rebuild the float64 copy
         return super()._apply(fn, recurse)

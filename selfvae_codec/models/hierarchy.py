@@ -146,10 +146,12 @@ class RateDistortionTerms:
 
     Fills `terms` per example: rate_u, rate_z1 .. (bits); `coarse_errors` holds each
     reconstructed y_k's MSE per subpixel. With `conditional`, every y_k is the true one,
-    coded losslessly (rate_y1 .. rate_yL, bits): the walk of a conditional file."""
+    coded losslessly (rate_y1 .. rate_yL, bits): the walk of a conditional file; with
+    `full` too, x as well (rate_x): the walk of a `full` file."""
 
-    def __init__(self, model, ys: list[torch.Tensor], steps, noisy: bool, conditional: bool):
-        self.model, self.ys, self.noisy, self.conditional = model, ys, noisy, conditional
+    def __init__(self, model, ys: list[torch.Tensor], steps, noisy: bool, conditional: bool, full: bool = False):
+        self.model, self.ys, self.noisy, self.conditional = model, ys, noisy, conditional or full
+        self.full = full
         self.u_step, self.z_steps = steps
         self.terms: dict[str, torch.Tensor] = {}
         self.coarse_errors: list[torch.Tensor] = []
@@ -183,8 +185,9 @@ class RateDistortionTerms:
         k = at.index
         if not self.conditional:
             return at.level.expected(at.coarse, z, at.fine_size)
-        if k + 1 < len(self.model.levels):  # x itself is not coded
-            self.terms[f"rate_y{k + 2}"] = -at.level.log_prob(self.ys[k + 1], at.coarse, z) / math.log(2)
+        if k + 1 < len(self.model.levels) or self.full:  # a conditional file does not code x
+            name = f"rate_y{k + 2}" if k + 1 < len(self.model.levels) else "rate_x"
+            self.terms[name] = -at.level.log_prob(self.ys[k + 1], at.coarse, z) / math.log(2)
         return self.ys[k + 1]
 
 
