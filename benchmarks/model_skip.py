@@ -3,7 +3,8 @@ encoded with the exact model run on every tile (then the smallest of it, PNG and
 WebP kept) and with the early decision (the exact model skipped where the float
 twin's estimate of its bits exceeds the classical file's: codec/tile_encoding.py).
 
-    python benchmarks/model_skip.py ../shared/data/val/classic --threads 2 --out benchmarks/results/model_skip_classic.csv
+    python benchmarks/model_skip.py ../shared/data/val/classic --threads 2 \
+        --out benchmarks/results/model_skip/classic.csv
 
 Prints the bits per subpixel and encode seconds of both, and writes one row per image.
 """

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..bitstream import Section
 from ..models.exact import float_twin
 from ..models.selfvae import SelfVAE
-from .adaptation import ADAPTATION_EFFORT, fit_adaptation
+from .adaptation import fit_adaptation
 from .engine import encode_tile
 from .entropy import CodingError
 from .images import classical_lossless
-from ..bitstream import Section
 from .tiles import SECTION_ENTRY_BYTES
 
 # The exact model codes a `full` tile only where the float model's estimate of its
