@@ -213,7 +213,7 @@ class Codec:
         adapts = mode == "full" and effort >= ADAPTATION_EFFORT and format_version >= ADAPTATION_FROM
         counter = SectionCounter(progress, len(tiles) * self.sections_per_tile(mode, adapts))
         settings = TileSettings(
-            mode, step, quality, format_version, effort, max_error, loaded.channels, classical_tiles, adapts, len(tiles)
+            mode, step, quality, format_version, effort, max_error, loaded.channels, classical_tiles, adapts
         )
         with torch_threads(self.threads), torch.no_grad():
             for index, (top, bottom, left, right) in enumerate(tiles):
@@ -225,6 +225,7 @@ class Codec:
                     )
                 except CodingError as error:
                     raise CodecError(f"tile {index + 1} of {len(tiles)}: {error}") from None
+                counter.finish_tile(index, len(tiles))
                 sections += tile_sections
                 for label, bits in tile_bits.items():
                     estimated[label] = estimated.get(label, 0.0) + bits

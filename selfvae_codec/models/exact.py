@@ -51,8 +51,8 @@ def to_exact(model: SelfVAE) -> SelfVAE:
 def float_twin(exact: SelfVAE) -> SelfVAE:
     """A float model that computes what the exact model `exact` computes, but for the
     rounding of its activations: every convolution takes the exact one's integers as
-    float weights and biases. Its gradients steer encoder-side searches whose result
-    the exact model then codes (codec/latent_search.py)."""
+    float weights and biases. The encoder reckons with it what the exact model's
+    coding would cost before paying for it (codec/tile_encoding.py)."""
     if not exact.config.exact:
         raise ValueError("float_twin needs an exact model")
     twin = SelfVAE(dataclasses.replace(exact.config, exact=False))
