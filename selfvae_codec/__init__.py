@@ -11,12 +11,17 @@ import os
 
 __version__ = "0.1.0"
 
-# OpenMP threads that wait for work sleep instead of spinning, unless the user chose
-# otherwise. Spinning threads fight any other busy process for the cores: beside one,
-# 2 spinning threads took 5.16 s where 2 sleeping ones took 2.94 s
-# (benchmarks/results/threads_under_load.csv). OpenMP reads this when torch loads it,
-# so it is set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that wait for work spin for a moment (GNU OpenMP: 30,000 spins, about
+# 0.3 ms), then sleep, unless the user chose a policy. Spinning threads fight any other
+# busy process for the cores: beside one, 2 threads that spin until there is work took
+# 5.16 s where 2 sleeping ones took 2.94 s (benchmarks/results/threads_under_load.csv);
+# threads that sleep at once pay a wake-up for each of the networks' thousands of
+# small operations: an idle machine's decode took 7.26 s where a brief spin took 6.29 s
+# (benchmarks/results/threads_under_load_decode.csv). OpenMP reads these when torch
+# loads it, so they are set before torch is imported.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 _API = {"Codec", "EncodeResult", "ModelLoadError", "ModelMismatchError", "compress", "decompress", "file_metadata"}
 

@@ -281,14 +281,14 @@ def test_default_threads_leave_out_the_cores_other_processes_are_busy_on(tmp_pat
     assert free_cores(str(tmp_path / "missing")) == usable
 
 
-def test_idle_openmp_threads_sleep_unless_the_user_chose():
-    script = "import os, selfvae_codec; print(os.environ['OMP_WAIT_POLICY'])"
-    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+def test_idle_openmp_threads_spin_briefly_then_sleep_unless_the_user_chose():
+    script = "import os, selfvae_codec; print(os.environ['OMP_WAIT_POLICY'], os.environ.get('GOMP_SPINCOUNT'))"
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("OMP_", "GOMP_"))}
     chosen = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
-    assert chosen.stdout.strip() == "PASSIVE"
-    environment["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert chosen.stdout.split() == ["PASSIVE", "30000"]
+    environment["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's policy, with GNU OpenMP's own spin for it
     kept = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
-    assert kept.stdout.strip() == "ACTIVE"
+    assert kept.stdout.split() == ["ACTIVE", "None"]
 
 
 # -- batches ----------------------------------------------------------------------------
