@@ -380,6 +380,16 @@ def test_the_fingerprint_covers_the_integer_weights():
     assert model.fingerprint() != before
 
 
+def test_coder_counts_shift_each_row_by_the_bits_its_total_has_above_2_to_the_23():
+    """At every power of two (2^k - 1 and 2^k, k up to 62): the shift is the count of
+    bits b = 23..62 with total >> b > 0, the smallest that brings the total below 2^23."""
+    totals = [(1 << k) - 1 for k in range(1, 63)] + [1 << k for k in range(62)] + [0]
+    table = torch.tensor(totals).unsqueeze(-1)
+    expected = [sum(total >> b > 0 for b in range(23, 63)) for total in totals]
+    assert coder_counts(table).squeeze(-1).tolist() == [(t >> s) + 1 for t, s in zip(totals, expected, strict=True)]
+    assert all(t >> s < 1 << 23 and (s == 0 or t >> (s - 1) >= 1 << 23) for t, s in zip(totals, expected, strict=True))
+
+
 def test_coder_counts_are_exact_in_float32_and_leave_no_value_impossible():
     """A table that constriction could not code a value of (a real case: a lossy
     model's last-group table, the true value 3 with no mass), and tables with large

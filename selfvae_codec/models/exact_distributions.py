@@ -58,11 +58,11 @@ def coder_counts(table: torch.Tensor) -> torch.Tensor:
     coder converts counts to float32 and quantises them to 24 bits; with totals below
     2^24 every sum it forms is exact in float32, and no entry is 0, so every value can
     be coded (a 0, or float32 rounding of large totals, can leave a value without
-    probability: constriction then cannot code it). Integer operations only."""
+    probability: constriction then cannot code it). The shift is the bit length of
+    total >> 23, read from the exponent of that number in float64, which holds it
+    exactly (it is below 2^40)."""
     total = table.sum(dim=-1)
-    shift = torch.zeros_like(total)
-    for bit in range(CODER_COUNT_BITS, 63):
-        shift += (total >> bit) > 0
+    shift = torch.frexp((total >> CODER_COUNT_BITS).to(torch.float64)).exponent.to(torch.int64)
     return (table >> shift.unsqueeze(-1)) + 1
 
 
