@@ -4,6 +4,7 @@ fresh process (so the peak resident memory is that of the operation alone).
     python benchmarks/speed.py ../shared/data/train/wikipedia/001.png --threads 2 --mode full
     python benchmarks/speed.py --synthetic 4000x3000 --threads 2     # a large photo
     python benchmarks/speed.py PHOTO --max-error 2 --model-only     # near-lossless, every tile by the model
+    python benchmarks/speed.py PHOTO --model-only --jpeg-xl          # beside JPEG XL lossless
 
 --synthetic WxH builds a photo-like image of that size by mirror-tiling a real
 photo (../shared/data/train/wikipedia/001.png unless --source says otherwise).
@@ -38,9 +39,8 @@ def synthetic_photo(width: int, height: int, source: Path) -> np.ndarray:
 def child(
     direction: str, source: str, target: str, mode: str, threads: int, model: str, max_error: int, classical: bool
 ) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+    # No torch import before the codec's: selfvae_codec sets how OpenMP's threads wait
+    # before torch loads OpenMP, as for a user (the codec runs at `threads` itself).
     from selfvae_codec.codec.api import Codec
 
     codec = Codec(model, threads=threads)
@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the shipped model the CLI uses for --mode")
     parser.add_argument("--max-error", type=int, default=0, help="full: near-lossless within this error")
     parser.add_argument("--model-only", action="store_true", help="full: every tile coded by the model")
+    parser.add_argument(
+        "--jpeg-xl", action="store_true", help="also time JPEG XL lossless (effort 7) on the image (bench extra)"
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -111,6 +114,22 @@ def main() -> None:
         f"  encode {enc['seconds']:.2f} s (peak RSS {enc['peak_rss_mb']:.0f} MB), "
         f"decode {dec['seconds']:.2f} s (peak RSS {dec['peak_rss_mb']:.0f} MB), "
         f"model load {enc['load_seconds']:.2f} s"
+    )
+    if args.jpeg_xl:
+        print_jpeg_xl(image)
+
+
+def print_jpeg_xl(image: np.ndarray) -> None:
+    """JPEG XL lossless at effort 7 on the same image, in this process (libjxl's own
+    threads), best of 3."""
+    import pillow_jxl  # noqa: F401  (registers the JXL format)
+    from common import pillow_round_trip
+
+    runs = [pillow_round_trip(image, "JXL", lossless=True, effort=7) for _ in range(3)]
+    data = runs[0][0]
+    print(
+        f"  JPEG XL lossless (effort 7): {len(data) * 8 / image.size:.3f} bits/subpixel, "
+        f"encode {min(r[2] for r in runs):.2f} s, decode {min(r[3] for r in runs):.2f} s"
     )
 
 

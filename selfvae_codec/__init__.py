@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 # busy process for the cores: beside one, 2 threads that spin until there is work took
 # 5.16 s where 2 sleeping ones took 2.94 s (benchmarks/results/threads_under_load.csv);
 # threads that sleep at once pay a wake-up for each of the networks' thousands of
-# small operations: an idle machine's decode took 7.26 s where a brief spin took 6.29 s
+# small operations: on an idle machine a decode took 6.90 s where a brief spin took 5.79 s
 # (benchmarks/results/threads_under_load_decode.csv). OpenMP reads these when torch
 # loads it, so they are set before torch is imported.
 if "OMP_WAIT_POLICY" not in os.environ:
