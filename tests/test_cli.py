@@ -150,16 +150,43 @@ def test_missing_input_fails_cleanly(tmp_path):
     assert_clean_failure(run("decode", tmp_path / "nope.svc", "-o", tmp_path / "x.png"), "not found")
 
 
-def test_unknown_model_fingerprint_fails_cleanly(encoded, tmp_path):
+def _with_unknown_model(data: bytes, path: Path) -> Path:
     from selfvae_codec.bitstream import pack, unpack
 
-    out, _ = encoded
-    header = unpack(out.read_bytes())
+    header = unpack(data)
     header.model_fingerprint = bytes(32)
-    other = tmp_path / "other.svc"
-    other.write_bytes(pack(header))
+    path.write_bytes(pack(header))
+    return path
+
+
+def test_unknown_model_fingerprint_fails_cleanly(tmp_path):
+    """A file whose tiles need the model it names, and that model is unknown."""
+    from selfvae_codec import Codec
+
+    data = Codec("default", threads=1).compress(DATA / "chelsea_75x50.png", "full", classical_tiles=False)
+    other = _with_unknown_model(data, tmp_path / "other.svc")
     target = tmp_path / "never.png"
     assert_clean_failure(run("decode", other, "-o", target), "not shipped", target)
+
+
+def test_files_of_png_or_webp_tiles_decode_without_the_model_or_torch(encoded, tmp_path):
+    """Every tile stored classically: the CLI decodes the file without loading any
+    model (even one it does not know) and without importing torch."""
+    from selfvae_codec.bitstream import unpack
+
+    out, _ = encoded
+    assert all(s.kind in ("pixels", "meta") for s in unpack(out.read_bytes()).sections)
+    other = _with_unknown_model(out.read_bytes(), tmp_path / "other.svc")
+    target = tmp_path / "decoded.png"
+    script = (
+        "import sys; from selfvae_codec.cli.main import main; sys.argv = ['selfvae-codec', 'decode', "
+        f"{str(other)!r}, '-o', {str(target)!r}]\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('torch imported:', 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "no model needed" in result.stdout and "torch imported: False" in result.stdout
+    expected = np.asarray(Image.open(DATA / "chelsea_75x50.png").convert("RGB"))
+    assert np.array_equal(np.asarray(Image.open(target)), expected)
 
 
 def test_unsupported_output_format_fails_cleanly(encoded, tmp_path):

@@ -373,3 +373,17 @@ def test_the_exact_model_is_not_run_on_a_tile_it_would_lose(codec, monkeypatch):
     assert np.array_equal(codec.decompress(data), image)
     codec.compress(image, "full", classical_tiles=False)
     assert coded
+
+
+def test_gray_output_is_the_models_luma_of_the_decoded_rgb():
+    """tiles.output_image (numpy, so that classical files decode without torch) gives
+    models.transforms.to_grayscale's integers, on every value at both ends too."""
+    from selfvae_codec.codec.tiles import output_image
+    from selfvae_codec.models.transforms import to_grayscale
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
+    rgb[0, :3] = [[0, 0, 0], [255, 255, 255], [255, 0, 255]]
+    expected = to_grayscale(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0, 0].numpy()
+    gray = output_image(rgb, 1)
+    assert gray.dtype == np.uint8 and np.array_equal(gray, expected)

@@ -109,7 +109,11 @@ def _section_lines(header) -> list[str]:
 
 def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> str:
     """One line: what was coded, the file's size and rates, the time."""
-    threads = header.threads or codec.threads  # a file's 0: an exact model, run at the codec's count
+    if codec is None:  # a file of PNG / WebP tiles only, decoded without the model
+        work = "tiles stored as PNG / WebP, no model needed"
+    else:
+        threads = header.threads or codec.threads  # a file's 0: an exact model, run at the codec's count
+        work = f"{count_of(threads, 'thread')}; model loaded in {codec.load_seconds:.2f} s"
     metadata = f" ({len(header.metadata_payload)} of them metadata)" if header.metadata_payload else ""
     setting = f" quality {header.quality}" if header.quality else ""
     setting += f" max error {header.max_error}" if header.max_error else ""
@@ -119,7 +123,7 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
         f"{verb} {job.name} -> {'stdout' if job.destination == STDIO else job.destination}: "
         f"{header.width}x{header.height}x{header.channels}, mode {header.mode}{setting}, {size} bytes{metadata}, "
         f"{_rates(size, header.width, header.height, header.channels)}, {seconds:.2f} s "
-        f"({count_of(threads, 'thread')}; model loaded in {codec.load_seconds:.2f} s)"
+        f"({work})"
     )
 
 
@@ -255,12 +259,15 @@ def decode(inputs, output, out_dir, model_name, device, threads, force, skip_exi
     a.svc -> a.png unless -o or -d says otherwise (.png, .bmp, .tiff, .ppm, .pgm,
     lossless .webp; PNG on standard output). The file names the model (by fingerprint)
     and the mode; the image's metadata is written back. Any --threads gives the same
-    image (files of float models made before the exact ones run at their own count)."""
+    image (files of float models made before the exact ones run at their own count).
+    A file whose tiles are all PNG / WebP decodes without loading the model."""
     import io
     import time
+    from functools import partial
 
     from ..bitstream import unpack
-    from ..codec.images import output_format, read_input
+    from ..codec.images import decode_to_image_file, output_format, read_input
+    from ..codec.tiles import decode_classical, stored_classically
 
     jobs = plan_jobs(inputs, output, out_dir, ".png", (".svc",), force, skip_existing)
     stdin_data = read_input(click.get_binary_stream("stdin")) if jobs[0].source == STDIO else None
@@ -286,10 +293,16 @@ def decode(inputs, output, out_dir, model_name, device, threads, force, skip_exi
 
     def decode_one(job: Job, progress) -> None:
         header = headers[job.source]
-        codec = codec_for_file(header, model_name, device, threads, codecs)
-        started = time.perf_counter()
         source = io.BytesIO(stdin_data) if job.source == STDIO else job.source
-        _, dropped = codec.decompress_file(source, writer(job.destination), overwrite=force, progress=progress)
+        if model_name is None and stored_classically(header):  # no model needed: torch is not even imported
+            codec = None
+            started = time.perf_counter()
+            decode = partial(decode_classical, progress=progress)
+            _, dropped = decode_to_image_file(source, writer(job.destination), decode, overwrite=force)
+        else:
+            codec = codec_for_file(header, model_name, device, threads, codecs)
+            started = time.perf_counter()
+            _, dropped = codec.decompress_file(source, writer(job.destination), overwrite=force, progress=progress)
         seconds = time.perf_counter() - started
         report.line(_summary("decoded", job, sizes[job.source], header, seconds, codec))
         if dropped:

@@ -52,17 +52,23 @@ from .images import (
     DEFAULT_EFFORT,
     EFFORT_WEBP_METHODS,
     check_output,
-    encode_image_file,
+    decode_to_image_file,
     load_image,
-    output_format,
-    read_input,
     svc_bytes,
     write_output,
 )
 from .rate_control import encode_to_rate
 from .runtime import check_step, free_cores, release_free_memory, resolve_device, torch_threads, whole_number
 from .tile_encoding import ModelBitsEstimate, TileSettings, encode_model_or_classical
-from .tiles import Progress, SectionCounter, output_image, tile_boxes, whole_image_classical
+from .tiles import (
+    Progress,
+    SectionCounter,
+    decode_classical,
+    output_image,
+    stored_classically,
+    tile_boxes,
+    whole_image_classical,
+)
 
 DEFAULT_TILE = 512
 DEFAULT_QUALITY = 4  # a lossy model's default quality setting (1 = smallest files)
@@ -387,17 +393,13 @@ class Codec:
         the .svc carries. The format follows the destination's extension (PNG for a
         stream unless `image_format` says otherwise). Returns the image and the names
         of metadata pieces the output format could not hold."""
-        data = read_input(source)
-        header = unpack(data)
-        if hasattr(destination, "write"):
-            image_format = image_format or "PNG"
-        else:
-            image_format = image_format or output_format(destination, header.channels)
-            check_output(destination, overwrite, source if not hasattr(source, "read") else None)
-        image = decoding.decode(self, header, progress=progress)
-        encoded, dropped = encode_image_file(image, image_format, unpack_metadata(header.metadata_payload))
-        write_output(destination, encoded)
-        return image, dropped
+        return decode_to_image_file(
+            source,
+            destination,
+            lambda header: decoding.decode(self, header, progress=progress),
+            overwrite,
+            image_format,
+        )
 
 
 _SHIPPED_CODECS: dict[str, Codec] = {}
@@ -423,11 +425,15 @@ def compress(
 
 def decompress(data) -> np.ndarray:
     """Decompress .svc bytes (or the file at a path) with the shipped model the file
-    names: uint8 [H, W, 3] or [H, W]."""
+    names: uint8 [H, W, 3] or [H, W]. A file whose tiles are all PNG / WebP needs no
+    model, so it decodes even where its model is not shipped."""
     from ..models.pretrained import model_for_file
 
     data = svc_bytes(data)
-    return shipped_codec(model_for_file(unpack(data).model_fingerprint.hex())).decompress(data)
+    header = unpack(data)
+    if stored_classically(header):
+        return decode_classical(header)
+    return shipped_codec(model_for_file(header.model_fingerprint.hex())).decompress(data)
 
 
 __all__ = [

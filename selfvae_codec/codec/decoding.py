@@ -13,7 +13,7 @@ from .engine import code_adaptation, walk
 from .entropy import CodingError, DecoderStream
 from .images import read_classical_tile
 from .runtime import release_free_memory, torch_threads
-from .tiles import Progress, SectionCounter, output_image, sections_by_tile, tile_boxes
+from .tiles import Progress, SectionCounter, is_classical_tile, output_image, sections_by_tile, tile_boxes
 
 
 class ModelMismatchError(CodecError):
@@ -36,7 +36,7 @@ def decode(codec, header: Header, progress: Progress | None = None, verify: bool
     quality = header.quality - 1 if header.quality else None
     with torch_threads(threads), torch.no_grad():
         for index, (top, bottom, left, right) in enumerate(tiles):
-            if [s.kind for s in by_tile.get(index, [])] == ["pixels"]:
+            if is_classical_tile(by_tile.get(index, [])):
                 reconstruction[top:bottom, left:right] = read_classical_tile(
                     by_tile[index][0].payload, bottom - top, right - left
                 )

@@ -13,6 +13,7 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -20,7 +21,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from ..bitstream import MAX_PIXELS, MAX_SIDE, ImageMetadata
+from ..bitstream import MAX_PIXELS, MAX_SIDE, Header, ImageMetadata, unpack, unpack_metadata
 from ..errors import BadValueError, CodecError, OutputExistsError
 from ..files import new_file_mode
 
@@ -321,6 +322,31 @@ def write_atomically(destination: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def decode_to_image_file(
+    source: str | Path | BinaryIO,
+    destination: str | Path | BinaryIO,
+    decode: Callable[[Header], np.ndarray],
+    overwrite: bool = False,
+    image_format: str | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Decode an .svc file (or stream) with `decode` (its parsed header -> the image)
+    into a lossless image file with the metadata the .svc carries. The format
+    follows the destination's extension (PNG for a stream unless `image_format` says
+    otherwise); a path destination is checked before any work and written
+    atomically. Returns the image and the names of metadata pieces the output format
+    could not hold."""
+    header = unpack(read_input(source))
+    if hasattr(destination, "write"):
+        image_format = image_format or "PNG"
+    else:
+        image_format = image_format or output_format(destination, header.channels)
+        check_output(destination, overwrite, source if not hasattr(source, "read") else None)
+    image = decode(header)
+    encoded, dropped = encode_image_file(image, image_format, unpack_metadata(header.metadata_payload))
+    write_output(destination, encoded)
+    return image, dropped
 
 
 def read_input(source: str | Path | BinaryIO) -> bytes:

@@ -11,7 +11,7 @@ from .engine import encode_tile
 from .entropy import CodingError
 from .images import read_classical_tile
 from .runtime import torch_threads
-from .tiles import sections_by_tile, tile_boxes
+from .tiles import is_classical_tile, sections_by_tile, tile_boxes
 
 # (from mode, to mode) -> the section kinds the lower mode keeps. u is coded the
 # same way in every mode; y's and z's of full / conditional files are coded with the
@@ -58,7 +58,7 @@ def truncate(codec, data: bytes, mode: str) -> bytes:
     with torch_threads(codec.threads), torch.no_grad():
         for index, (top, bottom, left, right) in enumerate(tiles):
             own = by_tile.get(index, [])
-            if [s.kind for s in own] != ["pixels"]:
+            if not is_classical_tile(own):
                 sections += [s for s in own if s.kind in kept_kinds]
                 continue
             # A classical tile is only in a `full` file, a lossless model's: no quality.
