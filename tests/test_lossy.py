@@ -55,6 +55,28 @@ def test_a_lossy_model_starts_with_its_sources_posteriors(lossless, lossy):
         torch.testing.assert_close(after.posterior(ys[k + 1], noise).mean, expected)
 
 
+def test_mixed_quantisation_decodes_the_rounded_latents_and_rates_the_noisy_ones(lossy):
+    """With `mixed`, the reconstruction is the rounded walk's (what the coder sends),
+    the rate is the noisy walk's at the same noise, and the distortion's gradient
+    reaches the posterior networks through the rounding."""
+    x = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (2, 3, 40, 56))).to(torch.int64)
+    quality = torch.tensor([0, QUALITIES - 1])
+    with torch.no_grad():
+        rounded = lossy.rate_distortion_terms(x, quality, noisy=False)
+        torch.manual_seed(3)
+        noisy = lossy.rate_distortion_terms(x, quality, noisy=True)
+        torch.manual_seed(3)
+        mixed = lossy.rate_distortion_terms(x, quality, noisy=True, mixed=True)
+    torch.testing.assert_close(mixed["squared_error"], rounded["squared_error"])
+    torch.testing.assert_close(mixed["rate_u"], noisy["rate_u"])
+    assert not torch.equal(mixed["squared_error"], noisy["squared_error"])
+    lossy.zero_grad()
+    lossy.rate_distortion_terms(x, quality, noisy=True, mixed=True)["squared_error"].sum().backward()
+    posterior = lossy.levels[0].posterior_net
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in posterior.parameters())
+    lossy.zero_grad()
+
+
 def test_the_objective_measures_what_the_decoder_rebuilds(lossy):
     """rate_distortion_terms with rounded latents walks the decoder's path: its squared
     error is that of the codec's rs2 reconstruction, and its rate is what the exact

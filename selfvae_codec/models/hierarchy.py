@@ -131,6 +131,14 @@ def quantize_latents(values: torch.Tensor, center: torch.Tensor, step: torch.Ten
     return center + step * torch.round((values - center) / step)
 
 
+def quantize_mixed(values: torch.Tensor, center: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixed quantisation (Minnen & Singh 2020): (the latents with uniform noise, for
+    the rate; the latents rounded as the coder sends them, with straight-through
+    gradients, for the decoder)."""
+    rounded = quantize_latents(values, center, step, noisy=False)
+    return quantize_latents(values, center, step, noisy=True), values + (rounded - values).detach()
+
+
 def latent_bits(offset: torch.Tensor, step: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Bits per example of latents `offset` from their prior means, each the mass of
     its step-wide bin under a logistic with standard deviation `std`."""
@@ -142,16 +150,20 @@ class RateDistortionTerms:
     level's prior from the reconstructed y_k, z_k from the posterior given the true
     y_{k+1} and that y_k, y_{k+1} as the decoder's 'mean' would generate it (floats
     with straight-through gradients). Latents are quantised on the quality's steps
-    (relative to the prior mean), or get uniform noise of the same width (`noisy`).
+    (relative to the prior mean), or get uniform noise of the same width (`noisy`);
+    with `mixed`, the rate is counted on the noisy latents and the decoder walks on the
+    rounded ones (quantize_mixed).
 
     Fills `terms` per example: rate_u, rate_z1 .. (bits); `coarse_errors` holds each
     reconstructed y_k's MSE per subpixel. With `conditional`, every y_k is the true one,
     coded losslessly (rate_y1 .. rate_yL, bits): the walk of a conditional file; with
     `full` too, x as well (rate_x): the walk of a `full` file."""
 
-    def __init__(self, model, ys: list[torch.Tensor], steps, noisy: bool, conditional: bool, full: bool = False):
+    def __init__(
+        self, model, ys: list[torch.Tensor], steps, noisy: bool, conditional: bool, full: bool = False, mixed=False
+    ):
         self.model, self.ys, self.noisy, self.conditional = model, ys, noisy, conditional or full
-        self.full = full
+        self.full, self.mixed = full, mixed
         self.u_step, self.z_steps = steps
         self.terms: dict[str, torch.Tensor] = {}
         self.coarse_errors: list[torch.Tensor] = []
@@ -159,9 +171,16 @@ class RateDistortionTerms:
     def top_latent(self, u_size):
         prior_u = self.model.prior_u
         base = prior_u.to_base(self.model.top.posterior(self.ys[0]).mean)
-        base = quantize_latents(base, torch.zeros_like(base), self.u_step, self.noisy)
-        self.terms["rate_u"] = latent_bits(base, self.u_step, torch.ones_like(base))
-        return prior_u.from_base(base)
+        for_rate, sent = self._quantized(base, torch.zeros_like(base), self.u_step)
+        self.terms["rate_u"] = latent_bits(for_rate, self.u_step, torch.ones_like(base))
+        return prior_u.from_base(sent)
+
+    def _quantized(self, values, center, step) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the latents the rate is counted on, the latents the decoder walks on)."""
+        if self.mixed:
+            return quantize_mixed(values, center, step)
+        quantized = quantize_latents(values, center, step, self.noisy)
+        return quantized, quantized
 
     def top_representation(self, top):
         if self.conditional:
@@ -175,11 +194,10 @@ class RateDistortionTerms:
             error = at.coarse - self.ys[k].to(at.coarse.dtype)
             self.coarse_errors.append(error.square().flatten(1).mean(1))
         prior = at.prior
-        z = quantize_latents(
-            at.level.posterior(self.ys[k + 1], at.coarse).mean, prior.mean, self.z_steps[k], self.noisy
-        )
-        self.terms[f"rate_z{k + 1}"] = latent_bits(z - prior.mean, self.z_steps[k], prior.std)
-        return z
+        posterior_mean = at.level.posterior(self.ys[k + 1], at.coarse).mean
+        for_rate, sent = self._quantized(posterior_mean, prior.mean, self.z_steps[k])
+        self.terms[f"rate_z{k + 1}"] = latent_bits(for_rate - prior.mean, self.z_steps[k], prior.std)
+        return sent
 
     def representation(self, at, z):
         k = at.index

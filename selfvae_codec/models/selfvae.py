@@ -172,20 +172,21 @@ class SelfVAE(nn.Module):
         return u_step, list(z_steps.unbind(1))
 
     def rate_distortion_terms(
-        self, x: torch.Tensor, quality: torch.Tensor, noisy: bool, conditional: bool = False
+        self, x: torch.Tensor, quality: torch.Tensor, noisy: bool, conditional: bool = False, mixed: bool = False
     ) -> dict[str, torch.Tensor]:
         """What a lossy model trains on, per example (hierarchy.RateDistortionTerms):
         the bits of u and every z_k (rate_u, rate_z1 ..), the squared error of the rs2
         reconstruction summed over subpixels (squared_error) and coarse_mse, the mean
         over the coarser levels of each reconstructed y_k's MSE per subpixel.
         `quality` [B] picks each example's latent steps; `noisy` replaces rounding by
-        uniform noise (training). With `conditional`: the bits of a conditional file
+        uniform noise (training); `mixed` counts the rate on noisy latents and decodes
+        the rounded ones. With `conditional`: the bits of a conditional file
         (rate_u, rate_y1, rate_z1, ..), and no distortion term."""
         self._check_input(x)
         if not self.config.lossy:
             raise ValueError("rate_distortion_terms needs a lossy model (config.qualities > 0)")
         ys = self.representations(x)
-        policy = RateDistortionTerms(self, ys, self.trained_latent_steps(quality), noisy, conditional)
+        policy = RateDistortionTerms(self, ys, self.trained_latent_steps(quality), noisy, conditional, mixed=mixed)
         y = descend(self, spatial_size(x), policy)
         terms = policy.terms
         if not conditional:

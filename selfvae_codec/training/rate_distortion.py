@@ -38,6 +38,7 @@ def rate_distortion_loss(
     lambdas: torch.Tensor,
     coarse_weight: float = 0.0,
     conditional_weight: float = 0.0,
+    mixed: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss of a batch (each example at a random quality) and what to log:
     bits per pixel of each latent, the MSE and the loss. The distortion is the image's
@@ -45,9 +46,10 @@ def rate_distortion_loss(
     level a faithful downscale, what the next level's network learnt to refine).
     `conditional_weight` adds that weight times the bits per pixel of the example's
     conditional file (bpp_conditional), which trains the y likelihoods that mode
-    codes with."""
+    codes with. With `mixed`, the decoder walks on rounded latents, as the coder
+    sends them (the rate stays on noisy ones)."""
     quality = torch.randint(len(lambdas), (x.shape[0],)).to(x.device)
-    terms = model.rate_distortion_terms(x, quality, noisy=True)
+    terms = model.rate_distortion_terms(x, quality, noisy=True, mixed=mixed)
     pixels = x.shape[2] * x.shape[3]
     rate = _bits(terms) / pixels
     mse = terms["squared_error"] / (pixels * x.shape[1])

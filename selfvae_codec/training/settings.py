@@ -66,6 +66,11 @@ class TrainSettings:
         "A lossy model's loss adds this weight times the bits per pixel of its conditional files "
         "(u, the z's and y_1 .. y_L coded losslessly given the true coarser levels).",
     )
+    mixed_quantisation: bool = setting(
+        False,
+        "A lossy model's decoder trains on rounded latents, as the coder sends them "
+        "(straight-through gradients); the rate stays on noisy ones.",
+    )
     val_every: int = setting(1000, "Validate every this many steps.")
     checkpoint_every: int = setting(250, "Write the checkpoint every this many steps.")
     log_every: int = setting(25, "Log training losses every this many steps.")

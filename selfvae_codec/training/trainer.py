@@ -320,7 +320,12 @@ class Trainer:
             group["lr"] = self._lr()
         if self.lambdas is not None:
             loss, out = rate_distortion_loss(
-                self.model, batch, self.lambdas, self.s.coarse_weight, self.s.conditional_weight
+                self.model,
+                batch,
+                self.lambdas,
+                self.s.coarse_weight,
+                self.s.conditional_weight,
+                self.s.mixed_quantisation,
             )
         else:
             terms = self.forward(batch)
