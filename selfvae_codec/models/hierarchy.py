@@ -160,7 +160,14 @@ class RateDistortionTerms:
     `full` too, x as well (rate_x): the walk of a `full` file."""
 
     def __init__(
-        self, model, ys: list[torch.Tensor], steps, noisy: bool, conditional: bool, full: bool = False, mixed=False
+        self,
+        model,
+        ys: list[torch.Tensor],
+        steps,
+        noisy: bool,
+        conditional: bool,
+        full: bool = False,
+        mixed: bool = False,
     ):
         self.model, self.ys, self.noisy, self.conditional = model, ys, noisy, conditional or full
         self.full, self.mixed = full, mixed
