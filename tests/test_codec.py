@@ -377,7 +377,7 @@ def test_the_exact_model_is_not_run_on_a_tile_it_would_lose(codec, monkeypatch):
 
 def test_gray_output_is_the_models_luma_of_the_decoded_rgb():
     """tiles.output_image (numpy, so that classical files decode without torch) gives
-    models.transforms.to_grayscale's integers, on every value at both ends too."""
+    models.transforms.to_grayscale's integers, black, white and a saturated colour included."""
     from selfvae_codec.codec.tiles import output_image
     from selfvae_codec.models.transforms import to_grayscale
 
