@@ -19,6 +19,7 @@ from pathlib import Path
 from common import write_csv
 
 from selfvae_codec.bitstream import unpack
+from selfvae_codec.codec.tiles import stored_classically
 
 
 def main() -> None:
@@ -33,8 +34,7 @@ def main() -> None:
             started = time.perf_counter()
             subprocess.run([*command, "--quiet"], check=True)
             seconds = time.perf_counter() - started
-            # every tile a PNG / WebP file (the file's other section is its metadata)
-            classical = all(s.kind in ("pixels", "meta") for s in unpack(path.read_bytes()).sections)
+            classical = stored_classically(unpack(path.read_bytes()))
             rows.append({"file": path.name, "tiles_png_or_webp_only": classical, "decode_s": f"{seconds:.3f}"})
             print(f"{path.name}: {seconds:.2f} s ({'no model needed' if classical else 'model'})")
     print(f"median {statistics.median(float(r['decode_s']) for r in rows):.2f} s over {len(rows)} files")

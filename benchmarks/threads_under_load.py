@@ -34,31 +34,27 @@ from PIL import Image
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared/data/val/bsds500/101085.jpg"
 DECODE_PHOTO = Path(__file__).resolve().parents[2] / "shared/data/train/wikipedia/001.png"
-ENCODE_SETTINGS = {  # name: (--threads, OMP_WAIT_POLICY)
-    "1 thread, active wait": ("1", "ACTIVE"),
-    "2 threads, active wait": ("2", "ACTIVE"),
-    "1 thread, passive wait": ("1", "PASSIVE"),
-    "2 threads, passive wait": ("2", "PASSIVE"),
-    "default (free cores, the codec's default wait)": (None, None),
+ENCODE_SETTINGS = {  # name: (--threads, the OpenMP variables set)
+    "1 thread, active wait": ("1", {"OMP_WAIT_POLICY": "ACTIVE"}),
+    "2 threads, active wait": ("2", {"OMP_WAIT_POLICY": "ACTIVE"}),
+    "1 thread, passive wait": ("1", {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "2 threads, passive wait": ("2", {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "default (free cores, the codec's default wait)": (None, {}),
 }
 DECODE_SETTINGS = {
-    "free cores, active wait": (None, "ACTIVE"),
-    "free cores, passive wait": (None, "PASSIVE"),
-    "free cores, 30,000 spins then sleep (the codec's default)": (None, None),
-    "free cores, 300,000 spins then sleep (GNU OpenMP's own default)": (None, "GOMP_SPINCOUNT=300000"),
+    "free cores, active wait": (None, {"OMP_WAIT_POLICY": "ACTIVE"}),
+    "free cores, passive wait": (None, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "free cores, 30,000 spins then sleep (the codec's default)": (None, {}),
+    "free cores, 300,000 spins then sleep (GNU OpenMP's own default)": (None, {"GOMP_SPINCOUNT": "300000"}),
 }
 BUSY_LOOP = "while True: pass"
 
 
-def run_seconds(command: list[str], threads: str | None, wait_policy: str | None) -> float:
-    """Seconds of one `python -m selfvae_codec` command, OpenMP's settings as given
-    (wait_policy: OMP_WAIT_POLICY's value, or NAME=VALUE of another variable)."""
+def run_seconds(command: list[str], threads: str | None, openmp: dict[str, str]) -> float:
+    """Seconds of one `python -m selfvae_codec` command, with no OpenMP variable set
+    but `openmp`'s."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OMP_", "GOMP_"))}
-    if wait_policy and "=" in wait_policy:  # another OpenMP variable
-        name, value = wait_policy.split("=")
-        env[name] = value
-    elif wait_policy:
-        env["OMP_WAIT_POLICY"] = wait_policy
+    env.update(openmp)
     command = [sys.executable, "-m", "selfvae_codec", *command, "-f"]
     command += ["--quiet"] + (["--threads", threads] if threads else [])
     started = time.perf_counter()
@@ -93,8 +89,8 @@ def main() -> None:
             loops = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(busy)]
             try:
                 time.sleep(1.0)  # let the loops reach the run queue
-                for name, (threads, policy) in settings.items():
-                    times = [run_seconds(command, threads, policy) for _ in range(args.repeats)]
+                for name, (threads, openmp) in settings.items():
+                    times = [run_seconds(command, threads, openmp) for _ in range(args.repeats)]
                     median = f"{statistics.median(times):.2f}"
                     rows.append({"busy_processes": busy, "setting": name, "median_s": median})
                     print(f"{busy} busy, {name}: {rows[-1]['median_s']} s ({', '.join(f'{t:.2f}' for t in times)})")

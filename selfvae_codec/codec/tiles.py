@@ -89,7 +89,7 @@ def stored_classically(header: Header) -> bool:
     return all(is_classical_tile(by_tile.get(index, [])) for index in range(len(tiles)))
 
 
-def decode_classical(header: Header, progress: Progress | None = None, verify: bool = True) -> np.ndarray:
+def decode_classical(header: Header, progress: Progress | None = None) -> np.ndarray:
     """The image of a file stored_classically, checked against its image CRC."""
     tiles = tile_boxes(header.height, header.width, header.tile_size)
     by_tile = sections_by_tile(header)
@@ -101,7 +101,7 @@ def decode_classical(header: Header, progress: Progress | None = None, verify: b
         if progress:
             progress(index + 1, len(tiles))
     output = output_image(reconstruction, header.channels)
-    if verify and crc32(output.tobytes()) != header.image_crc:
+    if crc32(output.tobytes()) != header.image_crc:
         raise CodecError("the decoded image does not match the encoder's checksum (the file is damaged)")
     return output
 
