@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 
 from ..bitstream import LOSSY_MODEL_MODES, MAX_ERROR, MAX_TILE_SIZE, MODES
+from ..codec.images import DEFAULT_EFFORT, MAX_EFFORT
 from ..errors import BadValueError, CodecError, OutputExistsError, count_of
 from .batch import STDIO, Job, Reporter, any_to_code, plan_jobs, reader, run_jobs, writer
 from .catalogue import COMMANDS as CATALOGUE_COMMANDS
@@ -165,10 +166,11 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
 @click.option(
     "-e",
     "--effort",
-    type=click.IntRange(1, 3),
-    default=2,
+    type=click.IntRange(1, MAX_EFFORT),
+    default=DEFAULT_EFFORT,
     show_default=True,
-    help="How hard the encoder tries: 1 fastest, 3 smallest full files (slower).",
+    help="How hard the encoder tries: 1 fastest; from 3 on, full files adapt the model to the image "
+    "and rs2 / rs1 files optimise their latents, longer at each level (slower).",
 )
 @shared_options(MODEL_OPTION, DEVICE_OPTION, THREADS_OPTION, FORCE_OPTION, SKIP_EXISTING_OPTION)
 @shared_options(QUIET_OPTION, VERBOSE_OPTION)

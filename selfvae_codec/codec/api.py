@@ -50,7 +50,7 @@ from .decoding import ModelMismatchError
 from .entropy import CodingError
 from .images import (
     DEFAULT_EFFORT,
-    EFFORT_WEBP_METHODS,
+    MAX_EFFORT,
     check_output,
     decode_to_image_file,
     load_image,
@@ -188,9 +188,10 @@ class Codec:
         A lossy model codes rs2, rs1 and conditional at a `quality` from 1 (smallest
         files) to its number of settings (default DEFAULT_QUALITY); `step` then scales
         its steps.
-        `effort` (1 to 3, default 2) is how hard the encoder tries: the lossless WebP
-        methods tried for classical tiles, and at 3 (`full` files of format 5) the pixel
-        heads adapted to each tile (adaptation.py), several times slower.
+        `effort` (1 to 9, default 2) is how hard the encoder tries: the lossless WebP
+        methods tried for classical tiles; from 3 on, `full` files (format 5 on) adapt
+        the pixel heads to each tile (adaptation.py) and rs2 / rs1 files optimise their
+        latents, longer at each level (latent_optimisation.py): several times slower.
         `max_error` N (1 to MAX_ERROR; `full` only) makes the file near-lossless:
         every decoded subpixel within N of the image's (engine.py).
         `format_version` 2 or 3 writes a file that older selfvae-codec releases read
@@ -201,7 +202,7 @@ class Codec:
         quality = self.check_quality(mode, quality)
         max_error = self.check_max_error(mode, max_error, format_version)
         step = check_step(step if step is not None else 1.0 if self.lossy else DEFAULT_STEP[mode])
-        effort = whole_number(effort, 1, max(EFFORT_WEBP_METHODS), "effort")
+        effort = whole_number(effort, 1, MAX_EFFORT, "effort")
         if format_version not in READABLE_VERSIONS:
             raise BadValueError(f"format_version must be one of {', '.join(map(str, READABLE_VERSIONS))}")
         started = time.perf_counter()

@@ -262,10 +262,29 @@ class Coding:
     [y_1, ..., x], and an EncoderStream) and the decoder (no truth, a DecoderStream):
     code what the mode sends, generate the rest as the decoder does."""
 
-    def __init__(self, model: SelfVAE, stream, mode: str, steps, truth: list[torch.Tensor] | None, max_error: int = 0):
+    def __init__(
+        self,
+        model: SelfVAE,
+        stream,
+        mode: str,
+        steps,
+        truth: list[torch.Tensor] | None,
+        max_error: int = 0,
+        symbols=None,
+    ):
         self.model, self.stream, self.spec, self.truth = model, stream, MODES[mode], truth
         self.u_step, self.z_steps = steps
         self.max_error = max_error  # a near-lossless file's: every level is coded as bins
+        self.symbols = symbols  # the encoder's chosen latents (latent_optimisation.py), u's first
+
+    def _target(self, index: int, distribution, step, encoders_value):
+        """What the encoder sends for latent `index` (0 is u): its chosen symbols if
+        given, else its own value (`encoders_value()`); None when decoding."""
+        if self.truth is None:
+            return None
+        if self.symbols is not None:
+            return distribution.from_symbols(self.symbols[index], step)
+        return encoders_value()
 
     def _sends(self, index: int) -> bool:
         return self.spec.sends_x if index == len(self.model.levels) else self.spec.sends_y
@@ -277,10 +296,10 @@ class Coding:
         """u in its prior's base space under N(0, 1)."""
         model = self.model
         self.stream.begin_section("u")
-        target = None
-        if self.truth is not None:
-            target = model.prior_u.to_base(model.top.posterior(self.truth[0]).mean)
         standard = model.standard_latents((1, model.config.u_channels, *u_size))
+        target = self._target(
+            0, standard, self.u_step, lambda: model.prior_u.to_base(model.top.posterior(self.truth[0]).mean)
+        )
         return model.prior_u.from_base(code_latents(self.stream, standard, self.u_step, target))
 
     def top_representation(self, top: TopState):
@@ -295,10 +314,12 @@ class Coding:
             return at.prior.mean
         k = at.index
         self.stream.begin_section("z", k + 1)
-        target = None
-        if self.truth is not None:  # a lossy model's encoder infers z_k given the decoder's y_k (closed loop)
+
+        def encoders_value():  # a lossy model's encoder infers z_k given the decoder's y_k (closed loop)
             coarse = at.coarse if self.model.config.lossy else self.truth[k]
-            target = at.level.posterior(self.truth[k + 1], coarse).mean
+            return at.level.posterior(self.truth[k + 1], coarse).mean
+
+        target = self._target(k + 1, at.prior, self.z_steps[k], encoders_value)
         return code_latents(self.stream, at.prior, self.z_steps[k], target)
 
     def representation(self, at: LevelState, z):
@@ -324,15 +345,17 @@ def walk(
     truth: list[torch.Tensor] | None = None,
     quality: int | None = None,
     max_error: int = 0,
+    symbols: list[np.ndarray] | None = None,
 ) -> torch.Tensor:
     """Code (encoder, with `truth`: the tile's representations) or decode (decoder)
     one tile; returns the reconstruction [1, C, H, W] as int64 (the image itself in
     `full` mode, within `max_error` of it in a near-lossless one). A lossy model
-    codes at `quality` (0-based). What the file's format version changes comes from
-    the stream (entropy._FormatRules)."""
+    codes at `quality` (0-based). The encoder sends the latents' `symbols` where
+    given (u's first). What the file's format version changes comes from the stream
+    (entropy._FormatRules)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    coding = Coding(model, stream, mode, latent_steps(model, step, quality), truth, max_error)
+    coding = Coding(model, stream, mode, latent_steps(model, step, quality), truth, max_error, symbols)
     return descend(model, image_size, coding)
 
 
@@ -396,17 +419,19 @@ def encode_tile(
     counter,
     adaptation: torch.Tensor | None = None,
     max_error: int = 0,
+    symbols: list[np.ndarray] | None = None,
 ):
     """Tile `index` (int64 [1, C, h, w]) coded in a file of format `version`, at
     `quality` (1-based; None for a lossless model), its pixel heads adapted by
     `adaptation` (sent first) if given, within `max_error` of each value (a
-    near-lossless `full` file): its reconstruction, its sections and the estimated
-    bits of each section (a CodingError if it cannot be coded)."""
+    near-lossless `full` file), its latents as `symbols` where given: its
+    reconstruction, its sections and the estimated bits of each section (a
+    CodingError if it cannot be coded)."""
     stream = EncoderStream(tile=index, on_section=counter, version=version)
     if adaptation is not None:
         adaptation = code_adaptation(stream, model, adaptation)
     quality = quality - 1 if quality else None
     truth = representations(model, tile, max_error)
     with adapted_heads(model, adaptation):
-        result = walk(model, stream, mode, tile.shape[-2:], step, truth, quality, max_error)
+        result = walk(model, stream, mode, tile.shape[-2:], step, truth, quality, max_error, symbols)
     return result, stream.finish(), stream.estimated_bits

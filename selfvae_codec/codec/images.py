@@ -212,14 +212,15 @@ def list_images(paths, suffixes=IMAGE_SUFFIXES) -> list[Path]:
 WEBP_MAX_SIDE = 16383  # libwebp's largest width or height
 
 
-# How hard the encoder tries, per effort level (`--effort`): for now, which lossless
-# WebP methods a tile stored classically is tried with (the smallest file is kept, so
-# a higher effort never gives a larger file). On val/classic's photos (512x512 tiles,
-# one busy core) method 5 makes files 0.9% smaller than method 4 in 3x its time (0.55
-# s against 0.18 s a tile), method 6 2.2% smaller in 14x its time; on small images
-# method 4 can be the smallest. PNG at its default level is there for the guarantee
-# "never larger than PNG" (0.07 s).
-EFFORT_WEBP_METHODS = {1: (4,), 2: (4, 5), 3: (4, 5, 6)}
+# How hard the encoder tries, per effort level (`--effort`, 1 to MAX_EFFORT): among
+# other things, which lossless WebP methods a tile stored classically is tried with
+# (the smallest file is kept, so a higher effort never gives a larger file). On
+# val/classic's photos (512x512 tiles, one busy core) method 5 makes files 0.9%
+# smaller than method 4 in 3x its time (0.55 s against 0.18 s a tile), method 6 2.2%
+# smaller in 14x its time; on small images method 4 can be the smallest. PNG at its
+# default level is there for the guarantee "never larger than PNG" (0.07 s).
+MAX_EFFORT = 9
+EFFORT_WEBP_METHODS = {1: (4,), 2: (4, 5)} | {effort: (4, 5, 6) for effort in range(3, MAX_EFFORT + 1)}
 DEFAULT_EFFORT = 2
 
 

@@ -16,6 +16,7 @@ from .adaptation import fit_adaptation
 from .engine import encode_tile
 from .entropy import CodingError
 from .images import classical_lossless
+from .latent_optimisation import FIRST_OPTIMISING_EFFORT, OPTIMISED_MODES, optimised_symbols
 from .tiles import SECTION_ENTRY_BYTES
 
 # The exact model codes a `full` tile only where the float model's estimate of its
@@ -28,17 +29,24 @@ SKIP_MARGIN_ADAPTED = 0.10
 
 class ModelBitsEstimate:
     """The bits of a tile's `full` sections as a lossless model's float twin reckons
-    them (SelfVAE.full_file_bits): a forward pass, about 40% of exact coding's time."""
+    them (SelfVAE.full_file_bits): a forward pass, about 40% of exact coding's time.
+    The lossy encoder's latent optimisation runs on the same twin (float_model)."""
 
     def __init__(self, model: SelfVAE):
         self.model = model
         self._float_model: SelfVAE | None = None
 
-    @torch.no_grad()
-    def __call__(self, tile: torch.Tensor, step: float) -> float:
+    def float_model(self) -> SelfVAE:
+        """The model's float twin (the model itself if it is a float one), made once;
+        its weights are constants (gradients go to latents only)."""
         if self._float_model is None:
             self._float_model = float_twin(self.model) if self.model.config.exact else self.model
-        return float(self._float_model.full_file_bits(tile, step).sum())
+            self._float_model.requires_grad_(False)
+        return self._float_model
+
+    @torch.no_grad()
+    def __call__(self, tile: torch.Tensor, step: float) -> float:
+        return float(self.float_model().full_file_bits(tile, step).sum())
 
 
 @dataclass
@@ -56,9 +64,16 @@ class TileSettings:
     adapts: bool  # whether the pixel heads are fitted to each tile
 
 
-def _coded_by_model(model: SelfVAE, tile: torch.Tensor, index: int, s: TileSettings, counter):
+def _coded_by_model(
+    model: SelfVAE, estimate: ModelBitsEstimate, tile: torch.Tensor, index: int, s: TileSettings, counter
+):
     adaptation = fit_adaptation(model, tile, s.step, s.version, max_error=s.max_error) if s.adapts else None
-    return encode_tile(model, tile, index, s.mode, s.step, s.quality, s.version, counter, adaptation, s.max_error)
+    symbols = None
+    if s.mode in OPTIMISED_MODES and model.config.lossy and s.effort >= FIRST_OPTIMISING_EFFORT:
+        symbols = optimised_symbols(estimate.float_model(), tile, s.mode, s.quality - 1, s.step, s.effort)
+    return encode_tile(
+        model, tile, index, s.mode, s.step, s.quality, s.version, counter, adaptation, s.max_error, symbols
+    )
 
 
 def encode_model_or_classical(
@@ -75,14 +90,14 @@ def encode_model_or_classical(
     the model cannot code raises CodingError unless it may be stored classically."""
     s = settings
     if not (s.mode == "full" and s.classical_tiles):
-        return _coded_by_model(model, tile, index, s, counter)
+        return _coded_by_model(model, estimate, tile, index, s, counter)
     classical = classical_lossless(pixels, s.channels == 1, s.effort)
     classical_sections, classical_bits = [Section("pixels", 0, index, classical)], {"pixels": 8.0 * len(classical)}
     margin = SKIP_MARGIN_ADAPTED if s.adapts else SKIP_MARGIN
     if not s.max_error and estimate(tile, s.step) > 8 * len(classical) * (1 + margin):
         return tile, classical_sections, classical_bits
     try:
-        result, sections, bits = _coded_by_model(model, tile, index, s, counter)
+        result, sections, bits = _coded_by_model(model, estimate, tile, index, s, counter)
     except CodingError:
         return tile, classical_sections, classical_bits  # a tile the coder cannot code
     if len(classical) < sum(len(section.payload) + SECTION_ENTRY_BYTES for section in sections):

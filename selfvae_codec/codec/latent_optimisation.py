@@ -1,0 +1,173 @@
+"""The lossy encoder working harder (`--effort 3` and up for rs2 and rs1): the latents a
+tile's file sends are optimised for its rate plus lambda times the squared error of
+what the decoder rebuilds, by stochastic Gumbel annealing (SGA; Yang, Bamler & Mandt,
+"Improving Inference for Neural Image Compression", NeurIPS 2020).
+
+The optimisation runs on the float twin of the exact model (models.exact.float_twin):
+the walk the decoder takes, with each latent rounded softly on its step relative to
+its prior mean (a random mix of the two nearest grid points, sharper as the
+temperature falls) so that gradients reach every latent. What comes out is the
+integers the file sends, one per latent (u's, then each z_k's, in steps from the
+prior mean); the exact model codes them (engine.Coding), so the decoder and the
+format are today's.
+
+lambda is the slope of the tile's own rate-distortion curve at its quality: the
+geometric mean of the slopes of the chords to the neighbouring qualities, from the
+encoder's latents at each. (The lambdas the model was trained with are for latents
+with uniform noise, whose rate and distortion differ widely from the rounded ones
+the coder sends, most at the low qualities.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..models.hierarchy import descend, latent_bits
+from ..models.selfvae import SelfVAE
+
+FIRST_OPTIMISING_EFFORT = 3
+OPTIMISED_MODES = ("rs2", "rs1")
+# Adam iterations per effort level: each about 3.5 forward passes of the float model
+# (the gradient, and every CHECK_EVERY iterations the hard-rounded walk).
+ITERATIONS = {3: 20, 4: 40, 5: 80, 6: 160, 7: 320, 8: 640, 9: 1280}
+LEARNING_RATE = 0.02  # latents are optimised in units of their steps
+TEMPERATURE_START, TEMPERATURE_END = 0.5, 0.05  # annealed geometrically over the iterations
+CHECK_EVERY = 5  # iterations between evaluations of the hard-rounded latents
+
+
+def soft_round(offset: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """SGA: floor(offset) or floor(offset) + 1, picked at random with a Gumbel-softmax
+    relaxation at `temperature` (offsets near a grid point mostly go to it)."""
+    floor = torch.floor(offset)
+    fraction = offset - floor
+    eps = 1e-5
+    logits = torch.stack(
+        [-torch.atanh(fraction.clamp(eps, 1 - eps)), -torch.atanh((1 - fraction).clamp(eps, 1 - eps))], dim=-1
+    )
+    uniform = torch.rand(logits.shape, generator=generator, device=offset.device).clamp(1e-10, 1 - 1e-10)
+    gumbel = -torch.log(-torch.log(uniform))
+    weights = torch.softmax((logits / temperature + gumbel) / temperature, dim=-1)
+    return floor + weights[..., 1]
+
+
+class RelaxedWalk:
+    """The decoder's walk of an rs2 / rs1 tile (hierarchy.Policy), the latents it sends
+    taken from `values` (u in its prior's base space, then each z_k, in units of their
+    steps) and rounded softly at `temperature`, or as the coder rounds them where it is
+    None (then `symbols` holds what the file would send). With no `values`, they are
+    the encoder's: the posterior means given the true image and, closed loop, the
+    decoder's coarser levels (engine.Coding); they are appended to `values`."""
+
+    def __init__(self, model: SelfVAE, ys, steps, sends_z: bool, values: list, temperature=None, generator=None):
+        self.model, self.ys, self.sends_z = model, ys, sends_z
+        self.u_step, self.z_steps = steps
+        self.values, self.temperature, self.generator = values, temperature, generator
+        self.bits = torch.zeros((), device=ys[0].device)
+        self.symbols: list[np.ndarray] = []
+        self._sent = 0
+
+    def _send(self, encoders_value, center: torch.Tensor, step: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        if self._sent == len(self.values):
+            self.values.append((encoders_value() / step).detach())
+        value = self.values[self._sent]
+        self._sent += 1
+        offset = value - center / step
+        if self.temperature is None:
+            rounded = torch.round(offset)
+            self.symbols.append(rounded.detach().to(torch.int64).cpu().numpy())
+        else:
+            rounded = soft_round(offset, self.temperature, self.generator)
+        self.bits = self.bits + latent_bits(rounded * step, step, std).sum()
+        return center + rounded * step
+
+    def top_latent(self, u_size):
+        top, prior_u = self.model.top, self.model.prior_u
+        zeros = torch.zeros((1, self.model.config.u_channels, *u_size), device=self.ys[0].device)
+        base = self._send(
+            lambda: prior_u.to_base(top.posterior(self.ys[0]).mean), zeros, self.u_step, torch.ones_like(zeros)
+        )
+        return prior_u.from_base(base)
+
+    def top_representation(self, top):
+        return top.likelihood.expected_values()
+
+    def latent(self, at):
+        prior = at.prior
+        if not self.sends_z:
+            return prior.mean
+        k = at.index
+        encoders = lambda: at.level.posterior(self.ys[k + 1], at.coarse).mean  # noqa: E731
+        return self._send(encoders, prior.mean, self.z_steps[k], prior.std)
+
+    def representation(self, at, z):
+        return at.level.expected(at.coarse, z, at.fine_size)
+
+
+def rate_and_error(twin: SelfVAE, ys, steps, sends_z: bool, values: list, temperature=None, generator=None):
+    """(bits per pixel, mean squared error per subpixel, the walk) of one walk."""
+    walk = RelaxedWalk(twin, ys, steps, sends_z, values, temperature, generator)
+    rebuilt = descend(twin, tuple(ys[-1].shape[-2:]), walk)
+    pixels = ys[-1].shape[-1] * ys[-1].shape[-2]
+    error = (rebuilt - ys[-1].to(rebuilt.dtype)).square().mean()
+    return walk.bits / pixels, error, walk
+
+
+def curve_slope(twin: SelfVAE, ys, quality: int, step_scale: float, sends_z: bool) -> float | None:
+    """lambda at `quality` (0-based): the bits per pixel the tile's encoder gains per unit
+    of squared error, from the chords to the neighbouring qualities (None where no
+    neighbour gives a falling curve)."""
+    points = {}
+    for q in range(max(0, quality - 1), min(twin.config.qualities, quality + 2)):
+        rate, error, _ = rate_and_error(twin, ys, twin.latent_steps(q, step_scale), sends_z, [])
+        points[q] = (float(rate), float(error))
+    slopes = []
+    for low, high in ((quality - 1, quality), (quality, quality + 1)):
+        if low in points and high in points:
+            rate_gain = points[high][0] - points[low][0]
+            error_gain = points[low][1] - points[high][1]
+            if rate_gain > 0 and error_gain > 0:
+                slopes.append(rate_gain / error_gain)
+    return math.exp(sum(map(math.log, slopes)) / len(slopes)) if slopes else None
+
+
+def optimised_symbols(
+    twin: SelfVAE, tile: torch.Tensor, mode: str, quality: int, step_scale: float, effort: int, seed: int = 0
+) -> list[np.ndarray] | None:
+    """The symbols (u's, then each z_k's in rs2) that an rs2 or rs1 file of `tile` sends
+    at `quality` (0-based), optimised at `effort` (FIRST_OPTIMISING_EFFORT and up) by
+    SGA on `twin`, the exact model's float twin; None where there is no slope to
+    optimise for (a model of one quality). The best hard-rounded latents seen are kept,
+    so the twin's rate + lambda * error never exceeds that of the encoder's latents.
+    The same tile, seed and machine give the same symbols."""
+    sends_z = mode == "rs2"
+    with torch.enable_grad():
+        ys = twin.representations(tile)
+        with torch.no_grad():
+            trade_off = curve_slope(twin, ys, quality, step_scale, sends_z)
+        if trade_off is None:
+            return None
+        steps = twin.latent_steps(quality, step_scale)
+        values: list[torch.Tensor] = []
+        with torch.no_grad():
+            rate, error, walk = rate_and_error(twin, ys, steps, sends_z, values)
+        best_loss, best_symbols = float(rate + trade_off * error), walk.symbols
+        values = [value.clone().requires_grad_(True) for value in values]
+        optimiser = torch.optim.Adam(values, lr=LEARNING_RATE)
+        generator = torch.Generator(device=tile.device).manual_seed(seed)
+        iterations = ITERATIONS[effort]
+        for i in range(iterations):
+            fraction = i / max(1, iterations - 1)
+            temperature = TEMPERATURE_START * (TEMPERATURE_END / TEMPERATURE_START) ** fraction
+            rate, error, _ = rate_and_error(twin, ys, steps, sends_z, values, temperature, generator)
+            optimiser.zero_grad()
+            (rate + trade_off * error).backward()
+            optimiser.step()
+            if (i + 1) % CHECK_EVERY == 0 or i + 1 == iterations:
+                with torch.no_grad():
+                    rate, error, walk = rate_and_error(twin, ys, steps, sends_z, values)
+                if float(rate + trade_off * error) < best_loss:
+                    best_loss, best_symbols = float(rate + trade_off * error), walk.symbols
+    return best_symbols
