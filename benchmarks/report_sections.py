@@ -391,7 +391,8 @@ def results_document() -> str:
     near_lossless = near_lossless_section("near_lossless") + near_lossless_section(
         "classic/near_lossless", "classic/near_lossless_effort3"
     )
-    body = "\n".join(
-        sections + near_lossless + speed_section() + rd_section() + rd_section("classic/rd") + upscale_section()
-    )
+    from report_lossy_effort import lossy_effort_section
+
+    lossy = rd_section() + rd_section("classic/rd") + lossy_effort_section()
+    body = "\n".join(sections + near_lossless + speed_section() + lossy + upscale_section())
     return INTRODUCTION + "\n" + body.replace("../shared/data", "$DATA").rstrip() + "\n"

@@ -5,6 +5,7 @@ fresh process (so the peak resident memory is that of the operation alone).
     python benchmarks/speed.py --synthetic 4000x3000 --threads 2     # a large photo
     python benchmarks/speed.py PHOTO --max-error 2 --model-only     # near-lossless, every tile by the model
     python benchmarks/speed.py PHOTO --model-only --jpeg-xl          # beside JPEG XL lossless
+    python benchmarks/speed.py PHOTO --mode rs2 --effort 4           # the lossy encoder's latents optimised
 
 --synthetic WxH builds a photo-like image of that size by mirror-tiling a real
 photo (../shared/data/train/wikipedia/001.png unless --source says otherwise).
@@ -36,17 +37,16 @@ def synthetic_photo(width: int, height: int, source: Path) -> np.ndarray:
     return np.ascontiguousarray(np.tile(tile, reps)[:height, :width])
 
 
-def child(
-    direction: str, source: str, target: str, mode: str, threads: int, model: str, max_error: int, classical: bool
-) -> None:
+def child(direction: str, source: str, target: str, mode: str, threads: int, args) -> None:
     # No torch import before the codec's: selfvae_codec sets how OpenMP's threads wait
     # before torch loads OpenMP, as for a user (the codec runs at `threads` itself).
     from selfvae_codec.codec.api import Codec
 
-    codec = Codec(model, threads=threads)
+    codec = Codec(args.model, threads=threads)
     started = time.perf_counter()
     if direction == "encode":
-        result = codec.encode(np.load(source), mode=mode, max_error=max_error, classical_tiles=classical)
+        options = dict(max_error=args.max_error, classical_tiles=not args.model_only, effort=args.effort)
+        result = codec.encode(np.load(source), mode=mode, **options)
         Path(target).write_bytes(result.data)
     else:
         image = codec.decompress(Path(source).read_bytes())
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the shipped model the CLI uses for --mode")
     parser.add_argument("--max-error", type=int, default=0, help="full: near-lossless within this error")
     parser.add_argument("--model-only", action="store_true", help="full: every tile coded by the model")
+    parser.add_argument("--effort", type=int, default=2, help="the encoder's effort (1 to 9)")
     parser.add_argument(
         "--jpeg-xl", action="store_true", help="also time JPEG XL lossless (effort 7) on the image (bench extra)"
     )
@@ -78,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         direction, source, target, mode, threads = args.child
-        child(direction, source, target, mode, int(threads), args.model, args.max_error, not args.model_only)
+        child(direction, source, target, mode, int(threads), args)
         return
     if args.synthetic:
         width, height = (int(v) for v in args.synthetic.lower().split("x"))
@@ -92,7 +93,8 @@ def main() -> None:
     from selfvae_codec.models.pretrained import default_model_for
 
     model = args.model or default_model_for(args.mode)  # the model the CLI would use
-    extra = ["--model", model, "--max-error", str(args.max_error)] + (["--model-only"] if args.model_only else [])
+    extra = ["--model", model, "--max-error", str(args.max_error), "--effort", str(args.effort)]
+    extra += ["--model-only"] if args.model_only else []
     with tempfile.TemporaryDirectory() as tmp:
         raw, svc, decoded = Path(tmp, "in.npy"), Path(tmp, "out.svc"), Path(tmp, "out.npy")
         np.save(raw, image)
@@ -103,6 +105,7 @@ def main() -> None:
     pixels = image.shape[0] * image.shape[1]
     setting = f", max error {args.max_error}" if args.max_error else ""
     setting += ", every tile by the model" if args.model_only else ""
+    setting += f", effort {args.effort}"
     print(
         f"{label}: {image.shape[1]}x{image.shape[0]}, mode {args.mode}{setting} (model {model}), {args.threads} threads"
     )

@@ -1,0 +1,47 @@
+"""The lossy encoder's effort section of benchmarks/results/README.md (benchmarks/lossy_effort.py's results)."""
+
+from __future__ import annotations
+
+from report_sections import RESULTS, load
+
+SETS = ("classic", "bsds500")
+
+
+def lossy_effort_section() -> list[str]:
+    """One table per validation set: each effort's BD-rate against effort 2 and the
+    anchors, its points and its encode / decode time."""
+    summaries = [s for s in (load(RESULTS / "lossy_effort" / name / "summary.json") for name in SETS) if s]
+    if not summaries:
+        return []
+    lines = [
+        "### The lossy encoder's effort (`encode --mode rs2 --effort N`)",
+        "",
+        "rs2 at qualities 1-6 with the latents the encoder infers (effort 2, the default) and with latents "
+        "optimised by stochastic Gumbel annealing on the exact model's float twin (effort 3 and up; "
+        "codec/latent_optimisation.py). BD-rate in PSNR from the mean bpp and PSNR over the images at each "
+        "quality; every file decoded and checked against the encoder's prediction.",
+        "",
+    ]
+    for summary in summaries:
+        anchors = list(summary["efforts"][0]["bd_rate"])
+        crop = f", their centre {summary['crop']}x{summary['crop']} crops" if summary["crop"] else ""
+        every = f" --every {summary['every']}" if summary["every"] > 1 else ""
+        efforts = ",".join(str(entry["effort"]) for entry in summary["efforts"])
+        lines += [
+            f"{summary['images']} images of `{summary['folder']}`{crop}: `python benchmarks/lossy_effort.py "
+            f"{summary['folder']}{every}"
+            + (f" --crop {summary['crop']}" if summary["crop"] else "")
+            + f" --efforts {efforts} --threads 1` ({summary['machine']}):",
+            "",
+            "| effort | " + " | ".join(f"BD-rate vs {name}" for name in anchors) + " | bpp / dB, q1 .. q6 | "
+            "encode / decode per image and quality |",
+            "| --- | " + " | ".join("---" for _ in anchors) + " | --- | --- |",
+        ]
+        for entry in summary["efforts"]:
+            rates = " | ".join("-" if v is None else f"{v:+.1f}%" for v in entry["bd_rate"].values())
+            points = " ".join(f"{bpp:.3f}/{db:.2f}" for bpp, db in entry["curve"])
+            lines.append(
+                f"| {entry['effort']} | {rates} | {points} | {entry['encode_s']:.1f} / {entry['decode_s']:.2f} s |"
+            )
+        lines.append("")
+    return lines
