@@ -270,7 +270,7 @@ class Coding:
         steps,
         truth: list[torch.Tensor] | None,
         max_error: int = 0,
-        symbols=None,
+        symbols: list[np.ndarray] | None = None,
     ):
         self.model, self.stream, self.spec, self.truth = model, stream, MODES[mode], truth
         self.u_step, self.z_steps = steps

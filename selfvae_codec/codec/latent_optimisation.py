@@ -30,8 +30,8 @@ from ..models.selfvae import SelfVAE
 
 FIRST_OPTIMISING_EFFORT = 3
 OPTIMISED_MODES = ("rs2", "rs1")
-# Adam iterations per effort level: each about 3.5 forward passes of the float model
-# (the gradient, and every CHECK_EVERY iterations the hard-rounded walk).
+# Adam iterations per effort level, doubling at each (an iteration: a forward and a
+# backward pass of the float model, about 2.5 times a plain walk's time).
 ITERATIONS = {3: 20, 4: 40, 5: 80, 6: 160, 7: 320, 8: 640, 9: 1280}
 LEARNING_RATE = 0.02  # latents are optimised in units of their steps
 TEMPERATURE_START, TEMPERATURE_END = 0.5, 0.05  # annealed geometrically over the iterations
