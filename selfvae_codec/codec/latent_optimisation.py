@@ -115,12 +115,18 @@ def rate_and_error(twin: SelfVAE, ys, steps, sends_z: bool, values: list, temper
     return walk.bits / pixels, error, walk
 
 
-def curve_slope(twin: SelfVAE, ys, quality: int, step_scale: float, sends_z: bool) -> float | None:
+def curve_slope(
+    twin: SelfVAE, ys, quality: int, step_scale: float, sends_z: bool, at_quality: tuple[float, float] | None = None
+) -> float | None:
     """lambda at `quality` (0-based): the bits per pixel the tile's encoder gains per unit
     of squared error, from the chords to the neighbouring qualities (None where no
-    neighbour gives a falling curve)."""
+    neighbour gives a falling curve). `at_quality`: the (rate, error) of the encoder's
+    latents at `quality`, where the caller has them already."""
     points = {}
     for q in range(max(0, quality - 1), min(twin.config.qualities, quality + 2)):
+        if q == quality and at_quality is not None:
+            points[q] = at_quality
+            continue
         rate, error, _ = rate_and_error(twin, ys, twin.latent_steps(q, step_scale), sends_z, [])
         points[q] = (float(rate), float(error))
     slopes = []
@@ -143,31 +149,31 @@ def optimised_symbols(
     so the twin's rate + lambda * error never exceeds that of the encoder's latents.
     The same tile, seed and machine give the same symbols."""
     sends_z = mode == "rs2"
-    with torch.enable_grad():
+    steps = twin.latent_steps(quality, step_scale)
+    values: list[torch.Tensor] = []  # filled with the encoder's latents by the first walk
+    with torch.no_grad():
         ys = twin.representations(tile)
-        with torch.no_grad():
-            trade_off = curve_slope(twin, ys, quality, step_scale, sends_z)
-        if trade_off is None:
-            return None
-        steps = twin.latent_steps(quality, step_scale)
-        values: list[torch.Tensor] = []
-        with torch.no_grad():
-            rate, error, walk = rate_and_error(twin, ys, steps, sends_z, values)
-        best_loss, best_symbols = float(rate + trade_off * error), walk.symbols
-        values = [value.clone().requires_grad_(True) for value in values]
-        optimiser = torch.optim.Adam(values, lr=LEARNING_RATE)
-        generator = torch.Generator(device=tile.device).manual_seed(seed)
-        iterations = ITERATIONS[effort]
-        for i in range(iterations):
-            fraction = i / max(1, iterations - 1)
-            temperature = TEMPERATURE_START * (TEMPERATURE_END / TEMPERATURE_START) ** fraction
+        rate, error, walk = rate_and_error(twin, ys, steps, sends_z, values)
+        trade_off = curve_slope(twin, ys, quality, step_scale, sends_z, at_quality=(float(rate), float(error)))
+    if trade_off is None:
+        return None
+    best_loss, best_symbols = float(rate + trade_off * error), walk.symbols
+    values = [value.clone().requires_grad_(True) for value in values]
+    optimiser = torch.optim.Adam(values, lr=LEARNING_RATE)
+    generator = torch.Generator(device=tile.device).manual_seed(seed)
+    iterations = ITERATIONS[effort]
+    for i in range(iterations):
+        fraction = i / max(1, iterations - 1)
+        temperature = TEMPERATURE_START * (TEMPERATURE_END / TEMPERATURE_START) ** fraction
+        with torch.enable_grad():
             rate, error, _ = rate_and_error(twin, ys, steps, sends_z, values, temperature, generator)
             optimiser.zero_grad()
             (rate + trade_off * error).backward()
-            optimiser.step()
-            if (i + 1) % CHECK_EVERY == 0 or i + 1 == iterations:
-                with torch.no_grad():
-                    rate, error, walk = rate_and_error(twin, ys, steps, sends_z, values)
-                if float(rate + trade_off * error) < best_loss:
-                    best_loss, best_symbols = float(rate + trade_off * error), walk.symbols
+        optimiser.step()
+        if (i + 1) % CHECK_EVERY == 0 or i + 1 == iterations:
+            with torch.no_grad():
+                rate, error, walk = rate_and_error(twin, ys, steps, sends_z, values)
+            loss = float(rate + trade_off * error)
+            if loss < best_loss:
+                best_loss, best_symbols = loss, walk.symbols
     return best_symbols
