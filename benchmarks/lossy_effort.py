@@ -24,12 +24,11 @@ from common import (
     add_common_arguments,
     load_rgb,
     machine_description,
-    pillow_round_trip,
     selfvae_round_trip,
     write_csv,
     write_json,
 )
-from rate_distortion import bd_rate, classical_sweeps
+from rate_distortion import bd_rate, classical_sweeps, measure
 
 from selfvae_codec.metrics import psnr
 
@@ -47,7 +46,7 @@ def mean_curve(rows: list[dict], key: str, value) -> list[tuple[float, float]]:
     curve = []
     for setting in settings:
         chosen = [row for row in rows if row[key] == value and row["setting"] == setting]
-        curve.append((float(np.mean([r["bpp"] for r in chosen])), float(np.mean([r["psnr"] for r in chosen]))))
+        curve.append((float(np.mean([r["bpp"] for r in chosen])), float(np.mean([r["psnr_rgb"] for r in chosen]))))
     return curve
 
 
@@ -78,17 +77,12 @@ def main() -> None:
                     codec, image, label, mode="rs2", quality=quality, effort=effort
                 )
                 row = dict(image=path.name, effort=effort, setting=quality, bpp=8 * len(result.data) / pixels)
-                row.update(psnr=psnr(image, decoded), encode_s=result.seconds, decode_s=decode_seconds)
+                row.update(psnr_rgb=psnr(image, decoded), encode_s=result.seconds, decode_s=decode_seconds)
                 rows.append(row)
-                print(f"{label}: {row['bpp']:.4f} bpp {row['psnr']:.3f} dB {row['encode_s']:.1f} s", file=sys.stderr)
-        for name, sweep in anchors.items():
-            for setting, options in sweep:
-                data, decoded, _, _ = pillow_round_trip(
-                    image, options["format"], **{k: v for k, v in options.items() if k != "format"}
+                print(
+                    f"{label}: {row['bpp']:.4f} bpp {row['psnr_rgb']:.3f} dB {row['encode_s']:.1f} s", file=sys.stderr
                 )
-                anchor_rows.append(
-                    dict(codec=name, setting=setting, bpp=8 * len(data) / pixels, psnr=psnr(image, decoded))
-                )
+        anchor_rows += measure(codec, image, path.name, modes=[], steps=[], sweeps=anchors)
     out = Path(args.out)
     write_csv(out / "per_image.csv", rows)
     summary = dict(
