@@ -42,8 +42,13 @@ def pillow_round_trip(array: np.ndarray, fmt: str, **options) -> tuple[bytes, np
 
 def selfvae_round_trip(codec, image: np.ndarray, label: str, **options):
     """Encode with selfvae-codec and decode again: (EncodeResult, decoded image, decode
-    seconds). A decode that is not the encoder's reconstruction stops the benchmark."""
-    result = codec.encode(image, **options)
+    seconds); with a `target_bpp` option, the file of `Codec.encode_to_rate`. A decode
+    that is not the encoder's reconstruction stops the benchmark."""
+    target_bpp = options.pop("target_bpp", None)
+    if target_bpp is None:
+        result = codec.encode(image, **options)
+    else:
+        result = codec.encode_to_rate(image, target_bpp, **options)
     started = time.perf_counter()
     decoded = codec.decompress(result.data)
     decode_seconds = time.perf_counter() - started

@@ -2,13 +2,16 @@
 quality and each effort, on whole images or their centre crops, against effort 2
 (today's default encoder) and against WebP and AVIF, in BD-rate (PSNR, from the
 mean bpp and mean PSNR over the images at each setting, as the RD benchmark
-computes it). Every file is decoded and checked against the encoder's prediction.
+computes it). With --targets, each file is coded to a rate instead (`--target-bpp`).
+Every file is decoded and checked against the encoder's prediction.
 
     python benchmarks/lossy_effort.py ../shared/data/val/classic --efforts 2,3,4 --threads 2
     python benchmarks/lossy_effort.py ../shared/data/val/bsds500 --every 12 --crop 256 \\
         --efforts 2,4 --threads 1 --out benchmarks/results/lossy_effort/bsds500
+    python benchmarks/lossy_effort.py ../shared/data/val/classic --every 4 --crop 256 \
+        --efforts 2,4 --targets 0.25,0.5,1 --threads 1 --out benchmarks/results/lossy_effort/classic_targets
 
-Writes per_image.csv (one row per image, effort and quality: bpp, PSNR, encode and
+Writes per_image.csv (one row per image, effort and quality or target: bpp, PSNR, encode and
 decode seconds) and summary.json (each effort's mean curve, BD-rates and times) to
 the --out folder; report.py makes its table.
 """
@@ -56,6 +59,9 @@ def main() -> None:
     parser.add_argument("--efforts", default="2,3,4", help="comma-separated efforts (1 to 9)")
     parser.add_argument("--crop", type=int, default=None, help="code the centre SIDE x SIDE crop of each image")
     parser.add_argument("--every", type=int, default=1, help="only every Nth image (a spread over the folder)")
+    parser.add_argument(
+        "--targets", default=None, help="comma-separated bits per pixel: code to these (--target-bpp), not at qualities"
+    )
     parser.add_argument("--out", default="benchmarks/results/lossy_effort/run", help="the folder to write")
     args = parser.parse_args()
     if args.model is None:
@@ -65,18 +71,20 @@ def main() -> None:
     codec, files = load_codec_and_images(args)
     files = files[:: args.every]
     efforts = [int(e) for e in args.efforts.split(",")]
+    targets = [float(t) for t in args.targets.split(",")] if args.targets else None
     anchors = {name: sweep for name, sweep in classical_sweeps().items() if name in ("WebP", "AVIF")}
     rows, anchor_rows = [], []
     for path in files:
         image = centre_crop(load_rgb(path), args.crop)
         pixels = image.shape[0] * image.shape[1]
         for effort in efforts:
-            for quality in range(1, codec.model.config.qualities + 1):
-                label = f"{path.name} rs2 q{quality} effort {effort}"
+            for setting in targets or range(1, codec.model.config.qualities + 1):
+                label = f"{path.name} rs2 {'target ' if targets else 'q'}{setting} effort {effort}"
+                chosen = dict(target_bpp=setting) if targets else dict(quality=setting)
                 result, decoded, decode_seconds = selfvae_round_trip(
-                    codec, image, label, mode="rs2", quality=quality, effort=effort
+                    codec, image, label, mode="rs2", effort=effort, **chosen
                 )
-                row = dict(image=path.name, effort=effort, setting=quality, bpp=8 * len(result.data) / pixels)
+                row = dict(image=path.name, effort=effort, setting=setting, bpp=8 * len(result.data) / pixels)
                 row.update(psnr_rgb=psnr(image, decoded), encode_s=result.seconds, decode_s=decode_seconds)
                 rows.append(row)
                 print(
@@ -90,6 +98,7 @@ def main() -> None:
         images=len(files),
         crop=args.crop,
         every=args.every,
+        targets=targets,
         machine=machine_description(args.threads),
         efforts=[effort_summary(rows, anchor_rows, effort, list(anchors)) for effort in efforts],
     )

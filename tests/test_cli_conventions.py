@@ -345,7 +345,8 @@ def test_a_lone_existing_output_fails_before_the_model_is_loaded(tmp_path, no_mo
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["encode", CHELSEA, "--mode", "rs2", "-q", "7", "-o", "{tmp}/x.svc"], "quality must be a whole number"),
+        (["encode", CHELSEA, "--mode", "rs2", "-q", "10", "-o", "{tmp}/x.svc"], "from 1 to 9, got 10"),
+        (["encode", CHELSEA, "--mode", "rs1", "-q", "7", "-o", "{tmp}/x.svc"], "from 1 to 6, got 7"),
         (["encode", CHELSEA, "--mode", "full", "-q", "3", "-o", "{tmp}/x.svc"], "a quality applies to"),
         (["upscale", CHELSEA, "--factor", "3"], "must be a power of two"),
         (["upscale", CHELSEA, "--size", "abc"], "must look like 640x480"),
@@ -369,7 +370,7 @@ def test_the_bare_command_prints_its_help():
 def test_quality_help_shows_the_lossy_range():
     help_text = run("encode", "--help").stdout
     quality = help_text[help_text.index("--quality") : help_text.index("--step")]
-    assert quality.startswith("--quality 1-6") and "255" not in quality
+    assert quality.startswith("--quality 1-9") and "255" not in quality
 
 
 def test_models_lists_the_two_coding_models_and_names_the_float_source():

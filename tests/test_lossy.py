@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from selfvae_codec.bitstream import pack, unpack
 from selfvae_codec.cli.main import cli
-from selfvae_codec.codec.api import Codec, CodecError
+from selfvae_codec.codec.api import HIGH_QUALITY_MAX_ERRORS, Codec, CodecError, decompress
 from selfvae_codec.metrics import psnr, psnr_from_mse
 from selfvae_codec.models.config import tiny_config
 from selfvae_codec.models.exact import to_exact
@@ -138,7 +138,9 @@ def test_lossy_files_decode_to_the_prediction_and_truncate_to_rs1(lossy, image, 
 def test_quality_settings_are_checked(lossy, lossless, image):
     lossy_codec, lossless_codec = Codec(lossy, tile_size=32), Codec(lossless, tile_size=32)
     with pytest.raises(CodecError, match="from 1 to 3"):
-        lossy_codec.encode(image, "rs2", quality=4)
+        lossy_codec.encode(image, "rs1", quality=4)
+    with pytest.raises(CodecError, match="from 1 to 6"):  # rs2 goes on as near-lossless files
+        lossy_codec.encode(image, "rs2", quality=7)
     with pytest.raises(CodecError, match="codes conditional, rs2 and rs1, not full"):
         lossy_codec.encode(image, "full")
     with pytest.raises(CodecError, match="needs a lossy model"):
@@ -149,6 +151,25 @@ def test_quality_settings_are_checked(lossy, lossless, image):
     header.quality = 0  # a crafted file: the model's, without a quality
     with pytest.raises(CodecError, match=r"quality setting \(0\) does not fit"):
         lossy_codec.decompress(pack(header))
+
+
+def test_rs2_above_the_model_s_qualities_writes_near_lossless_files(lossy, image):
+    lossy_codec = Codec(lossy, tile_size=32)
+    errors = []
+    for quality, max_error in zip(range(QUALITIES + 1, QUALITIES + 4), HIGH_QUALITY_MAX_ERRORS, strict=True):
+        result = lossy_codec.encode(image, "rs2", quality=quality)
+        header = unpack(result.data)
+        assert (header.mode, header.max_error) == ("full", max_error)
+        assert header.model_fingerprint.hex() == Codec("default").fingerprint  # the shipped lossless model's
+        decoded = decompress(result.data)
+        assert np.array_equal(decoded, result.reconstruction)
+        errors.append(int(np.abs(decoded.astype(int) - image).max()))
+        assert errors[-1] <= max_error
+    assert errors == sorted(errors, reverse=True) and errors[-1] > 0  # each setting closer to the image
+    with pytest.raises(CodecError, match="a step scales qualities 1 to 3, not 4"):
+        lossy_codec.encode(image, "rs2", 0.5, quality=QUALITIES + 1)
+    with pytest.raises(CodecError, match="a maximum error applies to full files, not to rs2"):
+        lossy_codec.encode(image, "rs2", quality=QUALITIES + 1, max_error=1)
 
 
 def test_exact_lossy_models_keep_integer_steps(lossy, tmp_path):
@@ -176,7 +197,7 @@ def test_the_cli_encodes_at_a_quality_and_info_shows_it(lossy, tmp_path):
     decoded = runner.invoke(cli, decode)
     assert decoded.exit_code == 0, decoded.output
     refused = runner.invoke(cli, [*args, "--quality", "9", "-f"])
-    assert refused.exit_code != 0 and "quality must be a whole number from 1 to 3" in refused.output
+    assert refused.exit_code != 0 and "quality must be a whole number from 1 to 6" in refused.output
 
 
 def test_training_a_lossy_model_from_a_lossless_one(lossless, tmp_path):

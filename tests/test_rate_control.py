@@ -21,12 +21,14 @@ class FakeResult:
     data: bytes
 
 
-def fake_encoder(calls):
-    """Bytes that grow with the quality and fall with the step scale, as a model's."""
+def fake_encoder(calls, optimised_share=0.9):
+    """Bytes that grow with the quality and fall with the step scale, as a model's; at
+    an optimising effort (3 and up) `optimised_share` of them."""
 
-    def encode(quality: int, step_scale: float) -> FakeResult:
-        calls.append((quality, step_scale))
-        return FakeResult(b"x" * int(100 * quality / step_scale))
+    def encode(quality: int, step_scale: float, effort: int = 2) -> FakeResult:
+        calls.append((quality, step_scale, effort))
+        share = optimised_share if effort >= 3 else 1.0
+        return FakeResult(b"x" * int(share * 100 * quality / step_scale))
 
     return encode
 
@@ -36,9 +38,38 @@ def test_the_search_returns_the_largest_file_at_or_under_the_target(target_bytes
     calls = []
     result = encode_to_rate(fake_encoder(calls), 6, pixels=8, target_bpp=target_bytes)  # 8 bits per byte, 8 pixels
     assert len(result.data) <= target_bytes
-    sizes = [int(100 * q / s) for q, s in calls]
+    sizes = [int(100 * q / s) for q, s, _ in calls]
     assert len(result.data) == max(size for size in sizes if size <= target_bytes)
     assert len(calls) <= 3 + 1 + 4  # the qualities by bisection, the coarsest steps, 4 refinements
+
+
+@pytest.mark.parametrize("target_bytes", [100, 250, 330, 600])
+def test_at_an_optimising_effort_only_the_search_s_outcome_is_encoded_harder(target_bytes):
+    plain_calls, calls = [], []
+    plain = encode_to_rate(fake_encoder(plain_calls), 6, pixels=8, target_bpp=target_bytes)
+    result = encode_to_rate(fake_encoder(calls), 6, pixels=8, target_bpp=target_bytes, mode="rs2", effort=4)
+    searched = [(q, s, effort) for q, s, effort in calls[: len(plain_calls)]]
+    assert [(q, s) for q, s, _ in searched] == [(q, s) for q, s, _ in plain_calls]  # the plain search
+    assert all(effort == 2 for *_, effort in searched)
+    harder = calls[len(plain_calls) :]
+    assert 1 <= len(harder) <= 2 and all(effort == 4 for *_, effort in harder)
+    assert len(plain.data) <= len(result.data) / 0.9 + 1 and len(result.data) <= target_bytes
+    above = [(int(100 * q / s), q, s) for q, s, _ in plain_calls if int(100 * q / s) > target_bytes]
+    if above:
+        _, q, s = min(above)
+        if int(0.9 * 100 * q / s) <= target_bytes:  # the setting just above the target fits when optimised
+            assert len(result.data) == int(0.9 * 100 * q / s)
+
+
+def test_a_harder_file_that_does_not_fit_leaves_the_plain_one():
+    calls = []
+    plain = encode_to_rate(fake_encoder([]), 6, pixels=8, target_bpp=330)
+    result = encode_to_rate(fake_encoder(calls, optimised_share=1.5), 6, pixels=8, target_bpp=330, effort=4)
+    assert len(calls[-2:]) == 2 and all(effort == 4 for *_, effort in calls[-2:])
+    assert result.data == plain.data
+    full_calls = []
+    encode_to_rate(fake_encoder(full_calls), 6, pixels=8, target_bpp=330, mode="full", effort=4)
+    assert all(effort == 4 for *_, effort in full_calls)  # where effort does not optimise latents, the search runs at it
 
 
 def test_the_search_says_when_no_file_is_small_enough():

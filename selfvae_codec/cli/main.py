@@ -142,10 +142,11 @@ def _summary(verb: str, job: Job, size: int, header, seconds: float, codec) -> s
     "-q",
     "--quality",
     type=int,
-    metavar="1-6",
+    metavar="1-9",
     default=None,
-    help="rs2, rs1 and conditional (the lossy model): 1 gives the smallest files, higher settings more bits "
-    "and quality; `selfvae-codec models` lists each setting's rate.",
+    help="rs2, rs1 and conditional (the lossy model, 1-6): 1 gives the smallest files, higher settings more "
+    "bits and quality; `selfvae-codec models` lists each setting's rate. rs2 -q 7, 8, 9 write near-lossless "
+    "full files (--max-error 6, 4, 2: about 37, 40, 45 dB).",
 )
 @click.option(
     "--target-bpp",

@@ -72,6 +72,10 @@ from .tiles import (
 
 DEFAULT_TILE = 512
 DEFAULT_QUALITY = 4  # a lossy model's default quality setting (1 = smallest files)
+# rs2's qualities above a lossy model's own hand over to near-lossless `full` files of
+# the shipped lossless model, at these maximum errors (about 37, 40 and 45 dB): rs2's
+# decoder tops out near 34 dB, and finer steps or optimised latents add under 0.6 dB.
+HIGH_QUALITY_MAX_ERRORS = (6, 4, 2)
 # The latent quantisation step by mode. A fine step keeps what the z's carry (the
 # local noise level that sharpens the pixel distributions): on clean photos 2^-2.5
 # gives files 9% smaller than step 1, and 0.5% on JPEG-sourced ones (step_sweep
@@ -119,6 +123,7 @@ class Codec:
         self.tile_size = tile_size
         self.fingerprint = self.model.fingerprint()
         self.estimate_model_bits = ModelBitsEstimate(self.model)
+        self.near_lossless: Codec | None = None  # the lossless model, for rs2's qualities above the model's
         self.load_seconds = time.perf_counter() - started
 
     @property
@@ -147,7 +152,7 @@ class Codec:
         count = self.model.config.qualities
         if quality is None:
             return min(DEFAULT_QUALITY, count)
-        return whole_number(quality, 1, count, "quality")
+        return whole_number(quality, 1, count + (len(HIGH_QUALITY_MAX_ERRORS) if mode == "rs2" else 0), "quality")
 
     def check_max_error(self, mode: str, max_error: int, format_version: int = FORMAT_VERSION) -> int:
         """The maximum error to code at (0: lossless), or a one-line error."""
@@ -201,6 +206,14 @@ class Codec:
             raise BadValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         quality = self.check_quality(mode, quality)
         max_error = self.check_max_error(mode, max_error, format_version)
+        if quality is not None and quality > self.model.config.qualities:  # rs2 above its top: near-lossless
+            if step is not None:
+                raise BadValueError(f"a step scales qualities 1 to {self.model.config.qualities}, not {quality}")
+            if self.near_lossless is None:
+                self.near_lossless = Codec("default", str(self.device), self.threads, self.tile_size)
+            options = dict(strip_metadata=strip_metadata, classical_tiles=classical_tiles, effort=effort)
+            options["max_error"] = HIGH_QUALITY_MAX_ERRORS[quality - self.model.config.qualities - 1]
+            return self.near_lossless.encode(image, "full", None, progress, format_version=format_version, **options)
         step = check_step(step if step is not None else 1.0 if self.lossy else DEFAULT_STEP[mode])
         effort = whole_number(effort, 1, MAX_EFFORT, "effort")
         if format_version not in READABLE_VERSIONS:
@@ -266,35 +279,14 @@ class Codec:
         seconds = time.perf_counter() - started
         return EncodeResult(pack(header), output, estimated, seconds, metadata, loaded.not_kept)
 
-    def compress(
-        self,
-        image,
-        mode: str = "full",
-        step: float | None = None,
-        strip_metadata: bool = False,
-        classical_tiles: bool = True,
-        quality: int | None = None,
-        format_version: int = FORMAT_VERSION,
-        effort: int = DEFAULT_EFFORT,
-        max_error: int = 0,
-    ) -> bytes:
-        """The .svc bytes of `encode`."""
-        return self.encode(
-            image,
-            mode,
-            step,
-            strip_metadata=strip_metadata,
-            classical_tiles=classical_tiles,
-            quality=quality,
-            format_version=format_version,
-            effort=effort,
-            max_error=max_error,
-        ).data
+    def compress(self, image, mode: str = "full", step: float | None = None, **options) -> bytes:
+        """The .svc bytes of `encode` (`options`: its keyword arguments)."""
+        return self.encode(image, mode, step, **options).data
 
     def encode_to_rate(self, image, target_bpp: float, mode: str = "rs2", **options) -> EncodeResult:
-        """The largest file of a lossy model in `mode` at or under `target_bpp` bits per
-        pixel (rate_control.py: the qualities searched, then the next quality's steps
-        scaled); `options` as `encode` takes them, but for the quality and the step."""
+        """The best file of a lossy model in `mode` at or under `target_bpp` bits per pixel
+        (rate_control.py: qualities, then step scales searched, at an optimising effort
+        by the plain encoder); `options` as `encode` takes them, but quality and step."""
         if not self.lossy:
             raise BadValueError("a target rate needs a lossy model (the shipped one is 'lossy')")
         self.check_quality(mode, 1)
@@ -305,11 +297,13 @@ class Codec:
         image = image.read() if hasattr(image, "read") else image  # a stream is read once
         pixels = int(np.prod(load_image(image).pixels.shape[:2]))
 
-        def encode_at(quality: int, step_scale: float) -> EncodeResult:
-            return self.encode(image, mode, step_scale, quality=quality, **options)
+        effort = whole_number(options.pop("effort", DEFAULT_EFFORT), 1, MAX_EFFORT, "effort")
+
+        def encode_at(quality: int, step_scale: float, effort: int) -> EncodeResult:
+            return self.encode(image, mode, step_scale, quality=quality, effort=effort, **options)
 
         started = time.perf_counter()
-        result = encode_to_rate(encode_at, self.model.config.qualities, pixels, float(target_bpp))
+        result = encode_to_rate(encode_at, self.model.config.qualities, pixels, float(target_bpp), mode, effort)
         result.seconds = time.perf_counter() - started  # the whole search
         return result
 
