@@ -22,25 +22,31 @@ def lossy_effort_section() -> list[str]:
         "",
     ]
     for summary in summaries:
-        anchors = list(summary["efforts"][0]["bd_rate"])
+        targets = summary.get("targets")  # a run coded to rates (--target-bpp), not at qualities
+        anchors = [] if targets else list(summary["efforts"][0]["bd_rate"])
         crop = f", their centre {summary['crop']}x{summary['crop']} crops" if summary["crop"] else ""
         every = f" --every {summary['every']}" if summary["every"] > 1 else ""
         efforts = ",".join(str(entry["effort"]) for entry in summary["efforts"])
+        settings = f"targets {', '.join(f'{t:g}' for t in targets)} bpp" if targets else "q1 .. q6"
         lines += [
             f"{summary['images']} images of `{summary['folder']}`{crop}: `python benchmarks/lossy_effort.py "
             f"{summary['folder']}{every}"
             + (f" --crop {summary['crop']}" if summary["crop"] else "")
-            + f" --efforts {efforts} --threads 1` ({summary['machine']}):",
+            + f" --efforts {efforts}"
+            + (f" --targets {','.join(f'{t:g}' for t in targets)}" if targets else "")
+            + f" --threads 1` ({summary['machine']}):",
             "",
-            "| effort | " + " | ".join(f"BD-rate vs {name}" for name in anchors) + " | bpp / dB, q1 .. q6 | "
-            "encode / decode per image and quality |",
-            "| --- | " + " | ".join("---" for _ in anchors) + " | --- | --- |",
+            "| effort | " + "".join(f"BD-rate vs {name} | " for name in anchors) + f"bpp / dB, {settings} | "
+            f"encode / decode per image and {'target' if targets else 'quality'} |",
+            "| --- | " + "".join("--- | " for _ in anchors) + "--- | --- |",
         ]
         for entry in summary["efforts"]:
-            rates = " | ".join("-" if v is None else f"{v:+.1f}%" for v in entry["bd_rate"].values())
+            rates = "".join(
+                "- | " if v is None else f"{v:+.1f}% | " for name, v in entry["bd_rate"].items() if name in anchors
+            )
             points = " ".join(f"{bpp:.3f}/{db:.2f}" for bpp, db in entry["curve"])
             lines.append(
-                f"| {entry['effort']} | {rates} | {points} | {entry['encode_s']:.1f} / {entry['decode_s']:.2f} s |"
+                f"| {entry['effort']} | {rates}{points} | {entry['encode_s']:.1f} / {entry['decode_s']:.2f} s |"
             )
         lines.append("")
     return lines
