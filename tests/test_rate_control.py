@@ -69,7 +69,7 @@ def test_a_harder_file_that_does_not_fit_leaves_the_plain_one():
     assert result.data == plain.data
     full_calls = []
     encode_to_rate(fake_encoder(full_calls), 6, pixels=8, target_bpp=330, mode="full", effort=4)
-    assert all(effort == 4 for *_, effort in full_calls)  # where effort does not optimise latents, the search runs at it
+    assert all(effort == 4 for *_, effort in full_calls)  # an effort that optimises nothing: the search runs at it
 
 
 def test_the_search_says_when_no_file_is_small_enough():

@@ -217,7 +217,7 @@ def encode(
     if not any_to_code(jobs):
         return run_jobs(jobs, report, "encoding", None)
     codec = load_codec(model_name or default_model_for(mode), device, threads, tile_size)
-    codec.check_quality(mode, quality)  # before any image: the same answer for every one
+    codec.check_quality(mode, quality, step)  # before any image: the same answer for every one
     codec.check_max_error(mode, max_error)
     if target_bpp is not None and not codec.lossy:
         raise CliError("--target-bpp needs a lossy model (the shipped one is 'lossy')")

@@ -138,8 +138,9 @@ class Codec:
         """Whether the model is a lossy one (coding at quality settings)."""
         return self.model.config.lossy
 
-    def check_quality(self, mode: str, quality: int | None) -> int | None:
-        """The quality to code at (None for a lossless model), or a one-line error."""
+    def check_quality(self, mode: str, quality: int | None, step: float | None = None) -> int | None:
+        """The quality to code at (None for a lossless model), or a one-line error (a
+        `step` scales only the model's own qualities)."""
         lossy_modes = ", ".join(LOSSY_MODEL_MODES[:-1]) + " and " + LOSSY_MODEL_MODES[-1]
         if not self.lossy:
             if quality is None:
@@ -152,7 +153,10 @@ class Codec:
         count = self.model.config.qualities
         if quality is None:
             return min(DEFAULT_QUALITY, count)
-        return whole_number(quality, 1, count + (len(HIGH_QUALITY_MAX_ERRORS) if mode == "rs2" else 0), "quality")
+        quality = whole_number(quality, 1, count + (len(HIGH_QUALITY_MAX_ERRORS) if mode == "rs2" else 0), "quality")
+        if quality > count and step is not None:
+            raise BadValueError(f"a step scales qualities 1 to {count}, not {quality} (a near-lossless file)")
+        return quality
 
     def check_max_error(self, mode: str, max_error: int, format_version: int = FORMAT_VERSION) -> int:
         """The maximum error to code at (0: lossless), or a one-line error."""
@@ -204,11 +208,9 @@ class Codec:
         versions before 4 rebuild a conditional image without holding its block means)."""
         if mode not in MODES:
             raise BadValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-        quality = self.check_quality(mode, quality)
+        quality = self.check_quality(mode, quality, step)
         max_error = self.check_max_error(mode, max_error, format_version)
         if quality is not None and quality > self.model.config.qualities:  # rs2 above its top: near-lossless
-            if step is not None:
-                raise BadValueError(f"a step scales qualities 1 to {self.model.config.qualities}, not {quality}")
             if self.near_lossless is None:
                 self.near_lossless = Codec("default", str(self.device), self.threads, self.tile_size)
             options = dict(strip_metadata=strip_metadata, classical_tiles=classical_tiles, effort=effort)
