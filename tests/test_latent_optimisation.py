@@ -11,7 +11,7 @@ from PIL import Image
 
 from selfvae_codec.bitstream import unpack
 from selfvae_codec.codec.api import Codec
-from selfvae_codec.codec.latent_optimisation import curve_slope, rate_and_error, soft_round
+from selfvae_codec.codec.latent_optimisation import ITERATIONS, curve_slope, rate_and_error, soft_round
 from selfvae_codec.models.config import tiny_config
 from selfvae_codec.models.exact import float_twin, to_exact
 from selfvae_codec.models.selfvae import SelfVAE
@@ -105,6 +105,17 @@ def test_an_optimised_file_is_todays_format_and_decodes_to_the_prediction(exact_
         assert np.array_equal(codec.decompress(optimised.data), optimised.reconstruction)
         assert coding_settings(optimised.data) == coding_settings(plain.data)
     assert codec.encode(image, mode, quality=2, effort=3).data == optimised.data  # the same bytes again
+
+
+def test_progress_moves_through_the_optimisation_and_ends_at_the_whole(exact_lossy):
+    image = coffee()  # 96x64: two 64x64 tiles
+    codec = Codec(exact_lossy, tile_size=64, threads=1)
+    for effort, iterations in ((2, 0), (3, ITERATIONS[3])):
+        calls: list[tuple[int, int]] = []
+        codec.encode(image, "rs2", quality=2, effort=effort, progress=lambda *call, calls=calls: calls.append(call))
+        sections = codec.sections_per_tile("rs2")
+        assert [done for done, _ in calls] == list(range(1, 2 * (sections + iterations) + 1))
+        assert {total for _, total in calls} == {2 * (sections + iterations)}
 
 
 def test_the_cli_encodes_rs2_at_a_higher_effort_and_decodes_it(tmp_path):

@@ -57,6 +57,7 @@ from .images import (
     svc_bytes,
     write_output,
 )
+from .latent_optimisation import optimisation_iterations
 from .rate_control import encode_to_rate
 from .runtime import check_step, free_cores, release_free_memory, resolve_device, torch_threads, whole_number
 from .tile_encoding import ModelBitsEstimate, TileSettings, encode_model_or_classical
@@ -233,7 +234,8 @@ class Codec:
         estimated: dict[str, float] = {}
         tiles = tile_boxes(height, width, self.tile_size)
         adapts = mode == "full" and effort >= ADAPTATION_EFFORT and format_version >= ADAPTATION_FROM
-        counter = SectionCounter(progress, len(tiles) * self.sections_per_tile(mode, adapts))
+        units = self.sections_per_tile(mode, adapts) + optimisation_iterations(self.model, mode, effort)
+        counter = SectionCounter(progress, len(tiles) * units)  # sections coded, iterations optimised
         settings = TileSettings(
             mode, step, quality, format_version, effort, max_error, loaded.channels, classical_tiles, adapts
         )

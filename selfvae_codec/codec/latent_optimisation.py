@@ -21,6 +21,7 @@ the coder sends, most at the low qualities.)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -36,6 +37,14 @@ ITERATIONS = {3: 20, 4: 40, 5: 80, 6: 160, 7: 320, 8: 640, 9: 1280}
 LEARNING_RATE = 0.02  # latents are optimised in units of their steps
 TEMPERATURE_START, TEMPERATURE_END = 0.5, 0.05  # annealed geometrically over the iterations
 CHECK_EVERY = 5  # iterations between evaluations of the hard-rounded latents
+
+
+def optimisation_iterations(model: SelfVAE, mode: str, effort: int) -> int:
+    """The iterations optimised_symbols runs per tile of a `mode` file at `effort` (0
+    where the encoder sends the latents it infers)."""
+    if mode in OPTIMISED_MODES and model.config.lossy and effort >= FIRST_OPTIMISING_EFFORT:
+        return ITERATIONS[effort]
+    return 0
 
 
 def soft_round(offset: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
@@ -140,14 +149,22 @@ def curve_slope(
 
 
 def optimised_symbols(
-    twin: SelfVAE, tile: torch.Tensor, mode: str, quality: int, step_scale: float, effort: int, seed: int = 0
+    twin: SelfVAE,
+    tile: torch.Tensor,
+    mode: str,
+    quality: int,
+    step_scale: float,
+    effort: int,
+    seed: int = 0,
+    tick: Callable[[], None] | None = None,
 ) -> list[np.ndarray] | None:
     """The symbols (u's, then each z_k's in rs2) that an rs2 or rs1 file of `tile` sends
     at `quality` (0-based), optimised at `effort` (FIRST_OPTIMISING_EFFORT and up) by
     SGA on `twin`, the exact model's float twin; None where there is no slope to
     optimise for (a model of one quality). The best hard-rounded latents seen are kept,
     so the twin's rate + lambda * error never exceeds that of the encoder's latents.
-    The same tile, seed and machine give the same symbols."""
+    The same tile, seed and machine give the same symbols; `tick` is called after each
+    iteration (progress)."""
     sends_z = mode == "rs2"
     steps = twin.latent_steps(quality, step_scale)
     values: list[torch.Tensor] = []  # filled with the encoder's latents by the first walk
@@ -170,6 +187,8 @@ def optimised_symbols(
             optimiser.zero_grad()
             (rate + trade_off * error).backward()
         optimiser.step()
+        if tick is not None:
+            tick()
         if (i + 1) % CHECK_EVERY == 0 or i + 1 == iterations:
             with torch.no_grad():
                 rate, error, walk = rate_and_error(twin, ys, steps, sends_z, values)

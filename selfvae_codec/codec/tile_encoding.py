@@ -16,7 +16,7 @@ from .adaptation import fit_adaptation
 from .engine import encode_tile
 from .entropy import CodingError
 from .images import classical_lossless
-from .latent_optimisation import FIRST_OPTIMISING_EFFORT, OPTIMISED_MODES, optimised_symbols
+from .latent_optimisation import optimisation_iterations, optimised_symbols
 from .tiles import SECTION_ENTRY_BYTES
 
 # The exact model codes a `full` tile only where the float model's estimate of its
@@ -69,8 +69,9 @@ def _coded_by_model(
 ):
     adaptation = fit_adaptation(model, tile, s.step, s.version, max_error=s.max_error) if s.adapts else None
     symbols = None
-    if s.mode in OPTIMISED_MODES and model.config.lossy and s.effort >= FIRST_OPTIMISING_EFFORT:
-        symbols = optimised_symbols(estimate.float_model(), tile, s.mode, s.quality - 1, s.step, s.effort)
+    if optimisation_iterations(model, s.mode, s.effort):
+        twin = estimate.float_model()
+        symbols = optimised_symbols(twin, tile, s.mode, s.quality - 1, s.step, s.effort, tick=counter)
     return encode_tile(
         model, tile, index, s.mode, s.step, s.quality, s.version, counter, adaptation, s.max_error, symbols
     )
