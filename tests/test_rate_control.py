@@ -9,7 +9,7 @@ from cli_helpers import CHELSEA, run
 
 from selfvae_codec.bitstream import unpack
 from selfvae_codec.codec.api import Codec
-from selfvae_codec.codec.rate_control import MAX_STEP_SCALE, encode_to_rate
+from selfvae_codec.codec.rate_control import MAX_STEP_SCALE, OPTIMISED_SAVING, encode_to_rate
 from selfvae_codec.errors import BadValueError
 from selfvae_codec.models.config import tiny_config
 from selfvae_codec.models.selfvae import SelfVAE
@@ -59,6 +59,23 @@ def test_at_an_optimising_effort_only_the_search_s_outcome_is_encoded_harder(tar
         _, q, s = min(above)
         if int(0.9 * 100 * q / s) <= target_bytes:  # the setting just above the target fits when optimised
             assert len(result.data) == int(0.9 * 100 * q / s)
+
+
+def test_a_setting_far_above_the_target_is_not_encoded_harder():
+    calls = []
+    encode_to_rate(fake_encoder(calls), 6, pixels=8, target_bpp=100, effort=4)
+    misses = [(int(100 * q / s), q, s) for q, s, effort in calls if effort != 4 and int(100 * q / s) > 100]
+    size, *setting = min(misses)
+    assert size * (1 - OPTIMISED_SAVING) <= 100  # near enough: encoded harder (and then it fits)
+    assert [(q, s) for q, s, effort in calls if effort == 4] == [tuple(setting)]
+    calls = []
+
+    def steps_do_not_help(quality: int, step_scale: float, effort: int) -> FakeResult:
+        calls.append((quality, step_scale, effort))
+        return FakeResult(b"x" * 100 * quality)
+
+    encode_to_rate(steps_do_not_help, 2, pixels=8, target_bpp=150, effort=4)  # quality 2: 200 bytes at any steps
+    assert [(q, s) for q, s, effort in calls if effort == 4] == [(1, 1.0)]  # only the best that fits
 
 
 def test_a_harder_file_that_does_not_fit_leaves_the_plain_one():
