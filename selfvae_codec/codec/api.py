@@ -196,8 +196,8 @@ class Codec:
         graphics and few-colour images never cost more than a classical coder.
 
         A lossy model codes rs2, rs1 and conditional at a `quality` from 1 (smallest
-        files) to its number of settings (default DEFAULT_QUALITY); `step` then scales
-        its steps.
+        files) to its number of settings (default DEFAULT_QUALITY; `step` scales its
+        steps); rs2's next three are near-lossless `full` files (HIGH_QUALITY_MAX_ERRORS).
         `effort` (1 to 9, default 2) is how hard the encoder tries: the lossless WebP
         methods tried for classical tiles; from 3 on, `full` files (format 5 on) adapt
         the pixel heads to each tile (adaptation.py) and rs2 / rs1 files optimise their
