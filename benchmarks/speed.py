@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -56,8 +57,8 @@ def child(direction: str, source: str, target: str, mode: str, threads: int, arg
     print(json.dumps({"seconds": seconds, "load_seconds": codec.load_seconds, "peak_rss_mb": peak_mb}))
 
 
-def run_child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+def run_child(*args: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -74,6 +75,9 @@ def main() -> None:
     parser.add_argument("--effort", type=int, default=2, help="the encoder's effort (1 to 9)")
     parser.add_argument(
         "--jpeg-xl", action="store_true", help="also time JPEG XL lossless (effort 7) on the image (bench extra)"
+    )
+    parser.add_argument(
+        "--torch-tables", action="store_true", help="probability tables by torch, not the compiled kernel"
     )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -95,17 +99,19 @@ def main() -> None:
     model = args.model or default_model_for(args.mode)  # the model the CLI would use
     extra = ["--model", model, "--max-error", str(args.max_error), "--effort", str(args.effort)]
     extra += ["--model-only"] if args.model_only else []
+    env = {**os.environ, "SELFVAE_CODEC_TORCH_TABLES": "1"} if args.torch_tables else None
     with tempfile.TemporaryDirectory() as tmp:
         raw, svc, decoded = Path(tmp, "in.npy"), Path(tmp, "out.svc"), Path(tmp, "out.npy")
         np.save(raw, image)
-        enc = run_child(*extra, "--child", "encode", str(raw), str(svc), args.mode, str(args.threads))
-        dec = run_child(*extra, "--child", "decode", str(svc), str(decoded), args.mode, str(args.threads))
+        enc = run_child(*extra, "--child", "encode", str(raw), str(svc), args.mode, str(args.threads), env=env)
+        dec = run_child(*extra, "--child", "decode", str(svc), str(decoded), args.mode, str(args.threads), env=env)
         error = int(np.abs(np.load(decoded).astype(np.int64) - image).max()) if args.mode == "full" else None
         size = svc.stat().st_size
     pixels = image.shape[0] * image.shape[1]
     setting = f", max error {args.max_error}" if args.max_error else ""
     setting += ", every tile by the model" if args.model_only else ""
     setting += f", effort {args.effort}"
+    setting += ", tables by torch" if args.torch_tables else ""
     print(
         f"{label}: {image.shape[1]}x{image.shape[0]}, mode {args.mode}{setting} (model {model}), {args.threads} threads"
     )

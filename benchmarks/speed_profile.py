@@ -22,10 +22,12 @@ from common import load_rgb
 
 from selfvae_codec.bitstream import unpack
 from selfvae_codec.codec.api import Codec
+from selfvae_codec.models import exact_distributions
 
 # the kind of work -> (substrings of) the cProfile function names doing it, outermost
 KINDS = {
     "probability tables": (
+        "mixture_counts",  # the compiled kernel
         "channel_probabilities",
         "channel_table",
         "_check_table",
@@ -81,16 +83,22 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="pretrained name or .safetensors path (default: default)")
     parser.add_argument("--mode", default="full")
     parser.add_argument("--quality", type=int, default=None, help="a lossy model's (default: its default)")
+    parser.add_argument(
+        "--torch-tables", action="store_true", help="probability tables by torch, not the compiled kernel"
+    )
     args = parser.parse_args()
+    if args.torch_tables:
+        exact_distributions.compiled_tables = None  # as SELFVAE_CODEC_TORCH_TABLES=1 does
     torch.set_num_threads(args.threads)
     codec = Codec(args.model, threads=args.threads)
     image = load_rgb(args.image)
     coding = {"mode": args.mode, "quality": codec.check_quality(args.mode, args.quality), "classical_tiles": False}
     data = codec.compress(image, **coding)
     quality = "" if coding["quality"] is None else f" at quality {coding['quality']}"
+    tables = "torch" if exact_distributions.compiled_tables is None else "the compiled kernel"
     print(
         f"{args.image}: {image.shape[1]}x{image.shape[0]}, {args.mode}{quality}, the model "
-        f"({args.model or 'default'}) in every tile, {args.threads} threads"
+        f"({args.model or 'default'}) in every tile, {args.threads} threads, probability tables by {tables}"
     )
     for direction in ("encode", "decode"):
         total, sections = per_section(codec, image, data, direction, coding)

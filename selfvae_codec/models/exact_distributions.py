@@ -7,6 +7,8 @@ entropy coder quantises them identically wherever it runs.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 import numpy as np
@@ -14,6 +16,13 @@ import torch
 
 from . import fixed_point as fp
 from .transforms import bins_from
+
+try:  # the compiled table kernel (setup.py); without it the same counts come from torch
+    from . import _tables as compiled_tables
+except ImportError:
+    compiled_tables = None
+if os.environ.get("SELFVAE_CODEC_TORCH_TABLES"):  # the reference path, for comparison
+    compiled_tables = None
 
 COEFF_BITS = 15  # channel coupling coefficients: tanh * 2^15
 EDGE_BITS = 16  # bin edges and means on the [-1, 1] pixel scale, * 2^16
@@ -64,6 +73,45 @@ def coder_counts(table: torch.Tensor) -> torch.Tensor:
     total = table.sum(dim=-1)
     shift = torch.frexp((total >> CODER_COUNT_BITS).to(torch.float64)).exponent.to(torch.int64)
     return (table >> shift.unsqueeze(-1)) + 1
+
+
+_SIGMOID_INT32 = fp.FINE_SIGMOID_TABLE.to(torch.int32)  # its entries are at most 2^30; half the cache
+KERNEL_ROWS_PER_THREAD = 8192  # rows below which splitting the kernel's work across threads does not pay
+_KERNEL_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _compiled_counts(mean, inv_scales, weights, edges: torch.Tensor) -> torch.Tensor:
+    """ExactLogisticMixture.mixture_counts by the compiled kernel (_tables.c), its rows
+    split across torch's intra-op thread count (the kernel releases the GIL)."""
+    mean, inv_scales, weights = (t.to(torch.int64).contiguous() for t in (mean, inv_scales, weights))
+    edges = edges.to(torch.int64).contiguous()
+    rows, components = mean.shape
+    edge_count = edges.shape[-1]
+    counts = torch.empty(rows, edge_count - 1, dtype=torch.int64)
+    if rows == 0 or edge_count < 2:
+        return counts
+    shift = 32 - fp.FINE_STEP_BITS  # _component_cdf's t is * 2^32
+    offset = (fp.SIGMOID_RANGE << 32) + (1 << (shift - 1))
+    shared_edges = edges.dim() == 1
+
+    def run(start: int, stop: int) -> None:
+        row_edges = edges if shared_edges else edges[start:stop]
+        compiled_tables.mixture_counts(
+            mean[start:stop].data_ptr(), inv_scales[start:stop].data_ptr(), weights[start:stop].data_ptr(),
+            row_edges.data_ptr(), 0 if shared_edges else edge_count, _SIGMOID_INT32.data_ptr(),
+            _SIGMOID_INT32.numel() - 1, offset, shift, stop - start, components, edge_count,
+            counts[start:stop].data_ptr(),
+        )  # fmt: skip
+
+    threads = max(1, min(torch.get_num_threads(), rows // KERNEL_ROWS_PER_THREAD))
+    if threads == 1:
+        run(0, rows)
+        return counts
+    if threads not in _KERNEL_POOLS:
+        _KERNEL_POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="selfvae-tables")
+    bounds = [rows * i // threads for i in range(threads + 1)]
+    list(_KERNEL_POOLS[threads].map(run, bounds[:-1], bounds[1:]))  # list(): raises what a worker raised
+    return counts
 
 
 class ExactLogisticMixture:
@@ -126,6 +174,17 @@ class ExactLogisticMixture:
             mixed = cdf if mixed is None else mixed.add_(cdf)
         return mixed
 
+    @classmethod
+    def mixture_counts(cls, mean, inv_scales, weights, edges: torch.Tensor, compiled: bool = True) -> torch.Tensor:
+        """The mixture's counts of the runs of values between consecutive bin edges:
+        int64 [N, E - 1] for rows of channel_parameters ([N, M]) and edges [N, E] or
+        [E] (* 2^16). By the compiled kernel on a CPU where it is built (`compiled`),
+        else by torch (_mixed_cdf): the same integers."""
+        if compiled and compiled_tables is not None and mean.device.type == "cpu":
+            return _compiled_counts(mean, inv_scales, weights, edges)
+        mixed = cls._mixed_cdf(mean, inv_scales, weights, edges.expand(mean.shape[0], -1))
+        return mixed[:, 1:] - mixed[:, :-1]
+
     @staticmethod
     def _support(mean, inv_scales, weights) -> tuple[torch.Tensor, torch.Tensor]:
         """(lowest, highest) per position ([..., M] in, [...] out): the bin edges outside
@@ -159,8 +218,7 @@ class ExactLogisticMixture:
             values = first.unsqueeze(-1) + torch.arange(width + 1, device=mean.device)
             edges = fp.lookup(BIN_EDGES.to(mean.device), values)
             picked = [t.index_select(0, rows) for t in (mean, inv_scales, weights)]
-            mixed = self._mixed_cdf(*picked, edges)
-            table[rows.unsqueeze(-1), values[:, :-1]] = mixed[:, 1:] - mixed[:, :-1]
+            table[rows.unsqueeze(-1), values[:, :-1]] = self.mixture_counts(*picked, edges)
         return table
 
     def channel_parameters(self, c: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -178,8 +236,7 @@ class ExactLogisticMixture:
         """Counts of the runs of values firsts[k] .. firsts[k + 1] - 1 (firsts: [E] or
         [N, E] values 0..256, rows of channel_parameters in): int64 [N, E - 1]."""
         edges = fp.lookup(BIN_EDGES.to(mean.device), firsts.to(mean.device))
-        mixed = cls._mixed_cdf(mean, inv_scales, weights, edges.expand(mean.shape[0], -1))
-        return mixed[:, 1:] - mixed[:, :-1]
+        return cls.mixture_counts(mean, inv_scales, weights, edges)
 
     @staticmethod
     def _units(units: torch.Tensor | None) -> torch.Tensor:
@@ -229,8 +286,8 @@ class ExactLogisticMixture:
         if first is None:
             return self._whole_table(mean, inv_scales, weights).reshape(batch, height, width, 256)
         values = first.reshape(-1, 1) + torch.arange(count + 1, device=x.device)
-        mixed = self._mixed_cdf(mean, inv_scales, weights, fp.lookup(BIN_EDGES.to(x.device), values.clamp(max=256)))
-        return (mixed[:, 1:] - mixed[:, :-1]).reshape(batch, height, width, count)
+        edges = fp.lookup(BIN_EDGES.to(x.device), values.clamp(max=256))
+        return self.mixture_counts(mean, inv_scales, weights, edges).reshape(batch, height, width, count)
 
     def coder_table(self, c: int, x: torch.Tensor, lo=None, hi=None, count: int = 256) -> torch.Tensor:
         """Channel c's counts as the entropy coder takes them (channel_table, or with
