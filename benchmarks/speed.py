@@ -77,7 +77,9 @@ def main() -> None:
         "--jpeg-xl", action="store_true", help="also time JPEG XL lossless (effort 7) on the image (bench extra)"
     )
     parser.add_argument(
-        "--torch-tables", action="store_true", help="probability tables by torch, not the compiled kernel"
+        "--torch-kernels",
+        action="store_true",
+        help="the exact models' arithmetic by torch alone, not the compiled kernels",
     )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -99,7 +101,7 @@ def main() -> None:
     model = args.model or default_model_for(args.mode)  # the model the CLI would use
     extra = ["--model", model, "--max-error", str(args.max_error), "--effort", str(args.effort)]
     extra += ["--model-only"] if args.model_only else []
-    env = {**os.environ, "SELFVAE_CODEC_TORCH_TABLES": "1"} if args.torch_tables else None
+    env = {**os.environ, "SELFVAE_CODEC_TORCH_KERNELS": "1"} if args.torch_kernels else None
     with tempfile.TemporaryDirectory() as tmp:
         raw, svc, decoded = Path(tmp, "in.npy"), Path(tmp, "out.svc"), Path(tmp, "out.npy")
         np.save(raw, image)
@@ -111,7 +113,7 @@ def main() -> None:
     setting = f", max error {args.max_error}" if args.max_error else ""
     setting += ", every tile by the model" if args.model_only else ""
     setting += f", effort {args.effort}"
-    setting += ", tables by torch" if args.torch_tables else ""
+    setting += ", torch kernels" if args.torch_kernels else ""
     print(
         f"{label}: {image.shape[1]}x{image.shape[0]}, mode {args.mode}{setting} (model {model}), {args.threads} threads"
     )

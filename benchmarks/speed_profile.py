@@ -22,7 +22,7 @@ from common import load_rgb
 
 from selfvae_codec.bitstream import unpack
 from selfvae_codec.codec.api import Codec
-from selfvae_codec.models import exact_distributions
+from selfvae_codec.models import fixed_point
 
 # the kind of work -> (substrings of) the cProfile function names doing it, outermost
 KINDS = {
@@ -84,21 +84,23 @@ def main() -> None:
     parser.add_argument("--mode", default="full")
     parser.add_argument("--quality", type=int, default=None, help="a lossy model's (default: its default)")
     parser.add_argument(
-        "--torch-tables", action="store_true", help="probability tables by torch, not the compiled kernel"
+        "--torch-kernels",
+        action="store_true",
+        help="the exact models' arithmetic by torch alone, not the compiled kernels",
     )
     args = parser.parse_args()
-    if args.torch_tables:
-        exact_distributions.compiled_tables = None  # as SELFVAE_CODEC_TORCH_TABLES=1 does
+    if args.torch_kernels:
+        fixed_point.kernels = None  # as SELFVAE_CODEC_TORCH_KERNELS=1 does
     torch.set_num_threads(args.threads)
     codec = Codec(args.model, threads=args.threads)
     image = load_rgb(args.image)
     coding = {"mode": args.mode, "quality": codec.check_quality(args.mode, args.quality), "classical_tiles": False}
     data = codec.compress(image, **coding)
     quality = "" if coding["quality"] is None else f" at quality {coding['quality']}"
-    tables = "torch" if exact_distributions.compiled_tables is None else "the compiled kernel"
+    kernels = "torch" if fixed_point.kernels is None else "the compiled kernels"
     print(
         f"{args.image}: {image.shape[1]}x{image.shape[0]}, {args.mode}{quality}, the model "
-        f"({args.model or 'default'}) in every tile, {args.threads} threads, probability tables by {tables}"
+        f"({args.model or 'default'}) in every tile, {args.threads} threads, exact arithmetic by {kernels}"
     )
     for direction in ("encode", "decode"):
         total, sections = per_section(codec, image, data, direction, coding)

@@ -7,8 +7,6 @@ entropy coder quantises them identically wherever it runs.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 import numpy as np
@@ -16,13 +14,6 @@ import torch
 
 from . import fixed_point as fp
 from .transforms import bins_from
-
-try:  # the compiled table kernel (setup.py); without it the same counts come from torch
-    from . import _tables as compiled_tables
-except ImportError:
-    compiled_tables = None
-if os.environ.get("SELFVAE_CODEC_TORCH_TABLES"):  # the reference path, for comparison
-    compiled_tables = None
 
 COEFF_BITS = 15  # channel coupling coefficients: tanh * 2^15
 EDGE_BITS = 16  # bin edges and means on the [-1, 1] pixel scale, * 2^16
@@ -76,13 +67,10 @@ def coder_counts(table: torch.Tensor) -> torch.Tensor:
 
 
 _SIGMOID_INT32 = fp.FINE_SIGMOID_TABLE.to(torch.int32)  # its entries are at most 2^30; half the cache
-KERNEL_ROWS_PER_THREAD = 8192  # rows below which splitting the kernel's work across threads does not pay
-_KERNEL_POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 def _compiled_counts(mean, inv_scales, weights, edges: torch.Tensor) -> torch.Tensor:
-    """ExactLogisticMixture.mixture_counts by the compiled kernel (_tables.c), its rows
-    split across torch's intra-op thread count (the kernel releases the GIL)."""
+    """ExactLogisticMixture.mixture_counts by the compiled kernel (_kernels.c)."""
     mean, inv_scales, weights = (t.to(torch.int64).contiguous() for t in (mean, inv_scales, weights))
     edges = edges.to(torch.int64).contiguous()
     rows, components = mean.shape
@@ -96,21 +84,14 @@ def _compiled_counts(mean, inv_scales, weights, edges: torch.Tensor) -> torch.Te
 
     def run(start: int, stop: int) -> None:
         row_edges = edges if shared_edges else edges[start:stop]
-        compiled_tables.mixture_counts(
+        fp.kernels.mixture_counts(
             mean[start:stop].data_ptr(), inv_scales[start:stop].data_ptr(), weights[start:stop].data_ptr(),
             row_edges.data_ptr(), 0 if shared_edges else edge_count, _SIGMOID_INT32.data_ptr(),
             _SIGMOID_INT32.numel() - 1, offset, shift, stop - start, components, edge_count,
             counts[start:stop].data_ptr(),
         )  # fmt: skip
 
-    threads = max(1, min(torch.get_num_threads(), rows // KERNEL_ROWS_PER_THREAD))
-    if threads == 1:
-        run(0, rows)
-        return counts
-    if threads not in _KERNEL_POOLS:
-        _KERNEL_POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="selfvae-tables")
-    bounds = [rows * i // threads for i in range(threads + 1)]
-    list(_KERNEL_POOLS[threads].map(run, bounds[:-1], bounds[1:]))  # list(): raises what a worker raised
+    fp.split_across_threads(run, rows, cost=components * edge_count)
     return counts
 
 
@@ -180,7 +161,7 @@ class ExactLogisticMixture:
         int64 [N, E - 1] for rows of channel_parameters ([N, M]) and edges [N, E] or
         [E] (* 2^16). By the compiled kernel on a CPU where it is built (`compiled`),
         else by torch (_mixed_cdf): the same integers."""
-        if compiled and compiled_tables is not None and mean.device.type == "cpu":
+        if compiled and fp.compiled(mean):
             return _compiled_counts(mean, inv_scales, weights, edges)
         mixed = cls._mixed_cdf(mean, inv_scales, weights, edges.expand(mean.shape[0], -1))
         return mixed[:, 1:] - mixed[:, :-1]

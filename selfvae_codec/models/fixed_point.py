@@ -22,10 +22,21 @@ division of int64 tensors.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+try:  # compiled kernels (setup.py, _kernels.c); without them the same integers come from torch
+    from . import _kernels as kernels
+except ImportError:
+    kernels = None
+if os.environ.get("SELFVAE_CODEC_TORCH_KERNELS"):  # the reference path, for comparison
+    kernels = None
 
 ACT_BITS = 12  # activations: value * 2^12
 ACT_ONE = 1 << ACT_BITS
@@ -36,6 +47,28 @@ LN2_Q30 = 744261118  # round(ln 2 * 2^30)
 LUT_STEP_BITS = 10  # table entries every 2^-10 of the input
 EXP_RANGE = 40  # exp(-y) is tabulated for y in [0, 40]
 SIGMOID_RANGE = 16  # sigmoid(t) for t in [-16, 16]
+
+
+KERNEL_ITEMS_PER_THREAD = 1 << 16  # work items below which splitting a kernel across threads does not pay
+_KERNEL_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def compiled(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled kernels serve these tensors (built, and all on the CPU)."""
+    return kernels is not None and all(t.device.type == "cpu" for t in tensors)
+
+
+def split_across_threads(run: Callable[[int, int], None], items: int, cost: int = 1) -> None:
+    """run(start, stop) over the items 0..items-1, in as many parts as torch's intra-op
+    thread count allows (the kernels release the GIL); `cost`: work per item."""
+    threads = max(1, min(torch.get_num_threads(), items * cost // KERNEL_ITEMS_PER_THREAD))
+    if threads == 1:
+        run(0, items)
+        return
+    if threads not in _KERNEL_POOLS:
+        _KERNEL_POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="selfvae-kernels")
+    bounds = [items * i // threads for i in range(threads + 1)]
+    list(_KERNEL_POOLS[threads].map(run, bounds[:-1], bounds[1:]))  # list(): raises what a part raised
 
 
 def round_shift(values: torch.Tensor, bits) -> torch.Tensor:
@@ -155,6 +188,19 @@ ELU_NEGATIVE_TABLE = _elu_negative_table()
 
 def elu(x: torch.Tensor) -> torch.Tensor:
     """ELU of activations: x above zero, exp(x) - 1 below (one table entry per input)."""
+    if compiled(x):
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        flat_x, flat_out = x.view(-1), out.view(-1)
+
+        def run(start: int, stop: int) -> None:
+            kernels.elu(
+                flat_x[start:stop].data_ptr(), ELU_NEGATIVE_TABLE.data_ptr(), ELU_NEGATIVE_TABLE.numel() - 1,
+                stop - start, flat_out[start:stop].data_ptr(),
+            )  # fmt: skip
+
+        split_across_threads(run, x.numel())
+        return out
     table = _on("elu", ELU_NEGATIVE_TABLE, x.device)
     # table[0] == 0, so positive inputs read 0 from the table and keep x from the clamp
     # (one pass less than torch.where).
@@ -234,11 +280,28 @@ class ExactConv(nn.Module):
                 acc = F.conv_transpose2d(x.to(torch.float64), self._weight64, None, self.stride, self.padding)
             else:
                 acc = self._convolve(x)
+        if compiled(acc) and acc.stride(-1) == 1:
+            return self._rescale_compiled(acc)
         out = acc.to(torch.int64)
         del acc  # in place from here on: these tensors are the largest of an exact model
         out += self.bias.view(1, -1, 1, 1)
         out >>= self.shift.view(1, -1, 1, 1)
         return out.clamp_(-ACT_LIMIT, ACT_LIMIT)
+
+    def _rescale_compiled(self, sums: torch.Tensor) -> torch.Tensor:
+        """forward's rescaling of the float64 sums in one pass (_kernels.c: rescale)."""
+        batch, channels, height, width = sums.shape
+        out = torch.empty(batch, channels, height, width, dtype=torch.int64)
+        bias, shift = self.bias.contiguous(), self.shift.contiguous()
+
+        def run(first: int, stop: int) -> None:
+            kernels.rescale(
+                sums.data_ptr(), sums.stride(0), sums.stride(1), sums.stride(2), bias.data_ptr(), shift.data_ptr(),
+                ACT_LIMIT, channels, height, width, first, stop, out.data_ptr(),
+            )  # fmt: skip
+
+        split_across_threads(run, batch * channels, cost=height * width)
+        return out
 
     def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution as one matrix product per kernel tap, accumulated: no

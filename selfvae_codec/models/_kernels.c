@@ -1,13 +1,14 @@
-/* The exact models' probability tables in one compiled pass: the same integers as
- * ExactLogisticMixture._counts_between (exact_distributions.py), which stays the
- * reference and the fallback where this extension is not built.
+/* Compiled kernels of the exact models: the same integers as the torch code they
+ * replace, which stays the reference and the fallback where this extension is not
+ * built. Integer arithmetic only, so every compiler and CPU gives the same numbers.
+ *
+ * mixture_counts: the probability tables (ExactLogisticMixture.mixture_counts).
  *
  * For each row n and each run k of values between two bin edges:
  *     mixed[n, e] = sum_m weights[n, m] * SIGMOID[clamp(floor(((edges[n, e] - mean[n, m])
  *                   * inv_scales[n, m] + offset) / 2^shift), 0, last)]
  *     counts[n, k] = mixed[n, k + 1] - mixed[n, k]
- * Integer arithmetic only, so every compiler and CPU gives the same numbers. The
- * products stay below 2^63 (edges below 2^37, inverse scales below 2^27); they are
+ * The products stay below 2^63 (edges below 2^37, inverse scales below 2^27); they are
  * formed in unsigned arithmetic, which wraps as torch's int64 does, so that no input
  * makes the C undefined. */
 #define PY_SSIZE_T_CLEAN
@@ -56,6 +57,32 @@ static void mixture_counts(const int64_t *mean, const int64_t *inv_scales, const
     }
 }
 
+/* rescale: an exact convolution's float64 sums (integers below 2^53, [B, C, H, W] with
+ * unit column stride) to activations: (sum + bias[c]) >> shift[c], saturated at +-limit,
+ * into a contiguous int64 tensor (ExactConv.forward); the planes (b, c) numbered
+ * b * C + c from first_plane to stop_plane - 1. */
+static void rescale(const double *sums, int64_t batch_stride, int64_t channel_stride, int64_t row_stride,
+                    const int64_t *bias, const int64_t *shift, int64_t limit, int64_t channels, int64_t height,
+                    int64_t width, int64_t first_plane, int64_t stop_plane, int64_t *out) {
+    for (int64_t plane = first_plane; plane < stop_plane; plane++) {
+        int64_t b = plane / channels, c = plane % channels;
+        int s = (int)shift[c];
+        for (int64_t y = 0; y < height; y++) {
+            const double *row = sums + b * batch_stride + c * channel_stride + y * row_stride;
+            int64_t *target = out + (plane * height + y) * width;
+            for (int64_t x = 0; x < width; x++) {
+                int64_t value = floor_shift((int64_t)row[x] + bias[c], s);
+                target[x] = value < -limit ? -limit : (value > limit ? limit : value);
+            }
+        }
+    }
+}
+
+/* elu: x where x > 0, else table[min(-x, last)] (fixed_point.elu), n int64 values. */
+static void elu(const int64_t *x, const int64_t *table, int64_t last, int64_t n, int64_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0 ? x[i] : table[-x[i] < last ? -x[i] : last];
+}
+
 static void *pointer(PyObject *address) { return PyLong_AsVoidPtr(address); }
 
 /* mixture_counts(mean, inv_scales, weights, edges, edge_row_stride, sigmoid, last, offset,
@@ -87,11 +114,43 @@ static PyObject *py_mixture_counts(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* rescale(sums, batch_stride, channel_stride, row_stride, bias, shift, limit, channels,
+ * height, width, first_plane, stop_plane, out): strides in elements. */
+static PyObject *py_rescale(PyObject *self, PyObject *args) {
+    PyObject *sums, *bias, *shift, *out;
+    long long batch_stride, channel_stride, row_stride, limit, channels, height, width, first_plane, stop_plane;
+    if (!PyArg_ParseTuple(args, "OLLLOOLLLLLLO", &sums, &batch_stride, &channel_stride, &row_stride, &bias,
+                          &shift, &limit, &channels, &height, &width, &first_plane, &stop_plane, &out))
+        return NULL;
+    void *p[4] = {pointer(sums), pointer(bias), pointer(shift), pointer(out)};
+    if (PyErr_Occurred()) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rescale(p[0], batch_stride, channel_stride, row_stride, p[1], p[2], limit, channels, height, width,
+            first_plane, stop_plane, p[3]);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* elu(x, table, last, n, out) */
+static PyObject *py_elu(PyObject *self, PyObject *args) {
+    PyObject *x, *table, *out;
+    long long last, n;
+    if (!PyArg_ParseTuple(args, "OOLLO", &x, &table, &last, &n, &out)) return NULL;
+    void *p[3] = {pointer(x), pointer(table), pointer(out)};
+    if (PyErr_Occurred()) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    elu(p[0], p[1], last, n, p[2]);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"mixture_counts", py_mixture_counts, METH_VARARGS, "Counts of runs of values under an exact logistic mixture."},
+    {"rescale", py_rescale, METH_VARARGS, "An exact convolution's sums to activations."},
+    {"elu", py_elu, METH_VARARGS, "The ELU of activations by its table."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tables", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__tables(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
