@@ -348,6 +348,14 @@ def test_classical_files_wider_than_webp_allows_are_png():
     assert np.array_equal(read_classical_tile(data, 2, WEBP_MAX_SIDE + 1), wide)
 
 
+@pytest.mark.parametrize("effort", [1, 2, 3])
+def test_classical_files_written_side_by_side_are_the_ones_written_in_turn(effort):
+    from selfvae_codec.codec.images import classical_lossless
+
+    photo = load(DATA / "coffee_96x64.png")
+    assert classical_lossless(photo, False, effort, threads=3) == classical_lossless(photo, False, effort, threads=1)
+
+
 def test_the_float_estimate_of_a_full_file_matches_the_exact_coder(codec):
     """The float twin's reckoning of a `full` tile's bits, on which the encoder decides
     whether to run the exact model, is the exact coder's to within 1%."""

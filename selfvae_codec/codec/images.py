@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -224,18 +225,26 @@ EFFORT_WEBP_METHODS = {1: (4,), 2: (4, 5)} | {effort: (4, 5, 6) for effort in ra
 DEFAULT_EFFORT = 2
 
 
-def classical_lossless(pixels: np.ndarray, grayscale: bool, effort: int = DEFAULT_EFFORT) -> bytes:
+def classical_lossless(pixels: np.ndarray, grayscale: bool, effort: int = DEFAULT_EFFORT, threads: int = 1) -> bytes:
     """The smallest of a PNG and lossless WebP files (at the effort's methods) of an
-    RGB tile (one channel when the image is grayscale): what a `pixels` section holds."""
+    RGB tile (one channel when the image is grayscale): what a `pixels` section holds.
+    With `threads` > 1 the files are written side by side (Pillow's encoders release
+    the GIL); the first of the smallest is kept either way."""
     image = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if grayscale else pixels))
     settings = [("PNG", {"compress_level": 6})]
     if max(image.size) <= WEBP_MAX_SIDE:
         settings += [("WEBP", {"lossless": True, "quality": 100, "method": m}) for m in EFFORT_WEBP_METHODS[effort]]
-    files = []
-    for fmt, options in settings:
+
+    def write(setting: tuple[str, dict]) -> bytes:
         buffer = io.BytesIO()
-        image.save(buffer, format=fmt, **options)
-        files.append(buffer.getvalue())
+        image.save(buffer, format=setting[0], **setting[1])
+        return buffer.getvalue()
+
+    if threads > 1:
+        with ThreadPoolExecutor(min(threads, len(settings))) as pool:
+            files = list(pool.map(write, settings))
+    else:
+        files = [write(setting) for setting in settings]
     return min(files, key=len)
 
 

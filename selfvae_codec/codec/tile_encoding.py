@@ -92,7 +92,7 @@ def encode_model_or_classical(
     s = settings
     if not (s.mode == "full" and s.classical_tiles):
         return _coded_by_model(model, estimate, tile, index, s, counter)
-    classical = classical_lossless(pixels, s.channels == 1, s.effort)
+    classical = classical_lossless(pixels, s.channels == 1, s.effort, torch.get_num_threads())
     classical_sections, classical_bits = [Section("pixels", 0, index, classical)], {"pixels": 8.0 * len(classical)}
     margin = SKIP_MARGIN_ADAPTED if s.adapts else SKIP_MARGIN
     if not s.max_error and estimate(tile, s.step) > 8 * len(classical) * (1 + margin):
