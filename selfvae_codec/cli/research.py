@@ -1,4 +1,4 @@
-"""The research commands: train, crops, evaluate, and the developers' grow and publish."""
+"""The research commands: train, crops, evaluate, and the developers' grow, publish and distil."""
 
 from __future__ import annotations
 
@@ -272,4 +272,76 @@ def grow(source, target, head_blocks, trunk_blocks, z_strides) -> None:
     click.echo(f"grown run in {target}: {parameter_count(model):,} parameters")
 
 
-COMMANDS = [train, crops, evaluate, convert, grow, publish]
+@click.command(hidden=True)
+@click.argument("train_dirs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--teacher", default="lossy", show_default=True, help="A lossy model: pretrained name or .safetensors.")
+@click.option("--trunk-blocks", required=True, help="Trunk blocks the student keeps, per level: e.g. 1,3,3.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The student's .safetensors.")
+@click.option("--val", "val_dirs", multiple=True, type=click.Path(exists=True), help="Held-out folder (repeatable).")
+@click.option("--minutes", type=click.FloatRange(min=0), default=60.0, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--crop", type=click.IntRange(32), default=128, show_default=True, help="Training crops' side.")
+@click.option("--val-crop", type=click.IntRange(32), default=256, show_default=True, help="Held-out crops' side.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@THREADS_OPTION
+@FORCE_OPTION
+def distil(
+    train_dirs, teacher, trunk_blocks, output, val_dirs, minutes, lr, batch, crop, val_crop, seed, threads, force
+) -> None:
+    """(developers) Train a lighter lossy decoder from TEACHER on photos in TRAIN_DIRS:
+    fewer trunk blocks, the same latents and rate (training/distil.py). An exact
+    teacher is distilled through its float twin; `convert` makes the student exact.
+    Prints rs2's PSNR on the --val crops (one centre crop per photo) per quality."""
+    from pathlib import Path
+
+    import torch
+
+    from ..codec.images import list_images
+    from ..models.exact import float_twin
+    from ..models.io import save_model
+    from ..models.pretrained import load_named_model
+    from ..training.data import RandomCropSampler, training_sources, validation_crops
+    from ..training.distil import decoding_parameters, fine_tune, reconstruction_psnr, shortened
+
+    if Path(output).exists() and not force:
+        raise CliError(f"{output} exists (use -f to overwrite)")
+    try:
+        blocks = tuple(int(value) for value in trunk_blocks.split(","))
+    except ValueError as error:
+        raise CliError(f"--trunk-blocks must be comma-separated integers, got {trunk_blocks!r}") from error
+    torch.set_num_threads(threads or 1)
+    torch.manual_seed(seed)
+    try:
+        source = load_named_model(teacher)
+        source = float_twin(source) if source.config.exact else source
+        student = shortened(source, blocks)
+        crops = [validation_crops(list_images([folder]), val_crop, per_image=1) for folder in val_dirs]
+        sampler = RandomCropSampler(training_sources(list(train_dirs)), crop, seed, **DISTIL_DATA)
+    except (CodecError, ValueError) as error:
+        raise CliError(str(error)) from error
+    qualities = list(range(source.config.qualities))
+
+    def show(label: str, model) -> None:
+        for folder, held_out in zip(val_dirs, crops, strict=True):
+            scores = reconstruction_psnr(model, torch.from_numpy(held_out).long(), qualities)
+            click.echo(f"{label} {folder}: " + ", ".join(f"q{q + 1} {db:.3f} dB" for q, db in scores.items()))
+
+    show("teacher", source)
+    show("student at the start", student)
+
+    def report(step: int, loss: float) -> None:
+        if step % 100 == 0:
+            click.echo(f"step {step}: squared error per subpixel {loss:.2f}")
+
+    parameters = decoding_parameters(student, source.config.trunk_blocks)
+    steps = fine_tune(student, parameters, sampler, 60 * minutes, lr, batch, report)
+    save_model(student, output)
+    show(f"student after {steps} steps", student)
+    click.echo(f"wrote {output}")
+
+
+# The crops distil trains on: clean photos weighted up, JPEG sources downscaled (as runs/clean).
+DISTIL_DATA = {"jpeg_max_scale": 0.5, "clean_weight": 4.0, "native_fraction": 0.5}
+
+COMMANDS = [train, crops, evaluate, convert, grow, publish, distil]

@@ -1,0 +1,100 @@
+"""A lighter lossy decoder from a trained one (`selfvae-codec distil`).
+
+The student is the teacher with fewer wide residual blocks after a level's likelihood
+trunk (the first blocks kept), which is where an rs2 decode spends most of its
+arithmetic. Its encoder, latent priors and the levels left as they were are the
+teacher's and stay frozen, so every latent a file sends, and so its rate, is the
+teacher's. What is trained is the shortened levels' decoding path (their context
+block, trunk blocks and pixel heads), on the rs2 reconstruction's squared error with
+the latents rounded as the coder sends them, at qualities drawn at random: the
+student learns to rebuild the image from the same bits with less arithmetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import torch
+
+from ..models.selfvae import SelfVAE
+from .data import RandomCropSampler
+
+# The parts of a level that turn the coarser level and its z into y_k's pixels.
+DECODING_PARTS = ("context_block", "trunk_blocks", "group_heads")
+
+
+def shortened(teacher: SelfVAE, trunk_blocks: tuple[int, ...]) -> SelfVAE:
+    """A float copy of the lossy float model `teacher` with level k's trunk cut to its
+    first trunk_blocks[k] blocks; every other tensor is the teacher's."""
+    config = teacher.config
+    if config.exact or not config.lossy:
+        raise ValueError("distil starts from a lossy float model (the float twin of an exact one will do)")
+    if len(trunk_blocks) != len(config.trunk_blocks):
+        raise ValueError(f"give {len(config.trunk_blocks)} trunk block counts, one per level")
+    if any(not 0 <= new <= old for new, old in zip(trunk_blocks, config.trunk_blocks, strict=True)):
+        raise ValueError(f"each level keeps at most its {config.trunk_blocks} trunk blocks, not {trunk_blocks}")
+    student = SelfVAE(dataclasses.replace(config, trunk_blocks=tuple(trunk_blocks)))
+    kept = student.state_dict()
+    student.load_state_dict({name: tensor for name, tensor in teacher.state_dict().items() if name in kept})
+    return student
+
+
+def decoding_parameters(student: SelfVAE, teacher_blocks: tuple[int, ...]) -> list[torch.nn.Parameter]:
+    """The trainable parameters: the decoding parts of the levels whose trunk was cut."""
+    cut = [k for k, (new, old) in enumerate(zip(student.config.trunk_blocks, teacher_blocks, strict=True)) if new < old]
+    prefixes = tuple(f"levels.{k}.{part}." for k in cut for part in DECODING_PARTS)
+    return [parameter for name, parameter in student.named_parameters() if name.startswith(prefixes)]
+
+
+def reconstruction_psnr(model: SelfVAE, crops: torch.Tensor, qualities: list[int]) -> dict[int, float]:
+    """rs2's PSNR (of the mean squared error) on crops [N, 3, H, W] at each quality
+    (0-based), the latents rounded as the coder sends them."""
+    out = {}
+    with torch.no_grad():
+        for quality in qualities:
+            squared = 0.0
+            for start in range(0, len(crops), 8):
+                batch = crops[start : start + 8]
+                picked = torch.full((len(batch),), quality, dtype=torch.int64)
+                squared += float(model.rate_distortion_terms(batch, picked, noisy=False)["squared_error"].sum())
+            mse = squared / crops.numel()
+            out[quality] = 10 * torch.log10(torch.tensor(255.0**2 / mse)).item()
+    return out
+
+
+def fine_tune(
+    student: SelfVAE,
+    parameters: list[torch.nn.Parameter],
+    sampler: RandomCropSampler,
+    seconds: float,
+    learning_rate: float,
+    batch: int,
+    report: Callable[[int, float], None] | None = None,
+    max_steps: int | None = None,
+) -> int:
+    """Adam on `parameters` (everything else frozen) for `seconds` (or max_steps):
+    the rs2 squared error per subpixel of random crops at random qualities, rounded
+    latents. report(step, loss) every step. Returns the number of steps."""
+    for parameter in student.parameters():
+        parameter.requires_grad_(False)
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    student.train()
+    started, step = time.monotonic(), 0
+    while time.monotonic() - started < seconds and (max_steps is None or step < max_steps):
+        x = torch.from_numpy(sampler.batch(batch)).long()
+        quality = torch.randint(0, student.config.qualities, (batch,))
+        loss = student.rate_distortion_terms(x, quality, noisy=False)["squared_error"].mean() / x[0].numel()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if report is not None:
+            report(step, loss.item())
+    student.eval()
+    for parameter in student.parameters():
+        parameter.requires_grad_(True)
+    return step

@@ -1,0 +1,103 @@
+"""Distilling a lighter lossy decoder (training/distil.py, `selfvae-codec distil`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import CHELSEA, error_lines, pixels, run
+
+from selfvae_codec.codec.api import Codec
+from selfvae_codec.models.config import tiny_config
+from selfvae_codec.models.io import save_model
+from selfvae_codec.models.selfvae import SelfVAE
+from selfvae_codec.training.data import RandomCropSampler
+from selfvae_codec.training.distil import decoding_parameters, fine_tune, reconstruction_psnr, shortened
+from selfvae_codec.training.rate_distortion import lossy_model_from
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def teacher() -> SelfVAE:
+    """A tiny lossy model whose trunk blocks do something (a new block is the identity)."""
+    torch.manual_seed(0)
+    lossless = SelfVAE(tiny_config(trunk_blocks=(0, 1, 3)))
+    lossless.initialize(torch.randint(0, 256, (2, 3, 64, 64)))
+    model = lossy_model_from(lossless, 3)
+    with torch.no_grad():
+        for block in model.levels[2].trunk_blocks:
+            block.outer.weight.normal_(0, 0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def crops() -> torch.Tensor:
+    rng = np.random.default_rng(1)
+    return torch.from_numpy(rng.integers(0, 256, (2, 3, 32, 32))).long()
+
+
+def _rates(model: SelfVAE, x: torch.Tensor, quality: int) -> dict[str, torch.Tensor]:
+    terms = model.rate_distortion_terms(x, torch.full((len(x),), quality), noisy=False)
+    return {name: value for name, value in terms.items() if name.startswith("rate")}
+
+
+def test_the_student_keeps_the_first_blocks_and_sends_the_same_latents(teacher, crops):
+    student = shortened(teacher, (0, 1, 1))
+    assert len(student.levels[2].trunk_blocks) == 1
+    assert torch.equal(student.levels[2].trunk_blocks[0].outer.weight, teacher.levels[2].trunk_blocks[0].outer.weight)
+    with torch.no_grad():
+        for quality in range(3):
+            teacher_rates, student_rates = _rates(teacher, crops, quality), _rates(student, crops, quality)
+            assert teacher_rates.keys() == student_rates.keys()
+            assert all(torch.equal(teacher_rates[k], student_rates[k]) for k in teacher_rates)
+        assert reconstruction_psnr(student, crops, [0]) != reconstruction_psnr(teacher, crops, [0])
+
+
+def test_fine_tuning_trains_only_the_shortened_levels_decoding_and_lowers_its_error(teacher):
+    student = shortened(teacher, (0, 1, 1))
+    before = {name: tensor.clone() for name, tensor in student.state_dict().items()}
+    parameters = decoding_parameters(student, teacher.config.trunk_blocks)
+    names = {name for name, parameter in student.named_parameters() if any(parameter is p for p in parameters)}
+    assert names and all(name.startswith("levels.2.") for name in names)
+    sampler = RandomCropSampler([DATA / "astronaut_128x128.png"], 32, seed=0)
+    held_out = torch.from_numpy(sampler.batch(8)).long()
+    start = reconstruction_psnr(student, held_out, [0, 1, 2])
+    steps = fine_tune(student, parameters, sampler, float("inf"), 1e-3, 4, max_steps=60)
+    assert steps == 60
+    after = student.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and changed <= names
+    end = reconstruction_psnr(student, held_out, [0, 1, 2])
+    assert sum(end.values()) > sum(start.values())
+
+
+def test_students_need_a_lossy_float_teacher_and_fewer_blocks(teacher):
+    with pytest.raises(ValueError, match="at most"):
+        shortened(teacher, (0, 1, 4))
+    with pytest.raises(ValueError, match="one per level"):
+        shortened(teacher, (0, 1))
+    with pytest.raises(ValueError, match="lossy float model"):
+        shortened(SelfVAE(tiny_config()), (0, 0, 0))
+
+
+def test_a_distilled_student_converts_and_codes_files_from_the_command_line(teacher, tmp_path):
+    """distil -> convert -> encode / decode, as a developer runs it; bad input is one line."""
+    save_model(teacher, tmp_path / "teacher.safetensors")
+    student, exact = tmp_path / "student.safetensors", tmp_path / "exact.safetensors"
+    common = ["--teacher", tmp_path / "teacher.safetensors", "-o", student, "--crop", 32, "--batch", 2]
+    result = run("distil", DATA, *common, "--trunk-blocks", "0,1,1", "--val", DATA, "--val-crop", 48, "--minutes", 0.02)
+    assert result.exit_code == 0, result.output
+    assert "teacher" in result.output and "student after" in result.output and student.is_file()
+    assert run("convert", student, "-o", exact).exit_code == 0
+    codec = Codec(str(exact), threads=1)
+    assert codec.model.config.trunk_blocks == (0, 1, 1)
+    image = pixels(CHELSEA)
+    decoded = codec.decompress(codec.compress(image, "rs2", quality=2))
+    assert decoded.shape == image.shape
+    refused = run("distil", DATA, *common, "--trunk-blocks", "0,1,4", "-f")
+    assert refused.exit_code == 1 and error_lines(refused) == [
+        "error: each level keeps at most its (0, 1, 3) trunk blocks, not (0, 1, 4)"
+    ]
