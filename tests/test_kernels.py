@@ -84,6 +84,24 @@ def test_the_elu_kernel_gives_the_torch_codes_integers(threads):
 
 
 @built
+def test_the_interpolation_kernel_gives_the_torch_codes_integers(threads):
+    """exp, exp(-y), sigmoid and tanh at the input scales the models use, over and
+    beyond the tables' ranges (both clamped ends) and at table entries exactly."""
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randint(-(fp.ACT_LIMIT << 2), (fp.ACT_LIMIT << 2) + 1, (3, 7, 50, 41), generator=generator)
+    x.view(-1)[:6] = torch.tensor([0, 1, -1, fp.ACT_ONE << 3, -(fp.ACT_ONE << 5), 5 << 10])
+    functions = [
+        lambda v: fp.exp_neg(v.abs(), fp.ACT_BITS),
+        lambda v: fp.exp_neg(v.abs(), fp.LUT_STEP_BITS),  # no fraction
+        lambda v: fp.sigmoid(v, fp.ACT_BITS - 1),
+        lambda v: fp.exp(v),
+        lambda v: fp.tanh(v),
+    ]
+    for function in functions:
+        assert torch.equal(function(x), _without_kernels(function, x))
+
+
+@built
 @pytest.mark.parametrize(
     "shape, stride, padding, transpose",
     [

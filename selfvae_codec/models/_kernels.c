@@ -78,6 +78,20 @@ static void rescale(const double *sums, int64_t batch_stride, int64_t channel_st
     }
 }
 
+/* interpolate: the function `table` tabulates (entry i at start + i * 2^fraction_bits
+ * in x's units; `entries` of them, then one more copy of the last) at each of n values
+ * x, linear between entries, clamped at the ends (fixed_point._interpolate). */
+static void interpolate(const int64_t *x, const int64_t *table, int64_t entries, int64_t start, int fraction_bits,
+                        int64_t n, int64_t *out) {
+    int64_t top = (entries - 1) << fraction_bits;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t offset = x[i] - start;
+        offset = offset < 0 ? 0 : (offset > top ? top : offset);
+        int64_t index = offset >> fraction_bits, low = table[index];
+        out[i] = low + floor_shift((table[index + 1] - low) * (offset - (index << fraction_bits)), fraction_bits);
+    }
+}
+
 /* elu: x where x > 0, else table[min(-x, last)] (fixed_point.elu), n int64 values. */
 static void elu(const int64_t *x, const int64_t *table, int64_t last, int64_t n, int64_t *out) {
     for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0 ? x[i] : table[-x[i] < last ? -x[i] : last];
@@ -131,6 +145,24 @@ static PyObject *py_rescale(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* interpolate(x, table, entries, start, fraction_bits, n, out) */
+static PyObject *py_interpolate(PyObject *self, PyObject *args) {
+    PyObject *x, *table, *out;
+    long long entries, start, n;
+    int fraction_bits;
+    if (!PyArg_ParseTuple(args, "OOLLiLO", &x, &table, &entries, &start, &fraction_bits, &n, &out)) return NULL;
+    void *p[3] = {pointer(x), pointer(table), pointer(out)};
+    if (PyErr_Occurred()) return NULL;
+    if (fraction_bits < 0 || fraction_bits > 62 || entries < 1) {
+        PyErr_SetString(PyExc_ValueError, "interpolate: 0 <= fraction_bits <= 62 and entries >= 1");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    interpolate(p[0], p[1], entries, start, fraction_bits, n, p[2]);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 /* elu(x, table, last, n, out) */
 static PyObject *py_elu(PyObject *self, PyObject *args) {
     PyObject *x, *table, *out;
@@ -148,6 +180,7 @@ static PyMethodDef methods[] = {
     {"mixture_counts", py_mixture_counts, METH_VARARGS, "Counts of runs of values under an exact logistic mixture."},
     {"rescale", py_rescale, METH_VARARGS, "An exact convolution's sums to activations."},
     {"elu", py_elu, METH_VARARGS, "The ELU of activations by its table."},
+    {"interpolate", py_interpolate, METH_VARARGS, "A function table, linearly interpolated."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -71,6 +71,20 @@ def split_across_threads(run: Callable[[int, int], None], items: int, cost: int 
     list(_KERNEL_POOLS[threads].map(run, bounds[:-1], bounds[1:]))  # list(): raises what a part raised
 
 
+def _elementwise(kernel: Callable[[int, int, int], None], x: torch.Tensor) -> torch.Tensor:
+    """kernel(address of x's first value, address of the output's, count) over x's
+    values, split across threads: a new int64 tensor of x's shape."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    flat_x, flat_out = x.view(-1), out.view(-1)
+
+    def run(start: int, stop: int) -> None:
+        kernel(flat_x[start:stop].data_ptr(), flat_out[start:stop].data_ptr(), stop - start)
+
+    split_across_threads(run, x.numel())
+    return out
+
+
 def round_shift(values: torch.Tensor, bits) -> torch.Tensor:
     """values / 2^bits rounded half up (bits: an int >= 1 or a broadcastable tensor)."""
     half = 1 << (bits - 1) if isinstance(bits, int) else torch.bitwise_left_shift(torch.ones_like(bits), bits - 1)
@@ -132,6 +146,12 @@ def _interpolate(name: str, table: torch.Tensor, x: torch.Tensor, input_bits: in
     x holds value * 2^input_bits; linear between entries, clamped at the ends."""
     lut = _on(name, table, x.device)
     fraction_bits = input_bits - LUT_STEP_BITS
+    if compiled(x) and x.dtype == torch.int64:
+
+        def kernel(x_at: int, out_at: int, count: int) -> None:
+            kernels.interpolate(x_at, lut.data_ptr(), table.numel(), first << input_bits, fraction_bits, count, out_at)
+
+        return _elementwise(kernel, x)
     offset = (x - (first << input_bits)).clamp(0, (table.numel() - 1) << fraction_bits)
     index = offset >> fraction_bits
     low = lookup(lut, index)
@@ -188,19 +208,12 @@ ELU_NEGATIVE_TABLE = _elu_negative_table()
 
 def elu(x: torch.Tensor) -> torch.Tensor:
     """ELU of activations: x above zero, exp(x) - 1 below (one table entry per input)."""
-    if compiled(x):
-        x = x.contiguous()
-        out = torch.empty_like(x)
-        flat_x, flat_out = x.view(-1), out.view(-1)
+    if compiled(x) and x.dtype == torch.int64:
 
-        def run(start: int, stop: int) -> None:
-            kernels.elu(
-                flat_x[start:stop].data_ptr(), ELU_NEGATIVE_TABLE.data_ptr(), ELU_NEGATIVE_TABLE.numel() - 1,
-                stop - start, flat_out[start:stop].data_ptr(),
-            )  # fmt: skip
+        def kernel(x_at: int, out_at: int, count: int) -> None:
+            kernels.elu(x_at, ELU_NEGATIVE_TABLE.data_ptr(), ELU_NEGATIVE_TABLE.numel() - 1, count, out_at)
 
-        split_across_threads(run, x.numel())
-        return out
+        return _elementwise(kernel, x)
     table = _on("elu", ELU_NEGATIVE_TABLE, x.device)
     # table[0] == 0, so positive inputs read 0 from the table and keep x from the clamp
     # (one pass less than torch.where).
