@@ -81,6 +81,19 @@ def test_students_need_a_lossy_float_teacher_and_fewer_blocks(teacher):
         shortened(teacher, (0, 1))
     with pytest.raises(ValueError, match="lossy float model"):
         shortened(SelfVAE(tiny_config()), (0, 0, 0))
+    uncut = shortened(teacher, teacher.config.trunk_blocks)
+    with pytest.raises(ValueError, match="train the decoding of some of levels 1 to 3"):
+        decoding_parameters(uncut, teacher.config.trunk_blocks)  # nothing cut, no level named
+    with pytest.raises(ValueError, match="levels 1 to 3"):
+        decoding_parameters(uncut, teacher.config.trunk_blocks, [3])
+
+
+def test_a_named_level_trains_the_teachers_own_decoding(teacher):
+    """No block removed: the teacher's decoder at level 3 fitted to the rounded latents."""
+    uncut = shortened(teacher, teacher.config.trunk_blocks)
+    parameters = decoding_parameters(uncut, teacher.config.trunk_blocks, [2])
+    names = {name for name, parameter in uncut.named_parameters() if any(parameter is p for p in parameters)}
+    assert any(".trunk_blocks.2." in name for name in names) and all(n.startswith("levels.2.") for n in names)
 
 
 def test_a_distilled_student_converts_and_codes_files_from_the_command_line(teacher, tmp_path):

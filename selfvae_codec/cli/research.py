@@ -276,6 +276,7 @@ def grow(source, target, head_blocks, trunk_blocks, z_strides) -> None:
 @click.argument("train_dirs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--teacher", default="lossy", show_default=True, help="A lossy model: pretrained name or .safetensors.")
 @click.option("--trunk-blocks", required=True, help="Trunk blocks the student keeps, per level: e.g. 1,3,3.")
+@click.option("--train-levels", help="Levels (1-based) whose decoding trains, e.g. 3 (default: the shortened ones).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The student's .safetensors.")
 @click.option("--val", "val_dirs", multiple=True, type=click.Path(exists=True), help="Held-out folder (repeatable).")
 @click.option("--minutes", type=click.FloatRange(min=0), default=60.0, show_default=True)
@@ -287,7 +288,20 @@ def grow(source, target, head_blocks, trunk_blocks, z_strides) -> None:
 @THREADS_OPTION
 @FORCE_OPTION
 def distil(
-    train_dirs, teacher, trunk_blocks, output, val_dirs, minutes, lr, batch, crop, val_crop, seed, threads, force
+    train_dirs,
+    teacher,
+    trunk_blocks,
+    train_levels,
+    output,
+    val_dirs,
+    minutes,
+    lr,
+    batch,
+    crop,
+    val_crop,
+    seed,
+    threads,
+    force,
 ) -> None:
     """(developers) Train a lighter lossy decoder from TEACHER on photos in TRAIN_DIRS:
     fewer trunk blocks, the same latents and rate (training/distil.py). An exact
@@ -308,14 +322,16 @@ def distil(
         raise CliError(f"{output} exists (use -f to overwrite)")
     try:
         blocks = tuple(int(value) for value in trunk_blocks.split(","))
+        levels = None if train_levels is None else [int(value) - 1 for value in train_levels.split(",")]
     except ValueError as error:
-        raise CliError(f"--trunk-blocks must be comma-separated integers, got {trunk_blocks!r}") from error
+        raise CliError("--trunk-blocks and --train-levels take comma-separated integers") from error
     torch.set_num_threads(threads or 1)
     torch.manual_seed(seed)
     try:
         source = load_named_model(teacher)
         source = float_twin(source) if source.config.exact else source
         student = shortened(source, blocks)
+        parameters = decoding_parameters(student, source.config.trunk_blocks, levels)
         crops = [validation_crops(list_images([folder]), val_crop, per_image=1) for folder in val_dirs]
         sampler = RandomCropSampler(training_sources(list(train_dirs)), crop, seed, **DISTIL_DATA)
     except (CodecError, ValueError) as error:
@@ -334,7 +350,6 @@ def distil(
         if step % 100 == 0:
             click.echo(f"step {step}: squared error per subpixel {loss:.2f}")
 
-    parameters = decoding_parameters(student, source.config.trunk_blocks)
     steps = fine_tune(student, parameters, sampler, 60 * minutes, lr, batch, report)
     save_model(student, output)
     show(f"student after {steps} steps", student)

@@ -41,10 +41,18 @@ def shortened(teacher: SelfVAE, trunk_blocks: tuple[int, ...]) -> SelfVAE:
     return student
 
 
-def decoding_parameters(student: SelfVAE, teacher_blocks: tuple[int, ...]) -> list[torch.nn.Parameter]:
-    """The trainable parameters: the decoding parts of the levels whose trunk was cut."""
-    cut = [k for k, (new, old) in enumerate(zip(student.config.trunk_blocks, teacher_blocks, strict=True)) if new < old]
-    prefixes = tuple(f"levels.{k}.{part}." for k in cut for part in DECODING_PARTS)
+def decoding_parameters(
+    student: SelfVAE, teacher_blocks: tuple[int, ...], levels: list[int] | None = None
+) -> list[torch.nn.Parameter]:
+    """The trainable parameters: the decoding parts of `levels` (0-based), by default
+    of the levels whose trunk was cut. Naming a level whose trunk was not cut trains
+    the teacher's own decoding there on the rounded latents."""
+    if levels is None:
+        pairs = zip(student.config.trunk_blocks, teacher_blocks, strict=True)
+        levels = [k for k, (new, old) in enumerate(pairs) if new < old]
+    if not levels or not all(0 <= k < len(teacher_blocks) for k in levels):
+        raise ValueError(f"train the decoding of some of levels 1 to {len(teacher_blocks)}")
+    prefixes = tuple(f"levels.{k}.{part}." for k in levels for part in DECODING_PARTS)
     return [parameter for name, parameter in student.named_parameters() if name.startswith(prefixes)]
 
 
