@@ -100,10 +100,11 @@ static void elu(const int64_t *x, const int64_t *table, int64_t last, int64_t n,
 static void *pointer(PyObject *address) { return PyLong_AsVoidPtr(address); }
 
 /* mixture_counts(mean, inv_scales, weights, edges, edge_row_stride, sigmoid, last, offset,
- * shift, rows, components, edge_count, counts): the pointers are the data addresses of
- * contiguous tensors, int64 but the int32 sigmoid table (mean, inv_scales, weights: [rows, components]; edges: [rows,
- * edge_count] with a row stride of edge_count, or [edge_count] with 0; counts: [rows,
- * edge_count - 1], written). The GIL is released while it runs. */
+ * shift, rows, components, edge_count, counts): the objects are the data addresses of
+ * contiguous tensors, all int64 but the int32 sigmoid table (mean, inv_scales,
+ * weights: [rows, components]; edges: [rows, edge_count] with a row stride of
+ * edge_count, or [edge_count] with 0; counts: [rows, edge_count - 1], written). Every
+ * kernel releases the GIL while it runs. */
 static PyObject *py_mixture_counts(PyObject *self, PyObject *args) {
     PyObject *mean, *inv_scales, *weights, *edges, *sigmoid, *counts;
     long long edge_row_stride, last, offset, rows, components, edge_count;
