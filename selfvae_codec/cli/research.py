@@ -344,7 +344,8 @@ def distil(
             click.echo(f"{label} {folder}: " + ", ".join(f"q{q + 1} {db:.3f} dB" for q, db in scores.items()))
 
     show("teacher", source)
-    show("student at the start", student)
+    if blocks != source.config.trunk_blocks:
+        show("student at the start", student)
 
     def report(step: int, loss: float) -> None:
         if step % 100 == 0:
