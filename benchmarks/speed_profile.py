@@ -27,7 +27,6 @@ from selfvae_codec.models import fixed_point
 # the kind of work -> (substrings of) the cProfile function names doing it, outermost
 KINDS = {
     "probability tables": (
-        "mixture_counts",  # the compiled kernel
         "channel_probabilities",
         "channel_table",
         "_check_table",
