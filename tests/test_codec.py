@@ -356,6 +356,28 @@ def test_classical_files_written_side_by_side_are_the_ones_written_in_turn(effor
     assert classical_lossless(photo, False, effort, threads=3) == classical_lossless(photo, False, effort, threads=1)
 
 
+def test_classical_encoders_side_by_side_keep_their_own_options(monkeypatch):
+    """Pillow's save keeps its options on the image, so encoders sharing one image
+    could read each other's WebP method. A WebP writer slowed down to let the
+    others start first must still write the files written in turn."""
+    import time
+
+    from PIL import Image
+
+    from selfvae_codec.codec.images import classical_lossless
+
+    gray = load(DATA / "camera_gray_64x64.png")
+    in_turn = classical_lossless(gray, True, effort=3, threads=1)
+    write_webp = Image.SAVE["WEBP"]
+
+    def slow_write_webp(image, file, name):
+        time.sleep(0.05)
+        write_webp(image, file, name)
+
+    monkeypatch.setitem(Image.SAVE, "WEBP", slow_write_webp)
+    assert classical_lossless(gray, True, effort=3, threads=4) == in_turn
+
+
 def test_the_float_estimate_of_a_full_file_matches_the_exact_coder(codec):
     """The float twin's reckoning of a `full` tile's bits, on which the encoder decides
     whether to run the exact model, is the exact coder's to within 1%."""

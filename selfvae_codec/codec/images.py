@@ -229,15 +229,17 @@ def classical_lossless(pixels: np.ndarray, grayscale: bool, effort: int = DEFAUL
     """The smallest of a PNG and lossless WebP files (at the effort's methods) of an
     RGB tile (one channel when the image is grayscale): what a `pixels` section holds.
     With `threads` > 1 the files are written side by side (Pillow's encoders release
-    the GIL); the first of the smallest is kept either way."""
-    image = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if grayscale else pixels))
+    the GIL); the first of the smallest is kept either way. Each encoder gets its own
+    Image: `save` keeps its options on the Image, so encoders sharing one could
+    read each other's WebP method."""
+    tile = np.ascontiguousarray(pixels[..., 0] if grayscale else pixels)
     settings = [("PNG", {"compress_level": 6})]
-    if max(image.size) <= WEBP_MAX_SIDE:
+    if max(tile.shape[:2]) <= WEBP_MAX_SIDE:
         settings += [("WEBP", {"lossless": True, "quality": 100, "method": m}) for m in EFFORT_WEBP_METHODS[effort]]
 
     def write(setting: tuple[str, dict]) -> bytes:
         buffer = io.BytesIO()
-        image.save(buffer, format=setting[0], **setting[1])
+        Image.fromarray(tile).save(buffer, format=setting[0], **setting[1])
         return buffer.getvalue()
 
     if threads > 1:
