@@ -349,7 +349,7 @@ def distil(
 
     def report(step: int, loss: float) -> None:
         if step % 100 == 0:
-            click.echo(f"step {step}: squared error per subpixel {loss:.2f}")
+            click.echo(f"step {step}: PSNR of the batch {loss:.2f} dB")
 
     steps = fine_tune(student, parameters, sampler, 60 * minutes, lr, batch, report)
     save_model(student, output)

@@ -13,6 +13,7 @@ student learns to rebuild the image from the same bits with less arithmetic.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -83,8 +84,11 @@ def fine_tune(
     max_steps: int | None = None,
 ) -> int:
     """Adam on `parameters` (everything else frozen) for `seconds` (or max_steps):
-    the rs2 squared error per subpixel of random crops at random qualities, rounded
-    latents. report(step, loss) every step. Returns the number of steps."""
+    the mean over random crops at random qualities of the log of each crop's rs2
+    squared error per subpixel, rounded latents. The log weighs every quality alike
+    (in dB): on the plain squared error the low qualities' large errors drown the top
+    ones', which got worse. report(step, mean PSNR in dB) every step. Returns the
+    number of steps."""
     for parameter in student.parameters():
         parameter.requires_grad_(False)
     for parameter in parameters:
@@ -95,13 +99,14 @@ def fine_tune(
     while time.monotonic() - started < seconds and (max_steps is None or step < max_steps):
         x = torch.from_numpy(sampler.batch(batch)).long()
         quality = torch.randint(0, student.config.qualities, (batch,))
-        loss = student.rate_distortion_terms(x, quality, noisy=False)["squared_error"].mean() / x[0].numel()
+        squared = student.rate_distortion_terms(x, quality, noisy=False)["squared_error"] / x[0].numel()
+        loss = torch.log(squared).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         step += 1
         if report is not None:
-            report(step, loss.item())
+            report(step, 10 * math.log10(255.0**2) - 10 / math.log(10) * loss.item())
     student.eval()
     for parameter in student.parameters():
         parameter.requires_grad_(True)
