@@ -5,9 +5,9 @@ trunk (the first blocks kept), which is where an rs2 decode spends most of its
 arithmetic. Its encoder, latent priors and the levels left as they were are the
 teacher's and stay frozen, so every latent a file sends, and so its rate, is the
 teacher's. What is trained is the shortened levels' decoding path (their context
-block, trunk blocks and pixel heads), on the rs2 reconstruction's squared error with
-the latents rounded as the coder sends them, at qualities drawn at random: the
-student learns to rebuild the image from the same bits with less arithmetic.
+block, trunk blocks and pixel heads), on the log of the rs2 reconstruction's squared
+error with the latents rounded as the coder sends them, at qualities drawn at random:
+the student learns to rebuild the image from the same bits with less arithmetic.
 """
 
 from __future__ import annotations
