@@ -86,9 +86,10 @@ def fine_tune(
     """Adam on `parameters` (everything else frozen) for `seconds` (or max_steps):
     the mean over random crops at random qualities of the log of each crop's rs2
     squared error per subpixel, rounded latents. The log weighs every quality alike
-    (in dB): on the plain squared error the low qualities' large errors drown the top
-    ones', which got worse. report(step, mean PSNR in dB) every step. Returns the
-    number of steps."""
+    (in dB), where on the plain squared error the low qualities' large errors drown
+    the top ones'; it is floored at 1e-3 (78 dB) so that a crop rebuilt exactly cannot
+    make it infinite. report(step, mean PSNR in dB) every step. Returns the number of
+    steps."""
     for parameter in student.parameters():
         parameter.requires_grad_(False)
     for parameter in parameters:
@@ -100,7 +101,7 @@ def fine_tune(
         x = torch.from_numpy(sampler.batch(batch)).long()
         quality = torch.randint(0, student.config.qualities, (batch,))
         squared = student.rate_distortion_terms(x, quality, noisy=False)["squared_error"] / x[0].numel()
-        loss = torch.log(squared).mean()
+        loss = torch.log(squared.clamp_min(1e-3)).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
