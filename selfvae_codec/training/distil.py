@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..metrics import psnr_from_mse
 from ..models.selfvae import SelfVAE
 from .data import RandomCropSampler
 
@@ -69,7 +70,7 @@ def reconstruction_psnr(model: SelfVAE, crops: torch.Tensor, qualities: list[int
                 picked = torch.full((len(batch),), quality, dtype=torch.int64)
                 squared += float(model.rate_distortion_terms(batch, picked, noisy=False)["squared_error"].sum())
             mse = squared / crops.numel()
-            out[quality] = 10 * torch.log10(torch.tensor(255.0**2 / mse)).item()
+            out[quality] = psnr_from_mse(mse)
     return out
 
 
@@ -107,7 +108,7 @@ def fine_tune(
         optimizer.step()
         step += 1
         if report is not None:
-            report(step, 10 * math.log10(255.0**2) - 10 / math.log(10) * loss.item())
+            report(step, psnr_from_mse(math.exp(loss.item())))
     student.eval()
     for parameter in student.parameters():
         parameter.requires_grad_(True)
