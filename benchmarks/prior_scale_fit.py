@@ -19,6 +19,7 @@ from selfvae_codec.codec.api import Codec
 from selfvae_codec.codec.latent_optimisation import RelaxedWalk
 from selfvae_codec.models.exact import float_twin
 from selfvae_codec.models.hierarchy import descend, latent_bits
+from selfvae_codec.models.levels import decoding_quality
 
 FACTORS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
 
@@ -57,7 +58,8 @@ def main() -> None:
             pixels += x.shape[-1] * x.shape[-2]
             for quality in range(twin.config.qualities):
                 walk = SentLatents(twin, ys, twin.latent_steps(quality), True, [])
-                descend(twin, tuple(ys[-1].shape[-2:]), walk)
+                with decoding_quality(twin, quality):
+                    descend(twin, tuple(ys[-1].shape[-2:]), walk)
                 for latent, (offset, step, std) in enumerate(walk.sent):
                     for factor in FACTORS:
                         bits[quality][latent][factor] += float(latent_bits(offset, step, std * factor).sum())

@@ -10,7 +10,9 @@ import torch
 from cli_helpers import CHELSEA, error_lines, pixels, run
 
 from selfvae_codec.codec.api import Codec
+from selfvae_codec.codec.latent_optimisation import rate_and_error
 from selfvae_codec.models.config import tiny_config
+from selfvae_codec.models.exact import float_twin, quality_films, to_exact
 from selfvae_codec.models.io import save_model
 from selfvae_codec.models.selfvae import SelfVAE
 from selfvae_codec.training.data import RandomCropSampler
@@ -110,7 +112,78 @@ def test_a_distilled_student_converts_and_codes_files_from_the_command_line(teac
     image = pixels(CHELSEA)
     decoded = codec.decompress(codec.compress(image, "rs2", quality=2))
     assert decoded.shape == image.shape
+    film = ["--trunk-blocks", "0,1,3", "--train-levels", "3", "--quality-film", "--minutes", 0.02, "-f"]
+    told = run("distil", DATA, *common, *film)
+    assert told.exit_code == 0, told.output
+    assert run("convert", student, "-o", exact, "-f").exit_code == 0
+    codec = Codec(str(exact), threads=1)
+    assert codec.model.config.quality_film
+    decoded = codec.decompress(codec.compress(image, "rs2", quality=2))
+    assert decoded.shape == image.shape
     refused = run("distil", DATA, *common, "--trunk-blocks", "0,1,4", "-f")
     assert refused.exit_code == 1 and error_lines(refused) == [
         "error: each level keeps at most its (0, 1, 3) trunk blocks, not (0, 1, 4)"
     ]
+
+
+def test_a_quality_film_student_starts_as_its_teacher_and_decodes_each_quality_its_own_way(teacher, crops):
+    """Told the quality (config.quality_film), the student starts as the identity
+    of its teacher; a film of one quality changes that quality's reconstruction only,
+    and the films train with the decoding."""
+    student = shortened(teacher, teacher.config.trunk_blocks, quality_film=True)
+    assert student.config.quality_film and not teacher.config.quality_film
+    qualities = [0, 1, 2]
+    assert reconstruction_psnr(student, crops, qualities) == reconstruction_psnr(teacher, crops, qualities)
+    films = quality_films(student)
+    assert len(films) == 3 + 2 * (0 + 1 + 3)  # per level one after the context block; two per trunk block
+    with torch.no_grad():
+        films[-1].table[0, 1].fill_(0.5)  # quality 1's bias after level 3's last block
+    changed = reconstruction_psnr(student, crops, qualities)
+    teacher_psnr = reconstruction_psnr(teacher, crops, qualities)
+    assert changed[0] != teacher_psnr[0] and changed[1] == teacher_psnr[1] and changed[2] == teacher_psnr[2]
+
+    parameters = decoding_parameters(student, teacher.config.trunk_blocks, [2])
+    before = [film.table.detach().clone() for film in films]
+    sampler = RandomCropSampler([DATA / "astronaut_128x128.png"], 32, seed=0)
+    fine_tune(student, parameters, sampler, float("inf"), 3e-4, 4, max_steps=3)
+    moved = [not torch.equal(film.table, old) for film, old in zip(films, before, strict=True)]
+    assert moved == [False] * 4 + [True] * 7  # levels 1 and 2 did not train; level 3's films did
+
+
+def test_a_quality_film_model_decodes_only_at_a_quality(teacher, crops):
+    with pytest.raises(ValueError, match="quality_film needs a lossy model"):
+        tiny_config(quality_film=True)
+    student = shortened(teacher, teacher.config.trunk_blocks, quality_film=True)
+    with pytest.raises(RuntimeError, match="decodes at a quality"):
+        student.levels[2].context(crops[:1, :, ::2, ::2], torch.zeros(1, 4, 8, 8))
+
+
+def test_an_exact_quality_film_model_codes_what_its_float_twin_computes(teacher):
+    """The films' integers (exact model) and their float twin agree to the rounding of
+    the activations; files round-trip exactly, and a film changes the file's image."""
+    student = shortened(teacher, teacher.config.trunk_blocks, quality_film=True)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for film in quality_films(student):
+            film.table.normal_(0, 0.1)
+    exact = to_exact(student)
+    assert all(film.table.dtype == torch.int64 for film in quality_films(exact))
+    twin = float_twin(exact)
+    assert all(
+        torch.allclose(a.table, b.table, atol=1 / 256)
+        for a, b in zip(quality_films(twin), quality_films(student), strict=True)
+    )
+    image = pixels(CHELSEA)[:40, :48]
+    codec = Codec(exact, threads=1)
+    for quality in (1, 3):
+        result = codec.encode(image, "rs2", quality=quality)
+        assert np.array_equal(codec.decompress(result.data), result.reconstruction)
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].long()
+        with torch.no_grad():
+            _, error, _ = rate_and_error(twin, twin.representations(x), quality - 1, 1.0, True, [])
+        coded_error = ((result.reconstruction.astype(np.float64) - image) ** 2).mean()
+        assert float(error) == pytest.approx(coded_error, rel=0.02)
+    with_films = codec.encode(image, "rs2", quality=1).reconstruction
+    for film in quality_films(exact):
+        film.table.zero_()
+    assert not np.array_equal(Codec(exact, threads=1).encode(image, "rs2", quality=1).reconstruction, with_films)

@@ -59,9 +59,7 @@ def test_the_hard_walk_is_the_coders_rs2_and_rs1(exact_lossy, twin):
     codec = Codec(exact_lossy, tile_size=128, threads=1)
     for mode in ("rs2", "rs1"):
         for quality in range(QUALITIES):
-            rate, error, _ = rate_and_error(
-                twin, twin.representations(x), twin.latent_steps(quality), mode == "rs2", []
-            )
+            rate, error, _ = rate_and_error(twin, twin.representations(x), quality, 1.0, mode == "rs2", [])
             result = codec.encode(image, mode, quality=quality + 1)
             coded_error = ((result.reconstruction.astype(np.float64) - image) ** 2).mean()
             assert float(error) == pytest.approx(coded_error, rel=0.02)

@@ -277,6 +277,7 @@ def grow(source, target, head_blocks, trunk_blocks, z_strides) -> None:
 @click.option("--teacher", default="lossy", show_default=True, help="A lossy model: pretrained name or .safetensors.")
 @click.option("--trunk-blocks", required=True, help="Trunk blocks the student keeps, per level: e.g. 1,3,3.")
 @click.option("--train-levels", help="Levels (1-based) whose decoding trains, e.g. 3 (default: the shortened ones).")
+@click.option("--quality-film", is_flag=True, help="Tell the student's decoding the quality (config.quality_film).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The student's .safetensors.")
 @click.option("--val", "val_dirs", multiple=True, type=click.Path(exists=True), help="Held-out folder (repeatable).")
 @click.option("--minutes", type=click.FloatRange(min=0), default=60.0, show_default=True)
@@ -292,6 +293,7 @@ def distil(
     teacher,
     trunk_blocks,
     train_levels,
+    quality_film,
     output,
     val_dirs,
     minutes,
@@ -330,7 +332,7 @@ def distil(
     try:
         source = load_named_model(teacher)
         source = float_twin(source) if source.config.exact else source
-        student = shortened(source, blocks)
+        student = shortened(source, blocks, quality_film)
         parameters = decoding_parameters(student, source.config.trunk_blocks, levels)
         crops = [validation_crops(list_images([folder]), val_crop, per_image=1) for folder in val_dirs]
         sampler = RandomCropSampler(training_sources(list(train_dirs)), crop, seed, **DISTIL_DATA)

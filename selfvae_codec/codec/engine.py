@@ -39,7 +39,7 @@ from ..models.exact_distributions import (
 )
 from ..models.heads import adapted_heads, pixel_heads
 from ..models.hierarchy import LevelState, TopState, descend
-from ..models.levels import GroupState, Level
+from ..models.levels import GroupState, Level, decoding_quality
 from ..models.selfvae import SelfVAE
 from ..models.transforms import bin_centre, bin_of, block_sum_bounds, error_bins, keep_block_means
 from .entropy import CodingError, EncoderStream, latent_model
@@ -356,7 +356,8 @@ def walk(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     coding = Coding(model, stream, mode, latent_steps(model, step, quality), truth, max_error, symbols)
-    return descend(model, image_size, coding)
+    with decoding_quality(model, quality):
+        return descend(model, image_size, coding)
 
 
 # An adaptation's section: the grid scale (exact_distributions.latent_table) its gains

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..models.hierarchy import descend, latent_bits
+from ..models.levels import decoding_quality
 from ..models.selfvae import SelfVAE
 
 FIRST_OPTIMISING_EFFORT = 3
@@ -115,10 +116,14 @@ class RelaxedWalk:
         return at.level.expected(at.coarse, z, at.fine_size)
 
 
-def rate_and_error(twin: SelfVAE, ys, steps, sends_z: bool, values: list, temperature=None, generator=None):
-    """(bits per pixel, mean squared error per subpixel, the walk) of one walk."""
-    walk = RelaxedWalk(twin, ys, steps, sends_z, values, temperature, generator)
-    rebuilt = descend(twin, tuple(ys[-1].shape[-2:]), walk)
+def rate_and_error(
+    twin: SelfVAE, ys, quality: int, step_scale: float, sends_z: bool, values: list, temperature=None, generator=None
+):
+    """(bits per pixel, mean squared error per subpixel, the walk) of one walk at
+    `quality` (0-based), its latent steps scaled by `step_scale`."""
+    walk = RelaxedWalk(twin, ys, twin.latent_steps(quality, step_scale), sends_z, values, temperature, generator)
+    with decoding_quality(twin, quality):
+        rebuilt = descend(twin, tuple(ys[-1].shape[-2:]), walk)
     pixels = ys[-1].shape[-1] * ys[-1].shape[-2]
     error = (rebuilt - ys[-1].to(rebuilt.dtype)).square().mean()
     return walk.bits / pixels, error, walk
@@ -136,7 +141,7 @@ def curve_slope(
         if q == quality and at_quality is not None:
             points[q] = at_quality
             continue
-        rate, error, _ = rate_and_error(twin, ys, twin.latent_steps(q, step_scale), sends_z, [])
+        rate, error, _ = rate_and_error(twin, ys, q, step_scale, sends_z, [])
         points[q] = (float(rate), float(error))
     slopes = []
     for low, high in ((quality - 1, quality), (quality, quality + 1)):
@@ -166,11 +171,10 @@ def optimised_symbols(
     The same tile, seed and machine give the same symbols; `tick` is called after each
     iteration (progress)."""
     sends_z = mode == "rs2"
-    steps = twin.latent_steps(quality, step_scale)
     values: list[torch.Tensor] = []  # filled with the encoder's latents by the first walk
     with torch.no_grad():
         ys = twin.representations(tile)
-        rate, error, walk = rate_and_error(twin, ys, steps, sends_z, values)
+        rate, error, walk = rate_and_error(twin, ys, quality, step_scale, sends_z, values)
         trade_off = curve_slope(twin, ys, quality, step_scale, sends_z, at_quality=(float(rate), float(error)))
     if trade_off is None:
         return None
@@ -183,7 +187,7 @@ def optimised_symbols(
         fraction = i / max(1, iterations - 1)
         temperature = TEMPERATURE_START * (TEMPERATURE_END / TEMPERATURE_START) ** fraction
         with torch.enable_grad():
-            rate, error, _ = rate_and_error(twin, ys, steps, sends_z, values, temperature, generator)
+            rate, error, _ = rate_and_error(twin, ys, quality, step_scale, sends_z, values, temperature, generator)
             optimiser.zero_grad()
             (rate + trade_off * error).backward()
         optimiser.step()
@@ -191,7 +195,7 @@ def optimised_symbols(
             tick()
         if (i + 1) % CHECK_EVERY == 0 or i + 1 == iterations:
             with torch.no_grad():
-                rate, error, walk = rate_and_error(twin, ys, steps, sends_z, values)
+                rate, error, walk = rate_and_error(twin, ys, quality, step_scale, sends_z, values)
             loss = float(rate + trade_off * error)
             if loss < best_loss:
                 best_loss, best_symbols = loss, walk.symbols

@@ -37,6 +37,10 @@ class ModelConfig:
       learned latent steps. Its z posteriors also see the decoder's reconstruction of
       the coarser level (closed loop), and its decoder generates pixels freely instead
       of holding the coarser level's block means, so the z's can correct them.
+    quality_film: a lossy model whose levels' likelihood trunks are told the quality:
+      per quality, a gain and a bias per channel after the context block and inside
+      and after every trunk block (levels.QualityFilm), so one decoder can rebuild
+      each quality's rounded latents its own way. They start as the identity.
     """
 
     family: str = "selfvae-downscale"
@@ -60,6 +64,7 @@ class ModelConfig:
     z_strides: tuple[int, ...] = ()
     exact: bool = False
     qualities: int = 0
+    quality_film: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "level_widths", tuple(self.level_widths))
@@ -85,6 +90,8 @@ class ModelConfig:
         self._check_z_strides()
         if self.qualities < 0:
             raise ValueError(f"qualities must be >= 0, got {self.qualities}")
+        if self.quality_film and not self.qualities:
+            raise ValueError("quality_film needs a lossy model (qualities > 0)")
         FAMILIES[self.family].check(self)
 
     @property
@@ -134,7 +141,7 @@ class ModelConfig:
                 data[name] = list(getattr(self, name))
             else:
                 del data[name]
-        for name in ("exact", "qualities"):  # written only when set
+        for name in ("exact", "qualities", "quality_film"):  # written only when set
             if not data[name]:
                 del data[name]
         return data

@@ -18,7 +18,12 @@ import torch
 from .exact_layers import conv_geometry, conv_layers, replace_layer
 from .fixed_point import ACT_ONE, ExactConv
 from .layers import WNConv2d, WNConvTranspose2d
+from .levels import QualityFilm
 from .selfvae import SelfVAE
+
+
+def quality_films(model: SelfVAE) -> list[QualityFilm]:
+    return [module for module in model.modules() if isinstance(module, QualityFilm)]
 
 
 def _steps_q12(log_steps: torch.Tensor) -> torch.Tensor:
@@ -39,6 +44,8 @@ def to_exact(model: SelfVAE) -> SelfVAE:
         with torch.no_grad():
             exact.u_steps_q12.copy_(_steps_q12(model.u_log_steps))
             exact.z_steps_q12.copy_(_steps_q12(model.z_log_steps))
+    for exact_film, film in zip(quality_films(exact), quality_films(model), strict=True):
+        exact_film.table.copy_(film.exact_table())
     # Parameters outside the convolutions (a mixture-of-Gaussians prior's) are copied.
     float_state = model.state_dict()
     with torch.no_grad():
@@ -72,6 +79,8 @@ def float_twin(exact: SelfVAE) -> SelfVAE:
         if exact.config.lossy:
             twin.u_log_steps.copy_(torch.log(exact.u_steps_q12.double() / ACT_ONE))
             twin.z_log_steps.copy_(torch.log(exact.z_steps_q12.double() / ACT_ONE))
+        for twin_film, film in zip(quality_films(twin), quality_films(exact), strict=True):
+            twin_film.table.copy_(film.float_table())
         twin_state = twin.state_dict()
         for name, tensor in exact.state_dict().items():  # a mixture-of-Gaussians prior's
             if tensor.is_floating_point() and name in twin_state:

@@ -5,7 +5,7 @@ what the layers compute; and the per-image adaptation of the pixel heads."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -51,8 +51,10 @@ class ResidualBlock(nn.Module):
         nn.init.zeros_(self.outer.weight)
         nn.init.zeros_(self.outer.bias)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.outer(elu(self.inner(elu(h))))
+    def forward(self, h: torch.Tensor, between: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """`between`, if given, acts on the inner conv's output (a quality's gains and biases)."""
+        inner = self.inner(elu(h))
+        return h + self.outer(elu(inner if between is None else between(inner)))
 
 
 class MixtureHead(nn.Module):

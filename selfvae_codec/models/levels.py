@@ -4,7 +4,8 @@ level k (q(z_k | y_{k+1}), p(z_k | y_k, z_{k-1}), p(y_{k+1} | y_k, z_k)), with t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from .transforms import block_sum_bounds, pad_to_even
 GROUPS = 4  # the pixels of a 2x2 block: top-left, top-right, bottom-left, bottom-right
 GROUP_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
 LAST_GROUP_VALUES = 4  # the last pixel of a block has at most 4 values given the others
+FILM_GAIN_BITS = 8  # an exact model's quality gains are multiples of 2^-8
 
 
 def spatial_size(t: torch.Tensor) -> tuple[int, int]:
@@ -62,6 +64,53 @@ def refill_padding(fine_even: torch.Tensor, fine_size: tuple[int, int]) -> torch
         out = out.clone()
         out[..., height:, :] = out[..., height - 1 : height, :]
     return out
+
+
+class QualityFilm(nn.Module):
+    """Per quality setting, a gain and a bias per channel: h * (1 + g) + b, all zero
+    at the start (the identity). A float model holds g and b as floats; an exact one
+    as integers (g in units of 2^-FILM_GAIN_BITS, b in the activations' 2^-12), and
+    computes h + round(h * g / 2^FILM_GAIN_BITS) + b on its integer activations."""
+
+    def __init__(self, qualities: int, channels: int, exact: bool):
+        super().__init__()
+        shape = (qualities, 2, channels)
+        if exact:
+            self.register_buffer("table", torch.zeros(shape, dtype=torch.int64))
+        else:
+            self.table = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, h: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        gain, bias = (row[..., None, None] for row in self.table[quality].unbind(1))  # [B, C, 1, 1] each
+        if h.is_floating_point():
+            return h * (1 + gain.to(h.dtype)) + bias.to(h.dtype)
+        return h + fixed_point.round_shift(h * gain, FILM_GAIN_BITS) + bias
+
+    def exact_table(self) -> torch.Tensor:
+        """A float film's table as an exact model's integers."""
+        scales = torch.tensor([1 << FILM_GAIN_BITS, fixed_point.ACT_ONE], dtype=torch.float64).view(1, 2, 1)
+        return torch.round(self.table.detach().double().cpu() * scales).to(torch.int64)
+
+    def float_table(self) -> torch.Tensor:
+        """An exact film's integers as the float table that computes the same."""
+        scales = torch.tensor([1 << FILM_GAIN_BITS, fixed_point.ACT_ONE], dtype=torch.float64).view(1, 2, 1)
+        return (self.table.double() / scales.to(self.table.device)).float()
+
+
+@contextlib.contextmanager
+def decoding_quality(model: nn.Module, quality: torch.Tensor | int | None) -> Iterator[None]:
+    """Meanwhile, the levels of a `quality_film` model decode at `quality` (0-based:
+    an int, or a tensor [B] of each example's); other models ignore it."""
+    levels = [module for module in model.modules() if isinstance(module, Level)]
+    if quality is not None and not torch.is_tensor(quality):
+        quality = torch.tensor([quality], dtype=torch.int64)
+    for level in levels:
+        level.quality = quality
+    try:
+        yield
+    finally:
+        for level in levels:
+            level.quality = None
 
 
 class TopLatent(nn.Module):
@@ -128,6 +177,11 @@ class Level(nn.Module):
         # Wide residual blocks after the trunk (twice its width inside): they deepen
         # and widen what every group head sees, and start as the identity.
         self.trunk_blocks = nn.Sequential(*(ResidualBlock(width, 2 * width) for _ in range(trunk_blocks)))
+        self.quality: torch.Tensor | None = None  # the quality it decodes at (decoding_quality)
+        if cfg.quality_film:
+            # After the context block, then per trunk block inside it and after it.
+            widths = [width] + [2 * width, width] * trunk_blocks
+            self.quality_films = nn.ModuleList(QualityFilm(cfg.qualities, w, cfg.exact) for w in widths)
         if self.grouped:
             # Group g sees the trunk, the g earlier pixels of its block, and (last group)
             # the block-sum remainder 4 y - (a + b + c) that pins it to 4 values.
@@ -166,7 +220,18 @@ class Level(nn.Module):
         """Trunk features at y_k's resolution, shared by the group heads."""
         size = spatial_size(coarse)
         features = self.context_from_coarse(network_input(coarse, self.exact)) + self.context_from_z(z, size)
-        return self.trunk_blocks(self.context_block(features))
+        features = self.context_block(features)
+        if not hasattr(self, "quality_films"):
+            return self.trunk_blocks(features)
+        if self.quality is None:
+            raise RuntimeError("this model decodes at a quality: call it within decoding_quality")
+        quality = self.quality.to(features.device)
+        films = iter(self.quality_films)
+        features = next(films)(features, quality)
+        for block in self.trunk_blocks:
+            inner_film = next(films)
+            features = next(films)(block(features, lambda h, film=inner_film: film(h, quality)), quality)
+        return features
 
     def group_distribution(self, g: int, context: torch.Tensor, earlier: list[torch.Tensor], coarse: torch.Tensor):
         """The distribution of group g's pixels (a block grid) given the earlier groups.

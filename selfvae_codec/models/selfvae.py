@@ -32,7 +32,7 @@ from .exact_layers import make_exact_layers
 from .families import FAMILIES
 from .hierarchy import ElboTerms, Generation, RateDistortionTerms, descend
 from .layers import data_dependent_init
-from .levels import Level, TopLatent, spatial_size
+from .levels import Level, TopLatent, decoding_quality, spatial_size
 from .priors import MixtureOfGaussiansPrior, RealNVPPrior, StandardNormalPrior
 from .transforms import downscale_pyramid, size_at_stride
 
@@ -187,7 +187,8 @@ class SelfVAE(nn.Module):
             raise ValueError("rate_distortion_terms needs a lossy model (config.qualities > 0)")
         ys = self.representations(x)
         policy = RateDistortionTerms(self, ys, self.trained_latent_steps(quality), noisy, conditional, mixed=mixed)
-        y = descend(self, spatial_size(x), policy)
+        with decoding_quality(self, quality):
+            y = descend(self, spatial_size(x), policy)
         terms = policy.terms
         if not conditional:
             terms["squared_error"] = (y - ys[-1].to(y.dtype)).square().flatten(1).sum(1)
@@ -209,7 +210,7 @@ class SelfVAE(nn.Module):
 
     def initialize(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation of the weight-normalised layers from a batch."""
-        with data_dependent_init(self):
+        with data_dependent_init(self), decoding_quality(self, 0):  # a quality's films start as the identity
             self.elbo_terms(x)
 
     # -- generative paths ------------------------------------------------------------

@@ -20,16 +20,22 @@ from collections.abc import Callable
 import torch
 
 from ..metrics import psnr_from_mse
+from ..models.levels import QualityFilm
 from ..models.selfvae import SelfVAE
 from .data import RandomCropSampler
 
 # The parts of a level that turn the coarser level and its z into y_k's pixels.
-DECODING_PARTS = ("context_block", "trunk_blocks", "group_heads")
+DECODING_PARTS = ("context_block", "trunk_blocks", "group_heads", "quality_films")
+# The quality gains and biases learn this many times faster than the shared weights:
+# they start at zero and hold a few numbers each, which the shared rate would move slowly.
+FILM_LR_SCALE = 10.0
 
 
-def shortened(teacher: SelfVAE, trunk_blocks: tuple[int, ...]) -> SelfVAE:
+def shortened(teacher: SelfVAE, trunk_blocks: tuple[int, ...], quality_film: bool = False) -> SelfVAE:
     """A float copy of the lossy float model `teacher` with level k's trunk cut to its
-    first trunk_blocks[k] blocks; every other tensor is the teacher's."""
+    first trunk_blocks[k] blocks, and with `quality_film` told the quality
+    (config.quality_film; the gains and biases a teacher without them lacks start as
+    the identity); every other tensor is the teacher's."""
     config = teacher.config
     if config.exact or not config.lossy:
         raise ValueError("distil starts from a lossy float model (the float twin of an exact one will do)")
@@ -37,9 +43,14 @@ def shortened(teacher: SelfVAE, trunk_blocks: tuple[int, ...]) -> SelfVAE:
         raise ValueError(f"give {len(config.trunk_blocks)} trunk block counts, one per level")
     if any(not 0 <= new <= old for new, old in zip(trunk_blocks, config.trunk_blocks, strict=True)):
         raise ValueError(f"each level keeps at most its {config.trunk_blocks} trunk blocks, not {trunk_blocks}")
-    student = SelfVAE(dataclasses.replace(config, trunk_blocks=tuple(trunk_blocks)))
+    film = config.quality_film or quality_film
+    student = SelfVAE(dataclasses.replace(config, trunk_blocks=tuple(trunk_blocks), quality_film=film))
     kept = student.state_dict()
-    student.load_state_dict({name: tensor for name, tensor in teacher.state_dict().items() if name in kept})
+    taken = {name: tensor for name, tensor in teacher.state_dict().items() if name in kept}
+    student.load_state_dict(taken, strict=False)
+    missing = set(kept) - set(taken)
+    if any(".quality_films." not in name for name in missing):
+        raise ValueError(f"the teacher lacks {sorted(missing)[:3]}")
     return student
 
 
@@ -86,7 +97,8 @@ def fine_tune(
 ) -> int:
     """Adam on `parameters` (everything else frozen) for `seconds` (or max_steps):
     the mean over random crops at random qualities of the log of each crop's rs2
-    squared error per subpixel, rounded latents. The log weighs every quality alike
+    squared error per subpixel, rounded latents (a model's quality gains and biases
+    at FILM_LR_SCALE times the learning rate). The log weighs every quality alike
     (in dB), where on the plain squared error the low qualities' large errors drown
     the top ones'; it is floored at 1e-3 (78 dB) so that a crop rebuilt exactly cannot
     make it infinite. report(step, mean PSNR in dB) every step. Returns the number of
@@ -95,7 +107,12 @@ def fine_tune(
         parameter.requires_grad_(False)
     for parameter in parameters:
         parameter.requires_grad_(True)
-    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    films = {id(film.table) for film in student.modules() if isinstance(film, QualityFilm)}
+    groups = [
+        {"params": [p for p in parameters if id(p) not in films], "lr": learning_rate},
+        {"params": [p for p in parameters if id(p) in films], "lr": learning_rate * FILM_LR_SCALE},
+    ]
+    optimizer = torch.optim.Adam([group for group in groups if group["params"]])
     student.train()
     started, step = time.monotonic(), 0
     while time.monotonic() - started < seconds and (max_steps is None or step < max_steps):
