@@ -77,7 +77,7 @@ def effort3_time() -> str:
 
 
 def lossy_summary() -> str:
-    """One sentence on rs2 against JPEG and WebP (BD-rate in PSNR, and in MS-SSIM where
+    """A bullet on rs2 against JPEG and WebP (BD-rate in PSNR, and in MS-SSIM where
     measured), from the rd results."""
     summary = load(RESULTS / "rd" / "summary.json")
     bd_rate = (summary or {}).get("bd_rate_percent_psnr", {}).get("selfvae-rs2", {})
@@ -86,37 +86,19 @@ def lossy_summary() -> str:
     by_ms_ssim = summary.get("bd_rate_percent_ms_ssim", {}).get("selfvae-rs2", {})
     ms_ssim = ""
     if by_ms_ssim.get("JPEG") is not None and by_ms_ssim.get("WebP") is not None:
-        ms_ssim = f", in MS-SSIM {by_ms_ssim['JPEG']:+.1f}% and {by_ms_ssim['WebP']:+.1f}%"
+        ms_ssim = f"; in MS-SSIM {by_ms_ssim['JPEG']:+.1f}% and {by_ms_ssim['WebP']:+.1f}%"
     points = [p for p in summary["selfvae_points"] if p["codec"] == "selfvae-rs2"]
     bpp, psnr = [p["bpp"] for p in points], [p["psnr_rgb"] for p in points]
     return (
-        f"Lossy, `rs2` spans {min(bpp):.2f}-{max(bpp):.2f} bpp and {min(psnr):.1f}-{max(psnr):.1f} dB; BD-rate "
-        f"(PSNR) {bd_rate['JPEG']:+.1f}% against JPEG and {bd_rate['WebP']:+.1f}% against WebP" + ms_ssim + " (plot). "
+        f"- Lossy (BSDS500 val): `rs2` spans {min(bpp):.2f}-{max(bpp):.2f} bpp and {min(psnr):.1f}-{max(psnr):.1f} "
+        f"dB; BD-rate (PSNR) {bd_rate['JPEG']:+.1f}% against JPEG and {bd_rate['WebP']:+.1f}% against WebP"
+        + ms_ssim
+        + " (plot below)."
     )
 
 
-def near_lossless_summary() -> str:
-    """One sentence on `full --max-error N` against lossless `full` and JPEG-LS, per
-    validation set, from the near-lossless results."""
-    parts = []
-    for name, folder in (("BSDS500", RESULTS / "near_lossless"), ("classic", RESULTS / "classic" / "near_lossless")):
-        summary = load(folder / "summary.json")
-        if summary is None:
-            continue
-        rows = {row["max_error"]: row for row in summary["by_max_error"]}
-        points = ", ".join(
-            f"N = {n} {row['selfvae_bpsp']:.2f} ({row['selfvae_psnr']:.1f} dB; JPEG-LS {row['jpegls_bpsp']:.2f})"
-            for n, row in rows.items()
-            if n
-        )
-        parts.append(f"on {name} {points} against {rows[0]['selfvae_bpsp']:.2f} lossless")
-    if not parts:
-        return ""
-    return "Near-lossless (`--max-error N`), bits per subpixel: " + "; ".join(parts) + " (plots in the results). "
-
-
 def summary_section() -> list[str]:
-    """The top README's few lines: the lossless table, speed, the plots."""
+    """The top README's few lines: the lossless table, what it means, speed, lossy, the plots."""
     summary = load(RESULTS / "lossless" / "summary.json")
     if summary is None:
         return []
@@ -128,16 +110,16 @@ def summary_section() -> list[str]:
         *earlier_model_note(summary),
         *validation_sets_table(),
         "",
-        "`full` codes every 512x512 tile with the model and keeps the smallest of that, the tile's PNG and its "
-        "lossless WebP files (methods 4 and 5 at the default `--effort 2`, also 6 at `--effort 3`; the share of "
-        "tiles in brackets), so a file is never more than its header (about 80 bytes) above PNG and WebP at the "
-        "effort's methods. The WebP column is WebP at its best (method 6). `--effort 3` also fits the model's "
-        "pixel heads to each tile and sends the fit in the file (the bound and -ELBO columns are the unadapted "
-        "model's). "
-        f"Encode {summary['selfvae_encode_s']:.2f} s and decode {summary['selfvae_decode_s']:.2f} s per BSDS500 "
-        f"photo (481x321) at 2 threads on 2 CPU cores, with the exact model{effort3_time()}. "
-        f"{lossy_summary()}{near_lossless_summary()}Every table, the "
-        "lossy modes' and the training curve: [benchmarks/results](benchmarks/results/README.md).",
+        "- `full` keeps, per 512x512 tile, the smallest of the model's coding, PNG and lossless WebP (the share "
+        "of tiles stored as PNG / WebP in brackets): a file is never more than its header (about 80 bytes) above "
+        "PNG and WebP. The WebP column is WebP at its best (method 6).",
+        "- `--effort 3` fits the model's pixel heads to each tile and sends the fit in the file (the bound and "
+        "-ELBO columns are the unadapted model's).",
+        f"- Time per BSDS500 photo (481x321), exact model, 2 threads on 2 CPU cores: encode "
+        f"{summary['selfvae_encode_s']:.2f} s, decode {summary['selfvae_decode_s']:.2f} s{effort3_time()}.",
+        *([lossy_summary()] if lossy_summary() else []),
+        "- Near-lossless, the lossy modes on both sets, every table and the training curves: "
+        "[benchmarks/results](benchmarks/results/README.md).",
         "",
         *exact_note(),
         "![lossless](benchmarks/results/lossless/lossless.png)",
