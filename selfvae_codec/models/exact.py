@@ -23,6 +23,7 @@ from .selfvae import SelfVAE
 
 
 def quality_films(model: SelfVAE) -> list[QualityFilm]:
+    """A quality_film model's films in a fixed order (none for other models)."""
     return [module for module in model.modules() if isinstance(module, QualityFilm)]
 
 

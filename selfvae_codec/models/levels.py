@@ -88,13 +88,16 @@ class QualityFilm(nn.Module):
 
     def exact_table(self) -> torch.Tensor:
         """A float film's table as an exact model's integers."""
-        scales = torch.tensor([1 << FILM_GAIN_BITS, fixed_point.ACT_ONE], dtype=torch.float64).view(1, 2, 1)
-        return torch.round(self.table.detach().double().cpu() * scales).to(torch.int64)
+        return torch.round(self.table.detach().double().cpu() * _film_units()).to(torch.int64)
 
     def float_table(self) -> torch.Tensor:
         """An exact film's integers as the float table that computes the same."""
-        scales = torch.tensor([1 << FILM_GAIN_BITS, fixed_point.ACT_ONE], dtype=torch.float64).view(1, 2, 1)
-        return (self.table.double() / scales.to(self.table.device)).float()
+        return (self.table.double().cpu() / _film_units()).float()
+
+
+def _film_units() -> torch.Tensor:
+    """How many of an exact film's integer units make one: [1, 2 (gain, bias), 1]."""
+    return torch.tensor([1 << FILM_GAIN_BITS, fixed_point.ACT_ONE], dtype=torch.float64).view(1, 2, 1)
 
 
 @contextlib.contextmanager
