@@ -187,3 +187,20 @@ def test_an_exact_quality_film_model_codes_what_its_float_twin_computes(teacher)
     for film in quality_films(exact):
         film.table.zero_()
     assert not np.array_equal(Codec(exact, threads=1).encode(image, "rs2", quality=1).reconstruction, with_films)
+
+
+def test_quality_weights_pick_which_qualities_train(teacher):
+    """Drawn only at quality 3, only quality 3's films move; bad weights are refused."""
+    student = shortened(teacher, teacher.config.trunk_blocks, quality_film=True)
+    parameters = decoding_parameters(student, teacher.config.trunk_blocks, [2])
+    films = quality_films(student)
+    before = [film.table.detach().clone() for film in films]
+    sampler = RandomCropSampler([DATA / "astronaut_128x128.png"], 32, seed=0)
+    fine_tune(student, parameters, sampler, float("inf"), 3e-4, 2, max_steps=2, quality_weights=[0, 0, 1])
+    moved = {
+        q for film, old in zip(films, before, strict=True) for q in range(3) if not torch.equal(film.table[q], old[q])
+    }
+    assert moved == {2}
+    for weights in ([1, 1], [0, 0, 0], [1, -1, 1]):
+        with pytest.raises(ValueError, match="give 3 quality weights"):
+            fine_tune(student, parameters, sampler, float("inf"), 3e-4, 2, max_steps=1, quality_weights=weights)

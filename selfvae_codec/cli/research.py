@@ -277,6 +277,7 @@ def grow(source, target, head_blocks, trunk_blocks, z_strides) -> None:
 @click.option("--teacher", default="lossy", show_default=True, help="A lossy model: pretrained name or .safetensors.")
 @click.option("--trunk-blocks", required=True, help="Trunk blocks the student keeps, per level: e.g. 1,3,3.")
 @click.option("--train-levels", help="Levels (1-based) whose decoding trains, e.g. 3 (default: the shortened ones).")
+@click.option("--quality-weights", help="How often each quality is drawn, e.g. 1,1,1,1,2,3 (default: alike).")
 @click.option("--quality-film", is_flag=True, help="Tell the student's decoding the quality (config.quality_film).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The student's .safetensors.")
 @click.option("--val", "val_dirs", multiple=True, type=click.Path(exists=True), help="Held-out folder (repeatable).")
@@ -293,6 +294,7 @@ def distil(
     teacher,
     trunk_blocks,
     train_levels,
+    quality_weights,
     quality_film,
     output,
     val_dirs,
@@ -325,8 +327,9 @@ def distil(
     try:
         blocks = tuple(int(value) for value in trunk_blocks.split(","))
         levels = None if train_levels is None else [int(value) - 1 for value in train_levels.split(",")]
+        weights = None if quality_weights is None else [float(value) for value in quality_weights.split(",")]
     except ValueError as error:
-        raise CliError("--trunk-blocks and --train-levels take comma-separated integers") from error
+        raise CliError("--trunk-blocks, --train-levels and --quality-weights take comma-separated numbers") from error
     torch.set_num_threads(threads or 1)
     torch.manual_seed(seed)
     try:
@@ -353,7 +356,10 @@ def distil(
         if step % 100 == 0:
             click.echo(f"step {step}: PSNR of the batch {loss:.2f} dB")
 
-    steps = fine_tune(student, parameters, sampler, 60 * minutes, lr, batch, report)
+    try:
+        steps = fine_tune(student, parameters, sampler, 60 * minutes, lr, batch, report, quality_weights=weights)
+    except ValueError as error:
+        raise CliError(str(error)) from error
     save_model(student, output)
     show(f"student after {steps} steps", student)
     click.echo(f"wrote {output}")

@@ -94,6 +94,7 @@ def fine_tune(
     batch: int,
     report: Callable[[int, float], None] | None = None,
     max_steps: int | None = None,
+    quality_weights: list[float] | None = None,
 ) -> int:
     """Adam on `parameters` (everything else frozen) for `seconds` (or max_steps):
     the mean over random crops at random qualities of the log of each crop's rs2
@@ -101,8 +102,8 @@ def fine_tune(
     at FILM_LR_SCALE times the learning rate). The log weighs every quality alike
     (in dB), where on the plain squared error the low qualities' large errors drown
     the top ones'; it is floored at 1e-3 (78 dB) so that a crop rebuilt exactly cannot
-    make it infinite. report(step, mean PSNR in dB) every step. Returns the number of
-    steps."""
+    make it infinite. Qualities are drawn in proportion to `quality_weights` (default:
+    alike). report(step, mean PSNR in dB) every step. Returns the number of steps."""
     for parameter in student.parameters():
         parameter.requires_grad_(False)
     for parameter in parameters:
@@ -113,11 +114,14 @@ def fine_tune(
         {"params": [p for p in parameters if id(p) in films], "lr": learning_rate * FILM_LR_SCALE},
     ]
     optimizer = torch.optim.Adam([group for group in groups if group["params"]])
+    weights = torch.tensor(quality_weights or [1.0] * student.config.qualities, dtype=torch.float64)
+    if len(weights) != student.config.qualities or not (weights >= 0).all() or not weights.sum() > 0:
+        raise ValueError(f"give {student.config.qualities} quality weights, not negative, not all zero")
     student.train()
     started, step = time.monotonic(), 0
     while time.monotonic() - started < seconds and (max_steps is None or step < max_steps):
         x = torch.from_numpy(sampler.batch(batch)).long()
-        quality = torch.randint(0, student.config.qualities, (batch,))
+        quality = torch.multinomial(weights, batch, replacement=True)
         squared = student.rate_distortion_terms(x, quality, noisy=False)["squared_error"] / x[0].numel()
         loss = torch.log(squared.clamp_min(1e-3)).mean()
         optimizer.zero_grad()
