@@ -14,6 +14,7 @@ from selfvae_codec.codec.latent_optimisation import rate_and_error
 from selfvae_codec.models.config import tiny_config
 from selfvae_codec.models.exact import float_twin, quality_films, to_exact
 from selfvae_codec.models.io import save_model
+from selfvae_codec.models.levels import decoding_quality
 from selfvae_codec.models.selfvae import SelfVAE
 from selfvae_codec.training.data import RandomCropSampler
 from selfvae_codec.training.distil import decoding_parameters, fine_tune, reconstruction_psnr, shortened
@@ -204,3 +205,22 @@ def test_quality_weights_pick_which_qualities_train(teacher):
     for weights in ([1, 1], [0, 0, 0], [1, -1, 1]):
         with pytest.raises(ValueError, match="give 3 quality weights"):
             fine_tune(student, parameters, sampler, float("inf"), 3e-4, 2, max_steps=1, quality_weights=weights)
+
+
+def test_a_quality_film_model_samples_and_scores_at_its_finest_quality(teacher, crops):
+    """Where no latent is quantised (the ELBO, sampling, upscaling) a quality_film model
+    decodes with its finest quality's films; inside a walk at a quality, that one's."""
+    student = shortened(teacher, teacher.config.trunk_blocks, quality_film=True)
+    with torch.no_grad():
+        quality_films(student)[-1].table[2, 1].fill_(0.3)  # the finest quality's last bias
+        finest, plain = reconstruction_term(student, crops), reconstruction_term(teacher, crops)
+        assert not torch.equal(finest, plain)
+        with decoding_quality(student, 0):
+            assert torch.equal(reconstruction_term(student, crops), finest)  # the ELBO's own quality wins
+            assert student.levels[2].quality.tolist() == [0]  # and the outer one is restored
+        assert student.sample(1, (16, 16)).shape == (1, 3, 16, 16)
+
+
+def reconstruction_term(model: SelfVAE, x: torch.Tensor) -> torch.Tensor:
+    torch.manual_seed(0)  # the same posterior sample for every model
+    return model.elbo_terms(x)["re_x"]

@@ -107,13 +107,14 @@ def decoding_quality(model: nn.Module, quality: torch.Tensor | int | None) -> It
     levels = [module for module in model.modules() if isinstance(module, Level)]
     if quality is not None and not torch.is_tensor(quality):
         quality = torch.tensor([quality], dtype=torch.int64)
+    before = [level.quality for level in levels]
     for level in levels:
         level.quality = quality
     try:
         yield
     finally:
-        for level in levels:
-            level.quality = None
+        for level, earlier in zip(levels, before, strict=True):
+            level.quality = earlier
 
 
 class TopLatent(nn.Module):

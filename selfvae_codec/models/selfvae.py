@@ -128,7 +128,8 @@ class SelfVAE(nn.Module):
         """
         self._check_input(x)
         policy = ElboTerms(self, self.representations(x), analytic_kl)
-        descend(self, spatial_size(x), policy)
+        with decoding_quality(self, self.unquantised_quality):
+            descend(self, spatial_size(x), policy)
         return {**policy.terms, "_kl_z_maps": policy.kl_maps}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -210,13 +211,20 @@ class SelfVAE(nn.Module):
 
     def initialize(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation of the weight-normalised layers from a batch."""
-        with data_dependent_init(self), decoding_quality(self, 0):  # a quality's films start as the identity
+        with data_dependent_init(self):
             self.elbo_terms(x)
 
     # -- generative paths ------------------------------------------------------------
     def _generate(self, u, image_size, truth, given_ys, inferred_zs, method, latent_method) -> torch.Tensor:
         policy = Generation(u, truth, given_ys, inferred_zs, method, latent_method)
-        return descend(self, image_size, policy).to(torch.uint8)
+        with decoding_quality(self, self.unquantised_quality):
+            return descend(self, image_size, policy).to(torch.uint8)
+
+    @property
+    def unquantised_quality(self) -> int | None:
+        """The quality whose films a quality_film model decodes with where the latents
+        are not quantised (the ELBO, generation): the finest. None for other models."""
+        return self.config.qualities - 1 if self.config.quality_film else None
 
     @torch.no_grad()
     def sample(self, count: int, image_size: tuple[int, int], method: str = "sample") -> torch.Tensor:
