@@ -17,7 +17,13 @@ from selfvae_codec.models.io import save_model
 from selfvae_codec.models.levels import decoding_quality
 from selfvae_codec.models.selfvae import SelfVAE
 from selfvae_codec.training.data import RandomCropSampler
-from selfvae_codec.training.distil import decoding_parameters, fine_tune, reconstruction_psnr, shortened
+from selfvae_codec.training.distil import (
+    decoding_parameters,
+    fine_tune,
+    reconstruction_psnr,
+    shortened,
+    with_upper_decoding,
+)
 from selfvae_codec.training.rate_distortion import lossy_model_from
 
 DATA = Path(__file__).parent / "data"
@@ -224,3 +230,32 @@ def test_a_quality_film_model_samples_and_scores_at_its_finest_quality(teacher, 
 def reconstruction_term(model: SelfVAE, x: torch.Tensor) -> torch.Tensor:
     torch.manual_seed(0)  # the same posterior sample for every model
     return model.elbo_terms(x)["re_x"]
+
+
+def test_an_upper_decoding_rebuilds_the_top_qualities_as_the_model_it_came_from(teacher, crops):
+    """A student fitted to the low qualities joined with its teacher's decoding for
+    the top ones (config.upper_decoding): each quality rebuilds as its source model
+    does, with the same latents; a batch that mixes both is refused."""
+    student = shortened(teacher, teacher.config.trunk_blocks, quality_film=True)
+    with torch.no_grad():
+        for film in quality_films(student.levels[2]):  # the films of the level whose decoding is split
+            film.table.normal_(0, 0.1)
+    joined = with_upper_decoding(student, teacher, 3)
+    assert joined.config.upper_decoding == 3
+    with torch.no_grad():
+        assert reconstruction_psnr(joined, crops, [0, 1]) == reconstruction_psnr(student, crops, [0, 1])
+        assert reconstruction_psnr(joined, crops, [2]) == reconstruction_psnr(teacher, crops, [2])
+        assert _rates(joined, crops, 2).keys() == _rates(teacher, crops, 2).keys()
+        with pytest.raises(ValueError, match="one of its two decodings"):
+            joined.rate_distortion_terms(crops, torch.tensor([0, 2]), noisy=False)
+    exact = to_exact(joined)
+    image = pixels(CHELSEA)[:40, :48]
+    codec = Codec(exact, threads=1)
+    for quality in (1, 3):
+        result = codec.encode(image, "rs2", quality=quality)
+        assert np.array_equal(codec.decompress(result.data), result.reconstruction)
+    other = lossy_model_from(SelfVAE(tiny_config(trunk_blocks=(0, 1, 3))), 3)
+    with pytest.raises(ValueError, match="send different latents"):
+        with_upper_decoding(student, other, 3)
+    with pytest.raises(ValueError, match="upper_decoding must be 0 or a quality from 2 to 3"):
+        with_upper_decoding(student, teacher, 4)

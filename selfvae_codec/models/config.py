@@ -41,6 +41,10 @@ class ModelConfig:
       per quality, a gain and a bias per channel after the context block and inside
       and after every trunk block (levels.QualityFilm), so one decoder can rebuild
       each quality's rounded latents its own way. They start as the identity.
+    upper_decoding: a lossy model whose last level rebuilds the qualities from this
+      one (1-based) up with a second set of decoding parts (context block, trunk
+      blocks, group heads: the level's `upper`), such as the decoding the model had
+      before its own was fitted to the low qualities' rounded latents; 0: one set.
     """
 
     family: str = "selfvae-downscale"
@@ -65,6 +69,7 @@ class ModelConfig:
     exact: bool = False
     qualities: int = 0
     quality_film: bool = False
+    upper_decoding: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "level_widths", tuple(self.level_widths))
@@ -92,6 +97,8 @@ class ModelConfig:
             raise ValueError(f"qualities must be >= 0, got {self.qualities}")
         if self.quality_film and not self.qualities:
             raise ValueError("quality_film needs a lossy model (qualities > 0)")
+        if self.upper_decoding and not 2 <= self.upper_decoding <= self.qualities:
+            raise ValueError(f"upper_decoding must be 0 or a quality from 2 to {self.qualities}")
         FAMILIES[self.family].check(self)
 
     @property
@@ -141,7 +148,7 @@ class ModelConfig:
                 data[name] = list(getattr(self, name))
             else:
                 del data[name]
-        for name in ("exact", "qualities", "quality_film"):  # written only when set
+        for name in ("exact", "qualities", "quality_film", "upper_decoding"):  # written only when set
             if not data[name]:
                 del data[name]
         return data

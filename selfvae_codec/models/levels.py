@@ -117,6 +117,31 @@ def decoding_quality(model: nn.Module, quality: torch.Tensor | int | None) -> It
             level.quality = earlier
 
 
+def build_decoding(
+    module: nn.Module, cfg: ModelConfig, width: int, fine_channels: int, head_blocks: int, trunk_blocks: int
+) -> None:
+    """Give `module` a level's decoding parts: its context block, the wide residual
+    blocks after it (twice its width inside: they deepen and widen what every group
+    head sees, and start as the identity) and its pixel heads (`group_heads`: group g
+    sees the trunk, the g earlier pixels of its block, and (last group) the block-sum
+    remainder 4 y - (a + b + c) that pins it to 4 values; `head` where not grouped)."""
+    module.context_block = DenseBlock(width, cfg.growth, cfg.dense_layers)
+    module.trunk_blocks = nn.Sequential(*(ResidualBlock(width, 2 * width) for _ in range(trunk_blocks)))
+    if getattr(module, "grouped", True):
+        module.group_heads = nn.ModuleList(
+            MixtureHead(
+                width + fine_channels * (g + (1 if g == GROUPS - 1 else 0)),
+                width,
+                fine_channels,
+                cfg.mixtures,
+                head_blocks,
+            )
+            for g in range(GROUPS)
+        )
+    else:
+        module.head = MixtureHead(width, width, fine_channels, cfg.mixtures, head_blocks)
+
+
 class TopLatent(nn.Module):
     """q(u | y_1) and p(y_1 | u)."""
 
@@ -157,6 +182,7 @@ class Level(nn.Module):
         z_stride: int,
         head_blocks: int = 0,
         trunk_blocks: int = 0,
+        upper_decoding: int = 0,
     ):
         super().__init__()
         self.fine_channels = fine_channels
@@ -177,30 +203,18 @@ class Level(nn.Module):
         # Likelihood trunk at y_k's resolution (the block grid when grouped).
         self.context_from_coarse = WNConv2d(coarse_channels, width, 3)
         self.context_from_z = Upsample(cfg.z_channels, width, z_stride // coarse_stride)
-        self.context_block = DenseBlock(width, growth, layers)
-        # Wide residual blocks after the trunk (twice its width inside): they deepen
-        # and widen what every group head sees, and start as the identity.
-        self.trunk_blocks = nn.Sequential(*(ResidualBlock(width, 2 * width) for _ in range(trunk_blocks)))
+        build_decoding(self, cfg, width, fine_channels, head_blocks, trunk_blocks)
         self.quality: torch.Tensor | None = None  # the quality it decodes at (decoding_quality)
         if cfg.quality_film:
             # After the context block, then per trunk block inside it and after it.
             widths = [width] + [2 * width, width] * trunk_blocks
             self.quality_films = nn.ModuleList(QualityFilm(cfg.qualities, w, cfg.exact) for w in widths)
-        if self.grouped:
-            # Group g sees the trunk, the g earlier pixels of its block, and (last group)
-            # the block-sum remainder 4 y - (a + b + c) that pins it to 4 values.
-            self.group_heads = nn.ModuleList(
-                MixtureHead(
-                    width + fine_channels * (g + (1 if g == GROUPS - 1 else 0)),
-                    width,
-                    fine_channels,
-                    cfg.mixtures,
-                    head_blocks,
-                )
-                for g in range(GROUPS)
-            )
-        else:
-            self.head = MixtureHead(width, width, fine_channels, cfg.mixtures, head_blocks)
+        self.upper_from = upper_decoding - 1  # the first quality (0-based) `upper` decodes
+        if upper_decoding:
+            if not self.grouped:
+                raise ValueError("upper_decoding needs a downscale level")
+            self.upper = nn.Module()
+            build_decoding(self.upper, cfg, width, fine_channels, head_blocks, trunk_blocks)
 
     # -- latents -------------------------------------------------------------------
     def posterior(self, fine: torch.Tensor, coarse: torch.Tensor | None = None) -> DiagonalGaussian:
@@ -220,16 +234,32 @@ class Level(nn.Module):
         return self.prior_head(self.prior_block(features))
 
     # -- likelihood ----------------------------------------------------------------
+    def decoding(self) -> nn.Module:
+        """The module whose context block, trunk blocks and group heads rebuild the
+        current quality: the level itself, or `upper` for the qualities it decodes."""
+        if not hasattr(self, "upper"):
+            return self
+        upper = self.current_quality() >= self.upper_from
+        if not upper.any():
+            return self
+        if not upper.all():
+            raise ValueError("a batch of this model decodes qualities of one of its two decodings only")
+        return self.upper
+
+    def current_quality(self) -> torch.Tensor:
+        if self.quality is None:
+            raise RuntimeError("this model decodes at a quality: call it within decoding_quality")
+        return self.quality
+
     def context(self, coarse: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Trunk features at y_k's resolution, shared by the group heads."""
         size = spatial_size(coarse)
         features = self.context_from_coarse(network_input(coarse, self.exact)) + self.context_from_z(z, size)
-        features = self.context_block(features)
-        if not hasattr(self, "quality_films"):
-            return self.trunk_blocks(features)
-        if self.quality is None:
-            raise RuntimeError("this model decodes at a quality: call it within decoding_quality")
-        quality = self.quality.to(features.device)
+        decoding = self.decoding()
+        features = decoding.context_block(features)
+        if decoding is not self or not hasattr(self, "quality_films"):
+            return decoding.trunk_blocks(features)
+        quality = self.current_quality().to(features.device)
         films = iter(self.quality_films)
         features = next(films)(features, quality)
         for block in self.trunk_blocks:
@@ -258,7 +288,7 @@ class Level(nn.Module):
                 inputs.append(fixed_point.pixels_to_activations(twice_remainder))
             else:
                 inputs.append(twice_remainder.to(torch.float32) / 255.0 - 1.0)
-        return self.group_heads[g](torch.cat(inputs, dim=1)), lo, hi
+        return self.decoding().group_heads[g](torch.cat(inputs, dim=1)), lo, hi
 
     def log_prob(self, fine: torch.Tensor, coarse: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(y_{k+1} | y_k, z_k) per example (nats), counting real pixels only."""

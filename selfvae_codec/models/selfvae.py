@@ -71,6 +71,7 @@ class SelfVAE(nn.Module):
                     z_stride=config.level_z_strides[k],
                     head_blocks=config.level_head_blocks[k],
                     trunk_blocks=config.level_trunk_blocks[k],
+                    upper_decoding=config.upper_decoding if k == config.num_levels - 1 else 0,
                 )
             )
         self.levels = nn.ModuleList(levels)

@@ -54,6 +54,29 @@ def shortened(teacher: SelfVAE, trunk_blocks: tuple[int, ...], quality_film: boo
     return student
 
 
+def with_upper_decoding(lower: SelfVAE, upper: SelfVAE, first_quality: int) -> SelfVAE:
+    """One lossy float model from two that send the same latents: `lower`'s, whose last
+    level rebuilds the qualities from `first_quality` (1-based) up with `upper`'s
+    decoding parts (config.upper_decoding), such as the teacher's own decoding where a
+    student fitted to the low qualities rebuilds the top ones worse."""
+    if lower.config.exact or upper.config.exact:
+        raise ValueError("with_upper_decoding joins float models (the float twin of an exact one will do)")
+    if dataclasses.replace(upper.config, quality_film=False) != dataclasses.replace(lower.config, quality_film=False):
+        raise ValueError("the two models differ in more than their quality films")
+    joined = SelfVAE(dataclasses.replace(lower.config, upper_decoding=first_quality))
+    state = dict(lower.state_dict())
+    last = f"levels.{len(lower.levels) - 1}."
+    upper_state = upper.state_dict()
+    for name, tensor in upper_state.items():
+        part = name[len(last) :].split(".")[0] if name.startswith(last) else None
+        if part in DECODING_PARTS:
+            state[f"{last}upper.{name[len(last) :]}"] = tensor
+        elif ".quality_films." not in name and not torch.equal(tensor, state[name]):
+            raise ValueError(f"the two models send different latents ({name} differs)")
+    joined.load_state_dict(state)
+    return joined.eval()
+
+
 def decoding_parameters(
     student: SelfVAE, teacher_blocks: tuple[int, ...], levels: list[int] | None = None
 ) -> list[torch.nn.Parameter]:
