@@ -117,8 +117,18 @@ def decoding_quality(model: nn.Module, quality: torch.Tensor | int | None) -> It
             level.quality = earlier
 
 
+# The decoding parts build_decoding gives a grouped level (and its `upper`).
+DECODING_MODULES = ("context_block", "trunk_blocks", "group_heads")
+
+
 def build_decoding(
-    module: nn.Module, cfg: ModelConfig, width: int, fine_channels: int, head_blocks: int, trunk_blocks: int
+    module: nn.Module,
+    cfg: ModelConfig,
+    width: int,
+    fine_channels: int,
+    head_blocks: int,
+    trunk_blocks: int,
+    grouped: bool,
 ) -> None:
     """Give `module` a level's decoding parts: its context block, the wide residual
     blocks after it (twice its width inside: they deepen and widen what every group
@@ -127,7 +137,7 @@ def build_decoding(
     remainder 4 y - (a + b + c) that pins it to 4 values; `head` where not grouped)."""
     module.context_block = DenseBlock(width, cfg.growth, cfg.dense_layers)
     module.trunk_blocks = nn.Sequential(*(ResidualBlock(width, 2 * width) for _ in range(trunk_blocks)))
-    if getattr(module, "grouped", True):
+    if grouped:
         module.group_heads = nn.ModuleList(
             MixtureHead(
                 width + fine_channels * (g + (1 if g == GROUPS - 1 else 0)),
@@ -203,7 +213,7 @@ class Level(nn.Module):
         # Likelihood trunk at y_k's resolution (the block grid when grouped).
         self.context_from_coarse = WNConv2d(coarse_channels, width, 3)
         self.context_from_z = Upsample(cfg.z_channels, width, z_stride // coarse_stride)
-        build_decoding(self, cfg, width, fine_channels, head_blocks, trunk_blocks)
+        build_decoding(self, cfg, width, fine_channels, head_blocks, trunk_blocks, self.grouped)
         self.quality: torch.Tensor | None = None  # the quality it decodes at (decoding_quality)
         if cfg.quality_film:
             # After the context block, then per trunk block inside it and after it.
@@ -214,7 +224,7 @@ class Level(nn.Module):
             if not self.grouped:
                 raise ValueError("upper_decoding needs a downscale level")
             self.upper = nn.Module()
-            build_decoding(self.upper, cfg, width, fine_channels, head_blocks, trunk_blocks)
+            build_decoding(self.upper, cfg, width, fine_channels, head_blocks, trunk_blocks, grouped=True)
 
     # -- latents -------------------------------------------------------------------
     def posterior(self, fine: torch.Tensor, coarse: torch.Tensor | None = None) -> DiagonalGaussian:

@@ -20,12 +20,12 @@ from collections.abc import Callable
 import torch
 
 from ..metrics import psnr_from_mse
-from ..models.levels import QualityFilm
+from ..models.levels import DECODING_MODULES, QualityFilm
 from ..models.selfvae import SelfVAE
 from .data import RandomCropSampler
 
 # The parts of a level that turn the coarser level and its z into y_k's pixels.
-DECODING_PARTS = ("context_block", "trunk_blocks", "group_heads", "quality_films")
+DECODING_PARTS = (*DECODING_MODULES, "quality_films")
 # The quality gains and biases learn this many times faster than the shared weights:
 # they start at zero and hold a few numbers each, which the shared rate would move slowly.
 FILM_LR_SCALE = 10.0
@@ -69,7 +69,7 @@ def with_upper_decoding(lower: SelfVAE, upper: SelfVAE, first_quality: int) -> S
     upper_state = upper.state_dict()
     for name, tensor in upper_state.items():
         part = name[len(last) :].split(".")[0] if name.startswith(last) else None
-        if part in DECODING_PARTS:
+        if part in DECODING_MODULES:  # the upper decoding has no quality films
             state[f"{last}upper.{name[len(last) :]}"] = tensor
         elif ".quality_films." not in name and not torch.equal(tensor, state[name]):
             raise ValueError(f"the two models send different latents ({name} differs)")
