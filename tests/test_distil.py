@@ -9,13 +9,14 @@ import pytest
 import torch
 from cli_helpers import CHELSEA, error_lines, pixels, run
 
+from selfvae_codec.bitstream import unpack
 from selfvae_codec.codec.api import Codec
 from selfvae_codec.codec.latent_optimisation import rate_and_error
 from selfvae_codec.models.config import tiny_config
 from selfvae_codec.models.exact import float_twin, quality_films, to_exact
 from selfvae_codec.models.io import save_model
 from selfvae_codec.models.levels import decoding_quality
-from selfvae_codec.models.selfvae import SelfVAE
+from selfvae_codec.models.selfvae import SelfVAE, upper_decoding_alone
 from selfvae_codec.training.data import RandomCropSampler
 from selfvae_codec.training.distil import (
     decoding_parameters,
@@ -259,3 +260,51 @@ def test_an_upper_decoding_rebuilds_the_top_qualities_as_the_model_it_came_from(
         with_upper_decoding(student, other, 3)
     with pytest.raises(ValueError, match="upper_decoding must be 0 or a quality from 2 to 3"):
         with_upper_decoding(student, teacher, 4)
+
+
+def test_a_joined_model_carries_the_model_its_upper_decoding_came_from_whole(teacher, crops):
+    """upper_decoding_alone takes back the teacher from a joined model, float or exact:
+    the same fingerprint, so the teacher's files decode with it (the shipped `lossy`
+    so carries the previous one); a model without an upper decoding is refused."""
+    student = shortened(teacher, teacher.config.trunk_blocks, quality_film=True)
+    joined = with_upper_decoding(student, teacher, 2)
+    assert upper_decoding_alone(joined).fingerprint() == teacher.fingerprint()
+    exact_teacher = to_exact(teacher)
+    carried = upper_decoding_alone(to_exact(joined))
+    assert carried.fingerprint() == exact_teacher.fingerprint()
+    image = pixels(CHELSEA)[:40, :48]
+    data = Codec(exact_teacher, threads=1).compress(image, "rs2", quality=1)
+    assert np.array_equal(Codec(carried, threads=1).decompress(data), Codec(exact_teacher, threads=1).decompress(data))
+    with pytest.raises(ValueError, match="no upper decoding"):
+        upper_decoding_alone(teacher)
+
+
+def test_converting_a_student_keeps_its_exact_teachers_integers_where_it_was_not_trained(teacher, tmp_path):
+    """A decoder distilled from an exact model's float twin converts with that model's
+    integers for every layer it did not train (`convert --keep-integers-of`): its rs2
+    files send the teacher's latents byte for byte; the twin itself converts back to
+    the teacher."""
+    exact_teacher = to_exact(teacher)
+    assert to_exact(float_twin(exact_teacher), keep=exact_teacher).fingerprint() == exact_teacher.fingerprint()
+    student = float_twin(exact_teacher)
+    trained = decoding_parameters(student, student.config.trunk_blocks, levels=[2])
+    with torch.no_grad():
+        for parameter in trained:
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    save_model(student, tmp_path / "student.safetensors")
+    save_model(exact_teacher, tmp_path / "teacher.safetensors")
+    out, weights = tmp_path / "exact.safetensors", tmp_path / "student.safetensors"
+    result = run("convert", weights, "-o", out, "--keep-integers-of", tmp_path / "teacher.safetensors")
+    assert result.exit_code == 0, result.output
+    exact = Codec(str(out), threads=1).model
+    assert exact.fingerprint() == to_exact(student, keep=exact_teacher).fingerprint() != exact_teacher.fingerprint()
+    ours, theirs = exact.state_dict(), exact_teacher.state_dict()
+    decoding = tuple(f"levels.2.{part}." for part in ("context_block", "trunk_blocks", "group_heads"))
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours if not name.startswith(decoding))
+    image = pixels(CHELSEA)
+    sent = [
+        unpack(Codec(model, threads=1).compress(image, "rs2", quality=2)).sections for model in (exact, exact_teacher)
+    ]
+    assert sent[0] == sent[1]
+    refused = run("convert", weights, "-o", out, "-f", "--keep-integers-of", weights)
+    assert refused.exit_code == 1 and error_lines(refused) == ["error: the model whose integers are kept must be exact"]

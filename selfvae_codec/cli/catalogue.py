@@ -6,16 +6,23 @@ import click
 
 
 @click.command()
-@click.option("--all", "show_all", is_flag=True, help="Also describe the float weights `default` was made from.")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also describe the float weights `default` was made from and the earlier models whose files it reads.",
+)
 def models(show_all) -> None:
     """List the pretrained models shipped with this version."""
-    from ..models.pretrained import RATED_MODES, SUPPORTING_MODELS, registry
+    from ..models.pretrained import RATED_MODES, SUPPORTING_MODELS, UPPER_DECODING_OF, registry
 
     entries = registry()
     if not entries:
         click.echo("no pretrained models are shipped with this build")
         return
-    supporting = [name for name in entries if name in SUPPORTING_MODELS]
+    earlier = [name for name, entry in entries.items() if UPPER_DECODING_OF in entry]
+    float_sources = [name for name in entries if name in SUPPORTING_MODELS]
+    supporting = float_sources + earlier
     for name, entry in entries.items():
         if name in supporting and not show_all:
             continue
@@ -34,7 +41,11 @@ def models(show_all) -> None:
             measured = f"validation {bpd:.4f} bpd" if bpd is not None else "not validated"
         click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
     if supporting and not show_all:
-        click.echo(f"also shipped: {', '.join(supporting)}, the float weights `default` was converted from (--all)")
+        parts = [f"{name}, the float weights `default` was converted from" for name in float_sources]
+        parts += [
+            f"{name}, the earlier `{entries[name][UPPER_DECODING_OF]}`, which reads its files" for name in earlier
+        ]
+        click.echo(f"also shipped: {'; '.join(parts)} (--all)")
 
 
 COMMANDS = [models]

@@ -184,8 +184,15 @@ def evaluate(folders, samples, limit, tile_size, csv_path, quiet, model_name, de
 @click.command()
 @click.argument("weights", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The exact model's .safetensors.")
+@click.option(
+    "--keep-integers-of",
+    "keep_name",
+    metavar="MODEL",
+    help="An exact model WEIGHTS was distilled from (a shipped name or .safetensors): every layer left "
+    "untrained keeps its integers, so the files' latents stay the same.",
+)
 @FORCE_OPTION
-def convert(weights, output, force) -> None:
+def convert(weights, output, keep_name, force) -> None:
     """Convert trained float WEIGHTS into an exact (integer) model, whose files decode
     on every machine. Files of a float model decode only where its floats are
     reproduced (same torch build, instruction set and thread count)."""
@@ -193,14 +200,17 @@ def convert(weights, output, force) -> None:
 
     from ..models.exact import to_exact
     from ..models.io import load_model, save_model
+    from ..models.pretrained import load_named_model
 
     if Path(output).exists() and not force:
         raise CliError(f"{output} exists (use -f to overwrite)")
     try:
         model = load_model(weights)
-    except CodecError as error:
+        keep = load_named_model(keep_name) if keep_name else None
+        exact = to_exact(model, keep)
+    except (CodecError, ValueError) as error:
         raise CliError(str(error)) from error
-    fingerprint = save_model(to_exact(model), output)
+    fingerprint = save_model(exact, output)
     click.echo(f"wrote {output}: exact model {fingerprint[:12]} (from {model.fingerprint()[:12]})")
 
 

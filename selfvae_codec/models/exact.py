@@ -11,6 +11,7 @@ decides the probabilities.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import torch
@@ -31,13 +32,23 @@ def _steps_q12(log_steps: torch.Tensor) -> torch.Tensor:
     return torch.round(torch.exp(log_steps.double()) * ACT_ONE).clamp(min=1).to(torch.int64)
 
 
-def to_exact(model: SelfVAE) -> SelfVAE:
+def to_exact(model: SelfVAE, keep: SelfVAE | None = None) -> SelfVAE:
     """The exact model of a trained float model: each convolution's effective weights
-    (weight norm folded in) and bias quantised per output channel."""
+    (weight norm folded in) and bias quantised per output channel.
+
+    With `keep`, an exact model whose float twin `model` was trained from (a decoder
+    distilled from it), every convolution still holding the twin's weights takes
+    `keep`'s integers: quantising the twin can differ from `keep` by a rounding, so
+    what was not trained (the encoder, the priors) stays bit for bit what it was,
+    and so do the latents a file sends."""
     if model.config.exact:
         return model
     exact = SelfVAE(dataclasses.replace(model.config, exact=True))
+    kept = _untrained_layers(model, keep) if keep is not None else {}
     for name, layer in conv_layers(model).items():
+        if name in kept:
+            replace_layer(exact, name, copy.deepcopy(kept[name]))
+            continue
         _, _, stride, padding, transpose = conv_geometry(layer)
         weight = layer.weight() if isinstance(layer, (WNConv2d, WNConvTranspose2d)) else layer.weight
         replace_layer(exact, name, ExactConv.from_float(weight, layer.bias, stride, padding, transpose))
@@ -54,6 +65,23 @@ def to_exact(model: SelfVAE) -> SelfVAE:
             if tensor.is_floating_point() and name in float_state:
                 tensor.copy_(float_state[name])
     return exact.eval()
+
+
+def _untrained_layers(model: SelfVAE, keep: SelfVAE) -> dict[str, ExactConv]:
+    """`keep`'s exact convolutions whose float twin's tensors `model`'s layers of the
+    same name still hold."""
+    if not keep.config.exact:
+        raise ValueError("the model whose integers are kept must be exact")
+    twin_layers, kept_layers = conv_layers(float_twin(keep)), dict(keep.named_modules())
+    untrained = {}
+    for name, layer in conv_layers(model).items():
+        twin = twin_layers.get(name)
+        if twin is None or type(twin) is not type(layer):
+            continue
+        ours, theirs = layer.state_dict(), twin.state_dict()
+        if ours.keys() == theirs.keys() and all(torch.equal(ours[key], theirs[key]) for key in ours):
+            untrained[name] = kept_layers[name]
+    return untrained
 
 
 def float_twin(exact: SelfVAE) -> SelfVAE:

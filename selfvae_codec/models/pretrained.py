@@ -21,6 +21,13 @@ def _entries() -> dict[str, dict]:
     return json.loads(REGISTRY_FILE.read_text())
 
 
+# A registry entry with this key has no file of its own: it is the model that the named
+# shipped model's upper decoding was taken from (selfvae.upper_decoding_alone), such
+# as the previous lossy model, carried whole inside its successor so that its files
+# keep decoding.
+UPPER_DECODING_OF = "upper_decoding_of"
+
+
 def registry() -> dict[str, dict]:
     """The shipped models: name -> {file, sha256, fingerprint, description, validation
     numbers}."""
@@ -42,7 +49,12 @@ def load_pretrained(name: str = "default", device: str = "cpu"):
         known = ", ".join(sorted(entries)) or "none"
         raise ModelLoadError(f"no pretrained model named {name!r} (available: {known})")
     entry = entries[name]
-    model = load_model(PRETRAINED_DIR / entry["file"], expected_sha256=entry["sha256"], device=device)
+    if UPPER_DECODING_OF in entry:
+        from .selfvae import upper_decoding_alone
+
+        model = upper_decoding_alone(load_pretrained(entry[UPPER_DECODING_OF], device))
+    else:
+        model = load_model(PRETRAINED_DIR / entry["file"], expected_sha256=entry["sha256"], device=device)
     if model.fingerprint() != entry["fingerprint"]:
         raise ModelLoadError(f"pretrained model {name!r} does not match its recorded fingerprint")
     return model
@@ -71,7 +83,8 @@ SHIPPED_LOSSY_MODES = ("rs2", "rs1", "conditional")
 # (as "<mode>_points"): `publish` writes them, `models` lists them.
 RATED_MODES = ("rs2", "conditional")
 # Shipped beside the two coding models: the float weights `default` was converted from
-# (what `evaluate` scores and training starts from). `models` names it on one line.
+# (what `evaluate` scores and training starts from). `models` names it on one line,
+# with the earlier models that read their files (UPPER_DECODING_OF).
 SUPPORTING_MODELS = ("default-float",)
 
 

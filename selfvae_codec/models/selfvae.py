@@ -17,6 +17,7 @@ output, so every size works and no padded pixel is ever counted or coded.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -32,7 +33,7 @@ from .exact_layers import make_exact_layers
 from .families import FAMILIES
 from .hierarchy import ElboTerms, Generation, RateDistortionTerms, descend
 from .layers import data_dependent_init
-from .levels import Level, TopLatent, decoding_quality, spatial_size
+from .levels import DECODING_MODULES, Level, TopLatent, decoding_quality, spatial_size
 from .priors import MixtureOfGaussiansPrior, RealNVPPrior, StandardNormalPrior
 from .transforms import downscale_pyramid, size_at_stride
 
@@ -315,3 +316,26 @@ class SelfVAE(nn.Module):
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def upper_decoding_alone(model: SelfVAE) -> SelfVAE:
+    """The model that `model` (config.upper_decoding) took its upper decoding from:
+    its last level rebuilds every quality with that decoding, the quality films are
+    dropped and every other tensor is `model`'s. A lossy model joined from its
+    predecessor so carries the predecessor whole, and reads its files."""
+    if not model.config.upper_decoding:
+        raise ValueError("the model has no upper decoding")
+    alone = SelfVAE(dataclasses.replace(model.config, quality_film=False, upper_decoding=0))
+    last = f"levels.{len(model.levels) - 1}."
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if ".quality_films." in name:
+            continue
+        if name.startswith(last):
+            inner = name[len(last) :]
+            if inner.split(".")[0] in DECODING_MODULES:
+                continue  # the lower decoding
+            name = last + inner.removeprefix("upper.")
+        state[name] = tensor
+    alone.load_state_dict(state)
+    return alone.eval()

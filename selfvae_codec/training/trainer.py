@@ -82,7 +82,7 @@ def stored_average(run_dir: Path, state: dict) -> dict[str, torch.Tensor] | None
     neither is it (a crash between the writes)."""
     from ..models.pretrained import PRETRAINED_DIR, registry
 
-    shipped = [PRETRAINED_DIR / entry["file"] for entry in registry().values()]
+    shipped = [PRETRAINED_DIR / entry["file"] for entry in registry().values() if "file" in entry]
     for path in [run_dir / AVERAGE_FILE, *shipped]:
         if path.is_file() and read_metadata(path).get("fingerprint") == state["ema_fingerprint"]:
             return load_file(str(path))
