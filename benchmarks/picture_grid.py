@@ -13,12 +13,14 @@ the encoder's reconstruction.
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from common import load_lossy_codec, load_rgb, selfvae_round_trip
 from conditional_ceiling import jpeg_at_rate
+from PIL import Image
 
 from selfvae_codec.codec.api import Codec
 from selfvae_codec.metrics import psnr
@@ -92,7 +94,10 @@ def draw(rows: list[list[tuple[np.ndarray, str]]], out: Path) -> None:
             axes[r][c].set_title(label, fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100)
+    # Without matplotlib's alpha channel, which the panels do not use: a smaller file.
+    Image.open(buffer).convert("RGB").save(out, optimize=True)
 
 
 if __name__ == "__main__":

@@ -374,11 +374,13 @@ def test_quality_help_shows_the_lossy_range():
     assert quality.startswith("--quality 1-9") and "255" not in quality
 
 
-def test_models_lists_the_two_coding_models_and_names_the_float_source():
+def test_models_lists_the_two_coding_models_and_names_the_float_source_and_the_earlier_lossy():
     lines = run("models").stdout.splitlines()
     assert [line.split(":")[0] for line in lines[:-1]] == ["default", "lossy"]
     assert lines[-1].startswith("also shipped: default-float, the float weights")
-    assert len(run("models", "--all").stdout.splitlines()) == 3
+    assert "; lossy-v3, the earlier `lossy`, which reads its files (--all)" in lines[-1]
+    everything = run("models", "--all").stdout.splitlines()
+    assert [line.split(":")[0] for line in everything] == ["default", "default-float", "lossy", "lossy-v3"]
 
 
 def test_messages_name_no_flags_in_the_api_and_count_in_words(tmp_path):
