@@ -81,10 +81,18 @@ class QualityFilm(nn.Module):
             self.table = nn.Parameter(torch.zeros(shape))
 
     def forward(self, h: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        gain, bias = (row[..., None, None] for row in self.table[quality].unbind(1))  # [B, C, 1, 1] each
+        rows = self.table[quality]
+        if not h.is_floating_point() and not rows.any():
+            return h  # the identity (an exact model's untrained films)
+        gain, bias = (row[..., None, None] for row in rows.unbind(1))  # [B, C, 1, 1] each
         if h.is_floating_point():
             return h * (1 + gain.to(h.dtype)) + bias.to(h.dtype)
-        return h + fixed_point.round_shift(h * gain, FILM_GAIN_BITS) + bias
+        # h + round_shift(h * gain, FILM_GAIN_BITS) + bias, in one product and one shift:
+        # h and bias times 2^FILM_GAIN_BITS pass the shift unchanged.
+        one = 1 << FILM_GAIN_BITS
+        out = h * (one + gain)
+        out += bias * one + one // 2
+        return out.bitwise_right_shift_(FILM_GAIN_BITS)
 
     def exact_table(self) -> torch.Tensor:
         """A float film's table as an exact model's integers."""
