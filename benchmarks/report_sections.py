@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 from selfvae_codec.models.pretrained import SHIPPED_LOSSY_MODES, find_by_fingerprint, find_retired, registry
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARK_COMMAND = "python benchmarks/benchmark.py {folder} --threads 2{only}"
+BENCHMARK_COMMAND = "python benchmarks/benchmark.py {folder} --threads {threads}{only}"
 PICTURE_GRID_PHOTO = "../shared/data/val/classic/waterloo-tulips.png"
+
+
+def threads_of(summary: dict) -> int:
+    """The torch thread count a benchmark summary was measured with (its machine line)."""
+    return int(re.search(r"torch threads (\d+)", summary["machine"]).group(1))
 
 
 def load(path: Path):
@@ -166,7 +172,11 @@ def lossless_section(folder: str = "lossless", lossy_too: bool = True) -> list[s
     lines = [
         f"### Lossless ({summary['images']} images of `{summary['folder']}`)",
         "",
-        "`" + BENCHMARK_COMMAND.format(folder=summary["folder"], only=out_option(folder) + " --only lossless") + "`:",
+        "`"
+        + BENCHMARK_COMMAND.format(
+            folder=summary["folder"], threads=threads_of(summary), only=out_option(folder) + " --only lossless"
+        )
+        + "`:",
         "",
         *lossless_table(summary),
     ]
@@ -235,7 +245,8 @@ def rd_section(folder: str = "rd") -> list[str]:
         f"### Lossy modes ({summary['images']} images of `{summary['folder']}`)",
         "",
         *earlier_model_note(summary),
-        f"`{BENCHMARK_COMMAND.format(folder=summary['folder'], only=rd_options)}` ({summary['machine']}). "
+        f"`{BENCHMARK_COMMAND.format(folder=summary['folder'], threads=threads_of(summary), only=rd_options)}` "
+        f"({summary['machine']}). "
         + reuse_note
         + "Each selfvae-codec point is the mean over the images at one setting: "
         + settings_note(summary)
