@@ -37,6 +37,12 @@ def u_step_scaled(factor: float) -> Iterator[None]:
         engine.latent_steps = original
 
 
+def section_bits(result, kind: str) -> float:
+    """The estimated bits of an encode's sections of one kind (labels "u", "z1", "y2", ...:
+    "z" counts every level's)."""
+    return sum(bits for label, bits in result.estimated_bits.items() if label.startswith(kind))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
@@ -61,8 +67,8 @@ def main() -> None:
             for image in images:
                 result = codec.encode(image, mode=args.mode, step=step, **options)
                 rates.append(len(result.data) * 8 / image.size)
-                u_bits.append(sum(v for k, v in result.estimated_bits.items() if k[0] == "u") / image.size)
-                z_bits.append(sum(v for k, v in result.estimated_bits.items() if k[0] == "z") / image.size)
+                u_bits.append(section_bits(result, "u") / image.size)
+                z_bits.append(section_bits(result, "z") / image.size)
         print(f"| {step:g} | {u_scale:g} | {np.mean(rates):.4f} | {np.mean(u_bits):.4f} | {np.mean(z_bits):.4f} |")
 
 
