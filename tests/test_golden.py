@@ -43,23 +43,44 @@ def codec_for(header) -> Codec:
     return Codec(name, threads=header.threads or None, tile_size=header.tile_size)
 
 
+# CPU features by which oneDNN picks other float kernels on one torch build and vector
+# level (a float file made on an AVX-512 Xeon without AMX fails on one with it).
+KERNEL_FEATURES = ("avx_vnni", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def cpu_features() -> list[str] | None:
+    """The KERNEL_FEATURES this CPU has (Linux; None where they cannot be read)."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return None
+    return [feature for feature in KERNEL_FEATURES if feature in flags]
+
+
 def this_environment() -> dict:
-    return {"torch": torch.__version__.split("+")[0], "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {
+        "torch": torch.__version__.split("+")[0],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_features": cpu_features(),
+    }
 
 
 def other_environment(name: str) -> str | None:
     """Why a float golden file's floats may not come out here (None where they do):
-    the environment it was made in against this one."""
+    the environment it was made in against this one. A file whose record lacks the
+    CPU features (made before they were recorded) may not decode on any machine."""
     made_by = MANIFEST[name]["made_by"]
     if made_by["exact"]:
         return None
-    recorded = {key: made_by[key] for key in this_environment()}
-    if recorded == this_environment():
+    here = this_environment()
+    recorded = {key: made_by.get(key) for key in here}
+    if recorded == here and here["cpu_features"] is not None:
         return None
     return (
-        f"{name} was made by float model {made_by['model']} with torch {recorded['torch']} "
-        f"on {recorded['cpu_capability']} at {made_by['threads']} thread(s); this is torch "
-        f"{this_environment()['torch']} on {this_environment()['cpu_capability']}"
+        f"{name} was made by float model {made_by['model']} with torch {recorded['torch']} on "
+        f"{recorded['cpu_capability']} (CPU features {recorded['cpu_features'] or 'not recorded'}) at "
+        f"{made_by['threads']} thread(s); this is torch {here['torch']} on {here['cpu_capability']} "
+        f"(CPU features {here['cpu_features']})"
     )
 
 
