@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from common import list_images, load_rgb
 
 from selfvae_codec.metrics import psnr
-from selfvae_codec.models.hierarchy import descend, quantize_latents, representation_names
+from selfvae_codec.models.hierarchy import descend, quantize_as_sent, quantize_latents, rate_of_u, representation_names
 from selfvae_codec.models.io import load_model
 from selfvae_codec.models.levels import spatial_size
 
@@ -48,7 +48,7 @@ class LevelScores:
     def top_latent(self, u_size):
         prior_u = self.model.prior_u
         base = prior_u.to_base(self.model.top.posterior(self.ys[0]).mean)
-        self.true_previous = prior_u.from_base(quantize_latents(base, torch.zeros_like(base), self.u_step, False))
+        self.true_previous = prior_u.from_base(rate_of_u(self.model, base, self.u_step, quantize_as_sent)[0])
         return self.true_previous
 
     def top_representation(self, top):

@@ -27,6 +27,7 @@ from selfvae_codec.codec.tiles import sections_by_tile, stored_classically, tile
 from selfvae_codec.errors import CodecError
 from selfvae_codec.models.io import ModelLoadError
 from selfvae_codec.models.pretrained import find_by_fingerprint, registry, retired_models
+from selfvae_codec.models.priors import checkerboard
 
 GOLDEN = Path(__file__).parent / "golden"
 DATA = Path(__file__).parent / "data"
@@ -229,6 +230,18 @@ class RecordingStream(DecoderStream):
         return symbols
 
 
+def symbols_by_latent(model, read: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
+    """The symbols of each latent of a tile of `size` (u's first) from those a stream
+    read: a u_context model reads u in two halves of its checkerboard."""
+    if not model.config.u_context:
+        return read
+    shape = (1, model.config.u_channels, *model.u_size(size))
+    first = np.broadcast_to(checkerboard(shape[-2:]).numpy(), shape)
+    u = np.zeros(shape, dtype=read[0].dtype)
+    u[first], u[~first] = read[0], read[1]
+    return [u, *read[2:]]
+
+
 @pytest.mark.parametrize("name", OPTIMISED)
 def test_coding_again_with_the_files_latents_gives_the_golden_sections(name):
     """Given the latents an optimised file sends, the exact coder writes its sections
@@ -243,7 +256,8 @@ def test_coding_again_with_the_files_latents_gives_the_golden_sections(name):
         stream = RecordingStream(by_tile[index], version=version)
         walk(codec.model, stream, golden.mode, (bottom - top, right - left), step, quality=quality - 1)
         tile = x[..., top:bottom, left:right]
-        sent = encode_tile(codec.model, tile, index, golden.mode, step, quality, version, None, symbols=stream.symbols)
+        symbols = symbols_by_latent(codec.model, stream.symbols, (bottom - top, right - left))
+        sent = encode_tile(codec.model, tile, index, golden.mode, step, quality, version, None, symbols=symbols)
         assert sent[1] == by_tile[index]
 
 

@@ -14,13 +14,13 @@ import click
 )
 def models(show_all) -> None:
     """List the pretrained models shipped with this version."""
-    from ..models.pretrained import RATED_MODES, SUPPORTING_MODELS, UPPER_DECODING_OF, registry
+    from ..models.pretrained import RATED_MODES, SUPPORTING_MODELS, carried_by, carrier, registry
 
     entries = registry()
     if not entries:
         click.echo("no pretrained models are shipped with this build")
         return
-    earlier = [name for name, entry in entries.items() if UPPER_DECODING_OF in entry]
+    earlier = [name for name, entry in entries.items() if carried_by(entry) is not None]
     float_sources = [name for name in entries if name in SUPPORTING_MODELS]
     supporting = float_sources + earlier
     for name, entry in entries.items():
@@ -42,9 +42,7 @@ def models(show_all) -> None:
         click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
     if supporting and not show_all:
         parts = [f"{name}, the float weights `default` was converted from" for name in float_sources]
-        parts += [
-            f"{name}, the earlier `{entries[name][UPPER_DECODING_OF]}`, which reads its files" for name in earlier
-        ]
+        parts += [f"{name}, the earlier `{carrier(name)}`, which reads its files" for name in earlier]
         click.echo(f"also shipped: {'; '.join(parts)} (--all)")
 
 

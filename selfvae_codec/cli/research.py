@@ -375,7 +375,75 @@ def distil(
     click.echo(f"wrote {output}")
 
 
+@click.command("fit-u-context", hidden=True)
+@click.argument("train_dirs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--teacher", default="lossy", show_default=True, help="A lossy model: pretrained name or .safetensors.")
+@click.option("--width", type=click.IntRange(1), default=64, show_default=True, help="The context's channels.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The fitted .safetensors.")
+@click.option("--val", "val_dirs", multiple=True, type=click.Path(exists=True), help="Held-out folder (repeatable).")
+@click.option("--crops", "crop_count", type=click.IntRange(1), default=4000, show_default=True)
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--crop", type=click.IntRange(32), default=256, show_default=True, help="Crops' side.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@THREADS_OPTION
+@FORCE_OPTION
+def fit_u_context(
+    train_dirs, teacher, width, output, val_dirs, crop_count, minutes, lr, batch, crop, seed, threads, force
+) -> None:
+    """(developers) Fit a checkerboard context for u (config.u_context) to TEACHER's
+    encoder on photos in TRAIN_DIRS, everything else frozen (training/u_context.py).
+    An exact teacher is fitted through its float twin; `convert --keep-integers-of
+    TEACHER` makes the result exact. Prints the bits of u on the --val crops (one
+    centre crop per photo) per quality, before and after."""
+    from pathlib import Path
+
+    import torch
+
+    from ..codec.images import list_images
+    from ..models.exact import float_twin
+    from ..models.io import save_model
+    from ..models.pretrained import load_named_model
+    from ..training.data import RandomCropSampler, training_sources, validation_crops
+    from ..training.u_context import encoder_bases, training_bases, u_bits, with_u_context
+    from ..training.u_context import fit_u_context as fit
+
+    if Path(output).exists() and not force:
+        raise CliError(f"{output} exists (use -f to overwrite)")
+    torch.set_num_threads(threads or 1)
+    torch.manual_seed(seed)
+    try:
+        source = load_named_model(teacher)
+        source = float_twin(source) if source.config.exact else source
+        model = with_u_context(source, width)
+        held_out = [
+            encoder_bases(source, torch.from_numpy(validation_crops(list_images([folder]), crop, per_image=1)).long())
+            for folder in val_dirs
+        ]
+        sampler = RandomCropSampler(training_sources(list(train_dirs)), crop, seed, **DISTIL_DATA)
+    except (CodecError, ValueError) as error:
+        raise CliError(str(error)) from error
+    bases = training_bases(source, sampler, crop_count)
+    click.echo(f"the encoder's u of {len(bases)} training crops")
+
+    def report(step: int, bits: float) -> None:
+        if step % 200 == 0:
+            click.echo(f"step {step}: {bits:.4f} bits per latent of u (the batch)")
+
+    steps = fit(model, bases, 60 * minutes, lr, batch, seed, report)
+    save_model(model, output)
+    for folder, folder_bases in zip(val_dirs, held_out, strict=True):
+        for quality in range(source.config.qualities):
+            before, after = u_bits(source, folder_bases, quality), u_bits(model, folder_bases, quality)
+            click.echo(
+                f"{folder} q{quality + 1}: u {before / len(folder_bases):.1f} -> {after / len(folder_bases):.1f} "
+                f"bits per crop ({100 * (after / before - 1):+.2f}%)"
+            )
+    click.echo(f"wrote {output} after {steps} steps")
+
+
 # The crops distil trains on: clean photos weighted up, JPEG sources downscaled (as runs/clean).
 DISTIL_DATA = {"jpeg_max_scale": 0.5, "clean_weight": 4.0, "native_fraction": 0.5}
 
-COMMANDS = [train, crops, evaluate, convert, grow, publish, distil]
+COMMANDS = [train, crops, evaluate, convert, grow, publish, distil, fit_u_context]

@@ -38,7 +38,7 @@ from ..models.exact_distributions import (
     coder_counts,
 )
 from ..models.heads import adapted_heads, pixel_heads
-from ..models.hierarchy import LevelState, TopState, descend
+from ..models.hierarchy import LevelState, TopState, descend, send_u
 from ..models.levels import GroupState, Level, decoding_quality
 from ..models.selfvae import SelfVAE
 from ..models.transforms import bin_centre, bin_of, block_sum_bounds, error_bins, keep_block_means
@@ -230,13 +230,21 @@ def step_q12(step: float) -> int:
 
 
 def code_latents(
-    stream, distribution: DiagonalGaussian | ExactGaussian, step, target: torch.Tensor | None
+    stream, distribution: DiagonalGaussian | ExactGaussian, step, target: torch.Tensor | None, positions=None
 ) -> torch.Tensor:
     """Code (or decode) latents on a grid of `step` centred on the distribution's mean
-    (`target`: the encoder's values; None when decoding); returns the latents as sent."""
+    (`target`: the encoder's values; None when decoding), only those at `positions`
+    (booleans that broadcast to the latents) where given; returns the latents as sent
+    (the distribution's means elsewhere)."""
+    indices = distribution.scale_indices(step)
     symbols = None if target is None else distribution.symbols(target, step)
-    symbols = stream.latents(distribution.coder_grid, distribution.scale_indices(step), symbols)
-    return distribution.from_symbols(symbols, step)
+    if positions is None:
+        return distribution.from_symbols(stream.latents(distribution.coder_grid, indices, symbols), step)
+    chosen = np.broadcast_to(positions.cpu().numpy(), indices.shape)
+    sent = stream.latents(distribution.coder_grid, indices[chosen], None if symbols is None else symbols[chosen])
+    every = np.zeros(indices.shape, dtype=sent.dtype)
+    every[chosen] = sent
+    return distribution.from_symbols(every, step)
 
 
 def latent_steps(model: SelfVAE, step: float, quality: int | None) -> tuple:
@@ -293,14 +301,21 @@ class Coding:
         return None if self.truth is None else self.truth[index]
 
     def top_latent(self, u_size):
-        """u in its prior's base space under N(0, 1)."""
+        """u in its prior's base space (hierarchy.send_u)."""
         model = self.model
         self.stream.begin_section("u")
-        standard = model.standard_latents((1, model.config.u_channels, *u_size))
-        target = self._target(
-            0, standard, self.u_step, lambda: model.prior_u.to_base(model.top.posterior(self.truth[0]).mean)
-        )
-        return model.prior_u.from_base(code_latents(self.stream, standard, self.u_step, target))
+        encoders = []  # the encoder's u, once inferred
+
+        def encoders_value():
+            if not encoders:
+                encoders.append(model.prior_u.to_base(model.top.posterior(self.truth[0]).mean))
+            return encoders[0]
+
+        def send(distribution, positions):
+            target = self._target(0, distribution, self.u_step, encoders_value)
+            return code_latents(self.stream, distribution, self.u_step, target, positions)
+
+        return model.prior_u.from_base(send_u(model, (1, model.config.u_channels, *u_size), self.u_step, send))
 
     def top_representation(self, top: TopState):
         if not self._sends(0):

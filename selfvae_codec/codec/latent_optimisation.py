@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..models.hierarchy import descend, latent_bits
+from ..models.hierarchy import descend, latent_bits, send_u
 from ..models.levels import decoding_quality
 from ..models.selfvae import SelfVAE
 
@@ -79,26 +79,46 @@ class RelaxedWalk:
         self.symbols: list[np.ndarray] = []
         self._sent = 0
 
-    def _send(self, encoders_value, center: torch.Tensor, step: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    def _value(self, encoders_value) -> torch.Tensor:
+        """The next latent's values in units of its step (the encoder's on the first walk)."""
         if self._sent == len(self.values):
-            self.values.append((encoders_value() / step).detach())
-        value = self.values[self._sent]
+            self.values.append(encoders_value().detach())
         self._sent += 1
-        offset = value - center / step
+        return self.values[self._sent - 1]
+
+    def _round(self, offset: torch.Tensor) -> torch.Tensor:
         if self.temperature is None:
-            rounded = torch.round(offset)
+            return torch.round(offset)
+        return soft_round(offset, self.temperature, self.generator)
+
+    def _count(self, offset: torch.Tensor, step: torch.Tensor, std: torch.Tensor, positions=None) -> None:
+        """Add the bits of latents sent at `offset` from their prior means (at `positions`)."""
+        self.bits = self.bits + latent_bits(offset, step, std, positions).sum()
+
+    def _send(self, encoders_value, center: torch.Tensor, step: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        rounded = self._round(self._value(lambda: encoders_value() / step) - center / step)
+        if self.temperature is None:
             self.symbols.append(rounded.detach().to(torch.int64).cpu().numpy())
-        else:
-            rounded = soft_round(offset, self.temperature, self.generator)
-        self.bits = self.bits + latent_bits(rounded * step, step, std).sum()
+        self._count(rounded * step, step, std)
         return center + rounded * step
 
     def top_latent(self, u_size):
-        top, prior_u = self.model.top, self.model.prior_u
-        zeros = torch.zeros((1, self.model.config.u_channels, *u_size), device=self.ys[0].device)
-        base = self._send(
-            lambda: prior_u.to_base(top.posterior(self.ys[0]).mean), zeros, self.u_step, torch.ones_like(zeros)
-        )
+        """u in its prior's base space (hierarchy.send_u), one value per latent."""
+        top, prior_u, step = self.model.top, self.model.prior_u, self.u_step
+        value = self._value(lambda: prior_u.to_base(top.posterior(self.ys[0]).mean) / step)
+        symbols = torch.zeros(value.shape, dtype=torch.int64, device=value.device)
+
+        def send(distribution, positions):
+            center, std = distribution.mean.to(value.dtype), distribution.std.to(value.dtype)
+            rounded = self._round(value - center / step)
+            chosen = torch.ones_like(symbols, dtype=torch.bool) if positions is None else positions.expand_as(symbols)
+            symbols[chosen] = rounded.detach().to(torch.int64)[chosen]
+            self._count(rounded * step, step, std, positions)
+            return center + rounded * step
+
+        base = send_u(self.model, tuple(value.shape), step, send)
+        if self.temperature is None:
+            self.symbols.append(symbols.cpu().numpy())
         return prior_u.from_base(base)
 
     def top_representation(self, top):

@@ -45,6 +45,10 @@ class ModelConfig:
       one (1-based) up with a second set of decoding parts (context block, trunk
       blocks, group heads: the level's `upper`), such as the decoding the model had
       before its own was fitted to the low qualities' rounded latents; 0: one set.
+    u_context: a lossy model that codes u in two halves of a checkerboard, the second
+      under a Gaussian that a small network (this many channels wide; 0: none) predicts
+      from the first half as sent and u's steps (priors.CheckerboardContext), instead
+      of under N(0, 1) everywhere.
     """
 
     family: str = "selfvae-downscale"
@@ -70,6 +74,7 @@ class ModelConfig:
     qualities: int = 0
     quality_film: bool = False
     upper_decoding: int = 0
+    u_context: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "level_widths", tuple(self.level_widths))
@@ -99,6 +104,8 @@ class ModelConfig:
             raise ValueError("quality_film needs a lossy model (qualities > 0)")
         if self.upper_decoding and not 2 <= self.upper_decoding <= self.qualities:
             raise ValueError(f"upper_decoding must be 0 or a quality from 2 to {self.qualities}")
+        if self.u_context < 0 or (self.u_context and not self.qualities):
+            raise ValueError("u_context needs a lossy model (qualities > 0) and a width >= 0")
         FAMILIES[self.family].check(self)
 
     @property
@@ -148,7 +155,7 @@ class ModelConfig:
                 data[name] = list(getattr(self, name))
             else:
                 del data[name]
-        for name in ("exact", "qualities", "quality_film", "upper_decoding"):  # written only when set
+        for name in ("exact", "qualities", "quality_film", "upper_decoding", "u_context"):  # written only when set
             if not data[name]:
                 del data[name]
         return data

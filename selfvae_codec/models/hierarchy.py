@@ -26,6 +26,7 @@ import torch
 
 from .distributions import DiagonalGaussian, DiscretizedLogisticMixture, logistic_bin_log_prob
 from .levels import Level, TopLatent
+from .priors import checkerboard
 
 
 @dataclass
@@ -81,6 +82,23 @@ def descend(model, image_size: tuple[int, int], policy: Policy) -> torch.Tensor:
     return y
 
 
+def send_u(model, shape: tuple[int, ...], u_step, send) -> torch.Tensor:
+    """u in its prior's base space as a file sends it, each latent on a grid of `u_step`
+    about its distribution's mean. `send(distribution, positions)` sends the latents at
+    `positions` ([1, 1, H, W] booleans; None: all of them) under `distribution` and
+    returns the sent latents (full shape: what lies outside `positions` is ignored).
+    All of u goes under N(0, 1), or in a u_context model the checkerboard's first half
+    does, then its second half under the Gaussian predicted from the first."""
+    standard = model.standard_latents(shape)
+    if not model.config.u_context:
+        return send(standard, None)
+    first = checkerboard(shape[-2:], device=standard.mean.device)
+    sent_first = send(standard, first)
+    first_half = torch.where(first, sent_first, torch.zeros_like(sent_first))
+    second = model.u_second_half(first_half, u_step)
+    return torch.where(first, sent_first, send(second, ~first))
+
+
 def representation_names(levels: int) -> list[str]:
     """y1 .. y{L}, x: the names of [y_1, ..., y_L, x] in the terms' keys."""
     return [f"y{k + 1}" for k in range(levels)] + ["x"]
@@ -131,6 +149,14 @@ def quantize_latents(values: torch.Tensor, center: torch.Tensor, step: torch.Ten
     return center + step * torch.round((values - center) / step)
 
 
+def quantize_as_sent(
+    values: torch.Tensor, center: torch.Tensor, step: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the latents rounded as the coder sends them, the same): rate and walk alike."""
+    rounded = quantize_latents(values, center, step, noisy=False)
+    return rounded, rounded
+
+
 def quantize_mixed(values: torch.Tensor, center: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixed quantisation (Minnen & Singh 2020): (the latents with uniform noise, for
     the rate; the latents rounded as the coder sends them, with straight-through
@@ -139,10 +165,32 @@ def quantize_mixed(values: torch.Tensor, center: torch.Tensor, step: torch.Tenso
     return quantize_latents(values, center, step, noisy=True), values + (rounded - values).detach()
 
 
-def latent_bits(offset: torch.Tensor, step: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def latent_bits(offset: torch.Tensor, step: torch.Tensor, std: torch.Tensor, positions=None) -> torch.Tensor:
     """Bits per example of latents `offset` from their prior means, each the mass of
-    its step-wide bin under a logistic with standard deviation `std`."""
-    return -logistic_bin_log_prob(offset, step, std).flatten(1).sum(1) / math.log(2)
+    its step-wide bin under a logistic with standard deviation `std` (only those at
+    `positions`, booleans that broadcast to `offset`, where given)."""
+    bits = -logistic_bin_log_prob(offset, step, std) / math.log(2)
+    if positions is not None:
+        bits = torch.where(positions, bits, torch.zeros_like(bits))
+    return bits.flatten(1).sum(1)
+
+
+def rate_of_u(model, base: torch.Tensor, u_step, quantized) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u in base space as the decoder walks on it, its bits per example) for the
+    encoder's `base`, each latent quantised by `quantized(values, center, step)`, which
+    returns (the latents the rate is counted on, the latents sent): send_u's two
+    halves in a u_context model."""
+    rate = torch.zeros(base.shape[0], device=base.device)
+
+    def send(distribution, positions):
+        nonlocal rate
+        center, std = distribution.mean.to(base.dtype), distribution.std.to(base.dtype)
+        for_rate, sent = quantized(base, center, u_step)
+        rate = rate + latent_bits(for_rate - center, u_step, std, positions)
+        return sent
+
+    sent = send_u(model, tuple(base.shape), u_step, send)
+    return sent, rate
 
 
 class RateDistortionTerms:
@@ -178,8 +226,7 @@ class RateDistortionTerms:
     def top_latent(self, u_size):
         prior_u = self.model.prior_u
         base = prior_u.to_base(self.model.top.posterior(self.ys[0]).mean)
-        for_rate, sent = self._quantized(base, torch.zeros_like(base), self.u_step)
-        self.terms["rate_u"] = latent_bits(for_rate, self.u_step, torch.ones_like(base))
+        sent, self.terms["rate_u"] = rate_of_u(self.model, base, self.u_step, self._quantized)
         return prior_u.from_base(sent)
 
     def _quantized(self, values, center, step) -> tuple[torch.Tensor, torch.Tensor]:

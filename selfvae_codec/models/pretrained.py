@@ -21,11 +21,26 @@ def _entries() -> dict[str, dict]:
     return json.loads(REGISTRY_FILE.read_text())
 
 
-# A registry entry with this key has no file of its own: it is the model that the named
-# shipped model's upper decoding was taken from (selfvae.upper_decoding_alone), such
-# as the previous lossy model, carried whole inside its successor so that its files
-# keep decoding.
+# A registry entry with one of these keys has no file of its own: it is an earlier model
+# that the named model carries whole, so that its files keep decoding, rebuilt by
+# dropping what was added to it: the model whose upper decoding the named one took
+# (selfvae.upper_decoding_alone), or the named model without its u context
+# (selfvae.without_u_context).
 UPPER_DECODING_OF = "upper_decoding_of"
+WITHOUT_U_CONTEXT_OF = "without_u_context_of"
+CARRIED_BY = (UPPER_DECODING_OF, WITHOUT_U_CONTEXT_OF)
+
+
+def carried_by(entry: dict) -> str | None:
+    """The model a registry entry without a file of its own is rebuilt from, if any."""
+    return next((entry[key] for key in CARRIED_BY if key in entry), None)
+
+
+def carrier(name: str) -> str:
+    """The shipped model whose file holds model `name` (itself, or the end of its
+    chain of carried_by)."""
+    source = carried_by(_entries()[name])
+    return name if source is None else carrier(source)
 
 
 def registry() -> dict[str, dict]:
@@ -49,10 +64,11 @@ def load_pretrained(name: str = "default", device: str = "cpu"):
         known = ", ".join(sorted(entries)) or "none"
         raise ModelLoadError(f"no pretrained model named {name!r} (available: {known})")
     entry = entries[name]
-    if UPPER_DECODING_OF in entry:
-        from .selfvae import upper_decoding_alone
+    if carried_by(entry) is not None:
+        from .selfvae import upper_decoding_alone, without_u_context
 
-        model = upper_decoding_alone(load_pretrained(entry[UPPER_DECODING_OF], device))
+        rebuild = upper_decoding_alone if UPPER_DECODING_OF in entry else without_u_context
+        model = rebuild(load_pretrained(carried_by(entry), device))
     else:
         model = load_model(PRETRAINED_DIR / entry["file"], expected_sha256=entry["sha256"], device=device)
     if model.fingerprint() != entry["fingerprint"]:
@@ -84,7 +100,7 @@ SHIPPED_LOSSY_MODES = ("rs2", "rs1", "conditional")
 RATED_MODES = ("rs2", "conditional")
 # Shipped beside the two coding models: the float weights `default` was converted from
 # (what `evaluate` scores and training starts from). `models` names it on one line,
-# with the earlier models that read their files (UPPER_DECODING_OF).
+# with the earlier models that read their files (CARRIED_BY).
 SUPPORTING_MODELS = ("default-float",)
 
 

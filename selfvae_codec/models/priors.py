@@ -10,7 +10,7 @@ from torch import nn
 
 from . import fixed_point
 from .distributions import LOG_2PI
-from .layers import ELU
+from .layers import ELU, elu
 
 
 def standard_normal_log_prob(value: torch.Tensor) -> torch.Tensor:
@@ -148,3 +148,33 @@ class RealNVPPrior(nn.Module):
 
     def sample(self, shape: tuple[int, ...], device=None) -> torch.Tensor:
         return self.from_base(torch.randn(shape, device=device))
+
+
+def checkerboard(size: tuple[int, int], device=None) -> torch.Tensor:
+    """[1, 1, H, W] booleans, True on the first half of a checkerboard ((i + j) even):
+    the latents a u_context model sends first."""
+    rows = torch.arange(size[0], device=device)[:, None]
+    columns = torch.arange(size[1], device=device)[None, :]
+    return ((rows + columns) % 2 == 0)[None, None]
+
+
+class CheckerboardContext(nn.Module):
+    """The Gaussian of u's second checkerboard half in its prior's base space, given
+    the first half as sent (zeros elsewhere) and u's steps (one plane per channel):
+    a 3x3 convolution, a 1x1 one and a 3x3 head, each after an ELU but the first.
+    Its head starts at zero, that is at N(0, 1): where u was coded before."""
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        self.inner = nn.Conv2d(2 * channels, width, 3, padding=1)
+        self.hidden = nn.Conv2d(width, width, 1)
+        self.head = nn.Conv2d(width, 2 * channels, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, first_half: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """[B, 2C, H, W]: the means and log standard deviations (DiagonalGaussian /
+        ExactGaussian.from_params), float or exact as the layers compute."""
+        steps = step.to(first_half.dtype).expand(first_half.shape[0], -1, *first_half.shape[-2:])
+        features = self.inner(torch.cat([first_half, steps], dim=1))
+        return self.head(elu(self.hidden(elu(features))))

@@ -34,7 +34,7 @@ from .families import FAMILIES
 from .hierarchy import ElboTerms, Generation, RateDistortionTerms, descend
 from .layers import data_dependent_init
 from .levels import DECODING_MODULES, Level, TopLatent, decoding_quality, spatial_size
-from .priors import MixtureOfGaussiansPrior, RealNVPPrior, StandardNormalPrior
+from .priors import CheckerboardContext, MixtureOfGaussiansPrior, RealNVPPrior, StandardNormalPrior
 from .transforms import downscale_pyramid, size_at_stride
 
 INITIAL_LOG2_STEP_SPAN = 1.5  # a lossy model's steps start at 2^1.5 (coarsest) .. 2^-1.5 (finest)
@@ -56,6 +56,8 @@ class SelfVAE(nn.Module):
             "mog": lambda: MixtureOfGaussiansPrior(config.u_channels, config.mog_components),
         }[config.prior]
         self.prior_u = prior()
+        if config.u_context:
+            self.u_context = CheckerboardContext(config.u_channels, config.u_context)
         levels = []
         for k in range(config.num_levels):
             prev_stride = self.u_stride if k == 0 else self.z_strides[k - 1]
@@ -114,6 +116,12 @@ class SelfVAE(nn.Module):
         """N(0, 1) over latents of `shape`, float or exact as the model computes: what u
         is coded under in its prior's base space."""
         return (ExactGaussian if self.config.exact else DiagonalGaussian).standard(shape, self.device)
+
+    def u_second_half(self, first_half: torch.Tensor, u_step: torch.Tensor) -> DiagonalGaussian | ExactGaussian:
+        """A u_context model's Gaussian of u's second checkerboard half (base space),
+        given the first half as sent (zeros elsewhere) and u's steps."""
+        params = self.u_context(first_half, u_step)
+        return DiagonalGaussian.from_params(params) if params.is_floating_point() else ExactGaussian.from_params(params)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.config.image_channels:
@@ -338,4 +346,15 @@ def upper_decoding_alone(model: SelfVAE) -> SelfVAE:
             name = last + inner.removeprefix("upper.")
         state[name] = tensor
     alone.load_state_dict(state)
+    return alone.eval()
+
+
+def without_u_context(model: SelfVAE) -> SelfVAE:
+    """`model` without its checkerboard context for u (config.u_context): the model it
+    was fitted to (training/u_context.py), which a model so fitted carries whole, and
+    whose files it reads."""
+    if not model.config.u_context:
+        raise ValueError("the model has no u context")
+    alone = SelfVAE(dataclasses.replace(model.config, u_context=0))
+    alone.load_state_dict({name: t for name, t in model.state_dict().items() if not name.startswith("u_context.")})
     return alone.eval()
