@@ -94,7 +94,7 @@ def main() -> None:
             args.threads,
             out / "rd",
             lossy_codec,
-            {"from": args.reuse, "measured_modes": modes} if args.reuse else None,
+            rate_distortion.reuse_record(Path(args.reuse), modes) if args.reuse else None,
             lossy_modes,
         )
 

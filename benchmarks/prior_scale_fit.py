@@ -12,7 +12,8 @@ each latent (u, z_1 .. z_L) at every quality under the model's priors, and
   deviations) with its right-hand and lower neighbours': what a spatial context
   could predict that the prior does not.
 
-Walks the exact model's float twin as the coder does (rounded latents on the
+Walks the exact model's float twin (`lossy-v4`, the shipped lossy model before its
+u context, unless --model says otherwise) as the coder does (rounded latents on the
 quality's steps, relative to the prior means).
 
     python benchmarks/prior_scale_fit.py ../shared/data/val/classic --every 4 --crop 256
@@ -45,10 +46,9 @@ class SentLatents(RelaxedWalk):
         super().__init__(*args)
         self.sent: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
-    def _send(self, encoders_value, center, step, std):
-        value = super()._send(encoders_value, center, step, std)
-        self.sent.append((value - center, step, std))
-        return value
+    def _count(self, offset, step, std, positions=None):
+        super()._count(offset, step, std, positions)
+        self.sent.append((offset, step, std))
 
 
 def empirical_bits(symbols: torch.Tensor, buckets: torch.Tensor) -> float:
@@ -76,9 +76,12 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default="lossy-v4", help="a lossy model without a u context (the one measured)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    twin = float_twin(Codec("lossy").model)
+    twin = float_twin(Codec(args.model).model)
+    if twin.config.u_context:  # its u would count as two latents
+        parser.error("this script measures a lossy model without a u context")
     files = [path for folder in args.folder for path in list_images(folder)[:: args.every]]
     names = ["u"] + [f"z{k + 1}" for k in range(len(twin.levels))]
     # bits[quality][latent][factor], summed over the images

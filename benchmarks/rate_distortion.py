@@ -12,6 +12,7 @@ against JPEG and WebP, and those anchors' PSNR at each of our points' bpp.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -168,6 +169,29 @@ def reused_rows(path: Path, modes: list[str], images: list[str]) -> tuple[dict[s
         raise SystemExit(f"--reuse {path}: no rows for {', '.join(missing[:3])}")
     reused_modes = [mode for mode in MODES if any(r["codec"] == f"selfvae-{mode}" for r in rows)]
     return by_image, reused_modes
+
+
+def reuse_record(path: Path, modes: list[str]) -> dict:
+    """What a summary says of rows reused from the earlier per_image.csv at `path`:
+    where from, the modes measured anew, and per lossy mode not measured anew the
+    fingerprint of the lossy model its reused rows were measured with (from that
+    run's summary.json beside it, itself perhaps a run that reused rows)."""
+    record = {"from": str(path), "measured_modes": modes}
+    earlier = path.parent / "summary.json"
+    if earlier.is_file():
+        summary = json.loads(earlier.read_text())
+        reused = summary.get("reused_rows") or {}
+        models = reused.get("reused_models", {})
+        record["reused_models"] = {
+            mode: (
+                summary.get("lossy_model_fingerprint")
+                if mode in reused.get("measured_modes", MODES)
+                else models.get(mode)
+            )
+            for mode in summary.get("lossy_modes", [])
+            if mode not in modes
+        }
+    return record
 
 
 def anchor_psnr_at(points: list[dict], bpp: float) -> float | None:

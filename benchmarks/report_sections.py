@@ -218,6 +218,21 @@ def bd_rate_table(summary: dict, anchors: list[str]) -> list[str]:
     return lines
 
 
+def reused_models_clause(summary: dict) -> str:
+    """Which lossy model the reused rows of selfvae-codec's modes were measured with,
+    where it is not this summary's: ', <modes> with `<name>` (<fingerprint>)', or ''."""
+    lossy = summary.get("lossy_model_fingerprint")
+    by_model: dict[str, list[str]] = {}
+    for mode, fingerprint in (summary.get("reused_rows") or {}).get("reused_models", {}).items():
+        if fingerprint and fingerprint != lossy:
+            by_model.setdefault(fingerprint, []).append(mode)
+    parts = [
+        f"{listed(modes)} with `{find_by_fingerprint(fp) or find_retired(fp) or 'an earlier model'}` ({fp[:12]})"
+        for fp, modes in by_model.items()
+    ]
+    return f", selfvae-codec's {'; '.join(parts)}" if parts else ""
+
+
 def rd_section(folder: str = "rd") -> list[str]:
     """The lossy modes' table of one validation set (results in RESULTS/folder)."""
     summary = load(RESULTS / folder / "summary.json")
@@ -231,8 +246,8 @@ def rd_section(folder: str = "rd") -> list[str]:
         reuse_note = (
             f"Only {listed(reused['measured_modes'])} {'was' if len(reused['measured_modes']) == 1 else 'were'} "
             "measured in this run; the other rows "
-            "(the classical codecs, and selfvae-codec's other modes, whose model is unchanged) are those of "
-            "the previous run of this table, on the same images. "
+            "(the classical codecs, and selfvae-codec's other modes) are those of "
+            f"the previous run of this table, on the same images{reused_models_clause(summary)}. "
         )
     elif "/" in folder:  # a second validation set: only the modes it was run with
         modes = ",".join(dict.fromkeys(p["codec"].removeprefix("selfvae-") for p in summary["selfvae_points"]))
@@ -277,12 +292,12 @@ def rd_section(folder: str = "rd") -> list[str]:
     ]
     if folder != "rd":
         return lines
-    if (RESULTS / "rd" / "picture_grid.png").is_file():
+    if (RESULTS / "rd" / "picture_grid.webp").is_file():
         lines += [
             "One photo in every mode and quality, JPEG at the same rates below "
             f"(`python benchmarks/picture_grid.py {PICTURE_GRID_PHOTO} --crop 256`):",
             "",
-            "![picture grid](rd/picture_grid.png)",
+            "![picture grid](rd/picture_grid.webp)",
             "",
         ]
     for diagnostic in ("latent_use.md", "conditional_ceiling.md"):

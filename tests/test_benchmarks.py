@@ -1,6 +1,7 @@
 """The benchmark's arithmetic: BD-rate and the anchors' PSNR at a given rate; the report's provenance check;
 the per-level diagnosis of a lossy model."""
 
+import json
 import math
 
 import conditional_ceiling
@@ -119,6 +120,23 @@ def test_reused_rows_keep_what_the_run_does_not_measure_and_refuse_missing_image
     assert modes == ["conditional"]
     with pytest.raises(SystemExit, match="no rows for c.png"):
         rate_distortion.reused_rows(path, ["rs2"], ["a.png", "c.png"])
+
+
+def test_a_run_that_reuses_rows_records_and_reports_the_models_they_were_measured_with(tmp_path):
+    """Reused rows of selfvae-codec's modes keep the lossy model that measured them,
+    through a chain of runs, and the report names it where it is not the run's."""
+    earlier = {
+        "lossy_model_fingerprint": "a" * 64,
+        "lossy_modes": ["rs2", "rs1", "conditional"],
+        "reused_rows": {"measured_modes": ["rs2"], "reused_models": {"rs1": "b" * 64, "conditional": "b" * 64}},
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(earlier))
+    record = rate_distortion.reuse_record(tmp_path / "per_image.csv", ["rs1"])
+    assert record["measured_modes"] == ["rs1"]
+    assert record["reused_models"] == {"rs2": "a" * 64, "conditional": "b" * 64}
+    clause = report_sections.reused_models_clause({"lossy_model_fingerprint": "a" * 64, "reused_rows": record})
+    assert clause == ", selfvae-codec's conditional with `an earlier model` (bbbbbbbbbbbb)"
+    assert report_sections.reused_models_clause({"lossy_model_fingerprint": "a" * 64}) == ""
 
 
 def test_the_lossy_model_codes_the_modes_it_is_given_and_the_report_says_so():

@@ -378,9 +378,9 @@ def test_models_lists_the_two_coding_models_and_names_the_float_source_and_the_e
     lines = run("models").stdout.splitlines()
     assert [line.split(":")[0] for line in lines[:-1]] == ["default", "lossy"]
     assert lines[-1].startswith("also shipped: default-float, the float weights")
-    assert "; lossy-v3, the earlier `lossy`, which reads its files (--all)" in lines[-1]
+    assert "; lossy-v3 and lossy-v4, earlier models whose files `lossy` reads (--all)" in lines[-1]
     everything = run("models", "--all").stdout.splitlines()
-    assert [line.split(":")[0] for line in everything] == ["default", "default-float", "lossy", "lossy-v3"]
+    assert [line.split(":")[0] for line in everything] == ["default", "default-float", "lossy", "lossy-v3", "lossy-v4"]
 
 
 def test_messages_name_no_flags_in_the_api_and_count_in_words(tmp_path):

@@ -42,7 +42,14 @@ def models(show_all) -> None:
         click.echo(f"{name}: {entry.get('description', '')} [{measured}; {entry['fingerprint'][:12]}]")
     if supporting and not show_all:
         parts = [f"{name}, the float weights `default` was converted from" for name in float_sources]
-        parts += [f"{name}, the earlier `{carrier(name)}`, which reads its files" for name in earlier]
+        by_carrier: dict[str, list[str]] = {}
+        for name in earlier:
+            by_carrier.setdefault(carrier(name), []).append(name)
+        for name, names in by_carrier.items():
+            earlier_models = (
+                f"{' and '.join(names)}, earlier models" if len(names) > 1 else f"{names[0]}, an earlier model"
+            )
+            parts.append(f"{earlier_models} whose files `{name}` reads")
         click.echo(f"also shipped: {'; '.join(parts)} (--all)")
 
 
