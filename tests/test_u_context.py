@@ -60,6 +60,15 @@ def test_the_setting_needs_a_lossy_model_and_leaves_other_models_fingerprints_al
     assert dataclasses.replace(lossy.config, u_context=WIDTH).to_dict()["u_context"] == WIDTH
 
 
+def test_only_a_float_lossy_model_takes_a_context(lossy):
+    with pytest.raises(ValueError, match="fitted to a lossy model"):
+        with_u_context(SelfVAE(tiny_config()), WIDTH)
+    with pytest.raises(ValueError, match="on a float model"):
+        with_u_context(to_exact(lossy), WIDTH)
+    with pytest.raises(ValueError, match="has a u context already"):
+        with_u_context(with_u_context(lossy, WIDTH), WIDTH)
+
+
 def test_the_checkerboard_halves_u():
     first = checkerboard((3, 4))[0, 0]
     assert first.tolist() == [[True, False, True, False], [False, True, False, True], [True, False, True, False]]

@@ -31,8 +31,10 @@ ENCODER_BATCH = 16
 def with_u_context(model: SelfVAE, width: int) -> SelfVAE:
     """A float lossy model with `model`'s weights and a checkerboard context for u of
     `width` channels, which starts as N(0, 1) (so codes as `model` does)."""
-    if model.config.exact or not model.config.lossy:
-        raise ValueError("the u context is fitted on a float lossy model (the float twin of an exact one)")
+    if not model.config.lossy:
+        raise ValueError("a u context is fitted to a lossy model (such as the shipped `lossy`)")
+    if model.config.exact:
+        raise ValueError("a u context is fitted on a float model (an exact one's float twin)")
     if model.config.u_context:
         raise ValueError("the model has a u context already")
     fitted = SelfVAE(dataclasses.replace(model.config, u_context=width))
