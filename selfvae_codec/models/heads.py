@@ -21,6 +21,12 @@ GAIN_BITS = 6
 BIAS_BITS = 8
 
 
+def gaussian_from_params(params: torch.Tensor) -> DiagonalGaussian | ExactGaussian:
+    """Means and log-stds [B, 2C, ...] as a diagonal Gaussian: float, or exact for an
+    exact model's integers."""
+    return DiagonalGaussian.from_params(params) if params.is_floating_point() else ExactGaussian.from_params(params)
+
+
 class GaussianHead(nn.Module):
     """Features -> a diagonal Gaussian (mean and log-std maps)."""
 
@@ -29,8 +35,7 @@ class GaussianHead(nn.Module):
         self.conv = WNConv2d(width, 2 * channels, 3, init_scale=0.1)
 
     def forward(self, features: torch.Tensor) -> DiagonalGaussian:
-        params = self.conv(elu(features))
-        return DiagonalGaussian.from_params(params) if params.is_floating_point() else ExactGaussian.from_params(params)
+        return gaussian_from_params(self.conv(elu(features)))
 
 
 class ResidualBlock(nn.Module):

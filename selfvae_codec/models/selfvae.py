@@ -31,6 +31,7 @@ from .distributions import DiagonalGaussian
 from .exact_distributions import ExactGaussian
 from .exact_layers import make_exact_layers
 from .families import FAMILIES
+from .heads import gaussian_from_params
 from .hierarchy import ElboTerms, Generation, RateDistortionTerms, descend
 from .layers import data_dependent_init
 from .levels import DECODING_MODULES, Level, TopLatent, decoding_quality, spatial_size
@@ -120,8 +121,7 @@ class SelfVAE(nn.Module):
     def u_second_half(self, first_half: torch.Tensor, u_step: torch.Tensor) -> DiagonalGaussian | ExactGaussian:
         """A u_context model's Gaussian of u's second checkerboard half (base space),
         given the first half as sent (zeros elsewhere) and u's steps."""
-        params = self.u_context(first_half, u_step)
-        return DiagonalGaussian.from_params(params) if params.is_floating_point() else ExactGaussian.from_params(params)
+        return gaussian_from_params(self.u_context(first_half, u_step))
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.config.image_channels:
